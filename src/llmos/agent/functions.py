@@ -1,0 +1,343 @@
+"""The built-in functions every agent has: MemGPT's memory functions, by MemGPT's names.
+
+Each function is an argument model (pydantic: its JSON schema is what the model
+sees; its validation is what catches a bad call) and an async handler. The
+executor `execute()` turns one raw `ToolCall` into a `FunctionResult` and never
+raises: unknown names, invalid JSON, wrong argument types and handler errors
+all become a failed result that goes back to the model, which then gets
+another step to fix its call.
+
+Handlers do not touch the database. They change the agent's in-memory image
+and queue writes on the step (`StepWrites`), which the agent loop commits in
+one transaction with the step's messages; searches are read-only syscalls.
+
+Left out: user-defined tools (the tool manager issue) and agent-to-agent
+messaging.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from llmos.llm.core import ToolCall, ToolSpec
+from llmos.memory.blocks import MemoryEditError
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+    from llmos.kernel.process import AgentImage
+
+HEARTBEAT_DOC = (
+    "true to get another step after this function returns (to act on its result); "
+    "false to end your turn"
+)
+PAGE_SIZE = 5
+
+
+class FunctionError(Exception):
+    """A function could not do what was asked; the message is for the model."""
+
+
+@dataclass(slots=True)
+class FunctionResult:
+    name: str
+    ok: bool
+    message: str
+    heartbeat: bool = False
+    reply: str | None = None  # what send_message said to the user
+
+    def to_content(self) -> str:
+        status = "OK" if self.ok else "Failed"
+        return json.dumps({"status": status, "message": self.message}, ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class StepWrites:
+    """Writes a step's functions want made, committed with the step's messages."""
+
+    blocks: set[str] = field(default_factory=set)  # labels of edited blocks
+    passages: list[tuple[str, Any]] = field(default_factory=list)  # (text, vector)
+    settings: bool = False  # the agent's settings changed
+
+
+@dataclass(slots=True)
+class FunctionContext:
+    kernel: Kernel
+    agent: AgentImage
+    writes: StepWrites
+
+
+# --- argument models ---------------------------------------------------------
+
+
+class _Args(BaseModel):
+    request_heartbeat: bool = Field(False, description=HEARTBEAT_DOC)
+
+
+class SendMessageArgs(_Args):
+    message: str = Field(description="The message to show the user. Write it in full.")
+
+
+class CoreMemoryAppendArgs(_Args):
+    label: str = Field(description="Block to edit, e.g. 'human' or 'persona'.")
+    content: str = Field(description="Text to add at the end of the block.")
+
+
+class CoreMemoryReplaceArgs(_Args):
+    label: str = Field(description="Block to edit, e.g. 'human' or 'persona'.")
+    old_content: str = Field(description="Exact text in the block to replace.")
+    new_content: str = Field(description="Text to put in its place ('' deletes it).")
+
+
+class ConversationSearchArgs(_Args):
+    query: str = Field(description="Words to look for in past messages.")
+    page: int = Field(0, ge=0, description="Result page, from 0.")
+
+
+class ConversationSearchDateArgs(_Args):
+    start_date: str = Field(description="Start of the range, 'YYYY-MM-DD' (inclusive).")
+    end_date: str = Field(description="End of the range, 'YYYY-MM-DD' (inclusive).")
+    page: int = Field(0, ge=0, description="Result page, from 0.")
+
+
+class ArchivalMemoryInsertArgs(_Args):
+    content: str = Field(description="Text to store; make it self-contained to find it later.")
+
+
+class ArchivalMemorySearchArgs(_Args):
+    query: str = Field(description="What to look for (meaning and keywords both count).")
+    page: int = Field(0, ge=0, description="Result page, from 0.")
+
+
+class PauseHeartbeatsArgs(BaseModel):
+    minutes: int = Field(ge=1, le=360, description="How long to ignore timed heartbeats.")
+
+
+# --- handlers ----------------------------------------------------------------
+
+
+async def send_message(ctx: FunctionContext, args: SendMessageArgs) -> FunctionResult:
+    return FunctionResult("send_message", True, "Sent message successfully.", reply=args.message)
+
+
+def _edited(ctx: FunctionContext, label: str, verb: str) -> str:
+    ctx.writes.blocks.add(label)
+    block = ctx.agent.memory.blocks[label]
+    # In the stable layout core memory in the system message is a snapshot;
+    # this event is how the model sees the block's current text until then.
+    return (
+        f"{verb} core memory block '{label}' "
+        f"({len(block.value)}/{block.limit} characters). It now reads:\n{block.value}"
+    )
+
+
+async def core_memory_append(ctx: FunctionContext, args: CoreMemoryAppendArgs) -> FunctionResult:
+    ctx.agent.memory.append(args.label, args.content)
+    return FunctionResult("core_memory_append", True, _edited(ctx, args.label, "Appended to"))
+
+
+async def core_memory_replace(
+    ctx: FunctionContext, args: CoreMemoryReplaceArgs
+) -> FunctionResult:
+    ctx.agent.memory.replace(args.label, args.old_content, args.new_content)
+    return FunctionResult("core_memory_replace", True, _edited(ctx, args.label, "Edited"))
+
+
+def _paged(kind: str, page: int, total: int, items: list[str]) -> str:
+    if not items:
+        return f"No {kind} results" + (f" on page {page}." if page else ".")
+    pages = max(1, -(-total // PAGE_SIZE))
+    head = f"Showing {len(items)} of {total} {kind} results (page {page} of 0..{pages - 1}):"
+    return "\n".join([head, *items])
+
+
+async def conversation_search(
+    ctx: FunctionContext, args: ConversationSearchArgs
+) -> FunctionResult:
+    found, total = await ctx.kernel.memory_search_recall(ctx.agent, args.query, args.page)
+    items = [_recall_line(m) for m in found]
+    return FunctionResult("conversation_search", True, _paged("recall", args.page, total, items))
+
+
+def _parse_date(value: str, end: bool) -> datetime:
+    try:
+        day = datetime.strptime(value.strip()[:10], "%Y-%m-%d")
+    except ValueError:
+        raise FunctionError(f"dates must look like 2024-01-31, got {value!r}") from None
+    return day + timedelta(days=1, microseconds=-1) if end else day
+
+
+async def conversation_search_date(
+    ctx: FunctionContext, args: ConversationSearchDateArgs
+) -> FunctionResult:
+    start, end = _parse_date(args.start_date, False), _parse_date(args.end_date, True)
+    found, total = await ctx.kernel.memory_search_recall_date(ctx.agent, start, end, args.page)
+    items = [_recall_line(m) for m in found]
+    return FunctionResult(
+        "conversation_search_date", True, _paged("recall", args.page, total, items)
+    )
+
+
+def _recall_line(m: Any) -> str:
+    when = datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M")
+    return f"[{when}] {m.role}: {m.searchable_text()}"
+
+
+async def archival_memory_insert(
+    ctx: FunctionContext, args: ArchivalMemoryInsertArgs
+) -> FunctionResult:
+    if not args.content.strip():
+        raise FunctionError("content is empty; nothing was stored")
+    vector = await ctx.kernel.embed(ctx.agent, [args.content])
+    ctx.writes.passages.append((args.content, vector[0]))
+    return FunctionResult("archival_memory_insert", True, "Stored in archival memory.")
+
+
+async def archival_memory_search(
+    ctx: FunctionContext, args: ArchivalMemorySearchArgs
+) -> FunctionResult:
+    found, total = await ctx.kernel.storage_search_archival(ctx.agent, args.query, args.page)
+    items = [
+        f"[{datetime.fromtimestamp(p.created_at).strftime('%Y-%m-%d %H:%M')}] {p.text}"
+        for p in found
+    ]
+    return FunctionResult(
+        "archival_memory_search", True, _paged("archival", args.page, total, items)
+    )
+
+
+async def pause_heartbeats(ctx: FunctionContext, args: PauseHeartbeatsArgs) -> FunctionResult:
+    ctx.agent.settings["heartbeats_paused_until"] = time.time() + 60 * args.minutes
+    ctx.writes.settings = True
+    return FunctionResult(
+        "pause_heartbeats", True, f"Timed heartbeats paused for {args.minutes} minutes."
+    )
+
+
+# --- the table and the executor ----------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Function:
+    name: str
+    description: str
+    args: type[BaseModel]
+    handler: Callable[[FunctionContext, Any], Awaitable[FunctionResult]]
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, _clean_schema(self.args.model_json_schema()))
+
+
+def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop pydantic's `title`s: they cost tokens on every request and say nothing."""
+    out = {k: v for k, v in schema.items() if k != "title"}
+    if "properties" in out:
+        out["properties"] = {
+            name: {k: v for k, v in prop.items() if k != "title"}
+            for name, prop in out["properties"].items()
+        }
+    return out
+
+
+BUILTINS: dict[str, Function] = {
+    f.name: f
+    for f in [
+        Function("send_message", "Send a message to the user.", SendMessageArgs, send_message),
+        Function(
+            "core_memory_append",
+            "Append text to a block of your core memory.",
+            CoreMemoryAppendArgs,
+            core_memory_append,
+        ),
+        Function(
+            "core_memory_replace",
+            "Replace exact text in a block of your core memory.",
+            CoreMemoryReplaceArgs,
+            core_memory_replace,
+        ),
+        Function(
+            "conversation_search",
+            "Search every past message (recall memory) by words, best match first.",
+            ConversationSearchArgs,
+            conversation_search,
+        ),
+        Function(
+            "conversation_search_date",
+            "List past messages (recall memory) sent between two dates.",
+            ConversationSearchDateArgs,
+            conversation_search_date,
+        ),
+        Function(
+            "archival_memory_insert",
+            "Save text to archival memory, your unlimited long-term store.",
+            ArchivalMemoryInsertArgs,
+            archival_memory_insert,
+        ),
+        Function(
+            "archival_memory_search",
+            "Search archival memory by meaning and keywords, best match first.",
+            ArchivalMemorySearchArgs,
+            archival_memory_search,
+        ),
+        Function(
+            "pause_heartbeats",
+            "Ignore timed heartbeats for a while (you still get user messages).",
+            PauseHeartbeatsArgs,
+            pause_heartbeats,
+        ),
+    ]
+}
+
+TOOL_SPECS: list[ToolSpec] = [f.spec() for f in BUILTINS.values()]
+
+
+def _validation_message(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "arguments"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+async def execute(ctx: FunctionContext, call: ToolCall) -> FunctionResult:
+    """Run one call; every failure becomes a failed result with a heartbeat."""
+    fn = BUILTINS.get(call.name)
+    if fn is None:
+        known = ", ".join(BUILTINS)
+        shown = call.name or "(no function name)"
+        return FunctionResult(
+            call.name, False, f"unknown function {shown!r}; available: {known}", heartbeat=True
+        )
+    try:
+        raw = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError as e:
+        return FunctionResult(
+            fn.name, False, f"arguments are not valid JSON ({e}); send a JSON object",
+            heartbeat=True,
+        )
+    if not isinstance(raw, dict):
+        return FunctionResult(
+            fn.name, False, "arguments must be a JSON object", heartbeat=True
+        )
+    try:
+        args = fn.args.model_validate(raw)
+    except ValidationError as e:
+        return FunctionResult(
+            fn.name, False, f"invalid arguments: {_validation_message(e)}", heartbeat=True
+        )
+    try:
+        result = await fn.handler(ctx, args)
+    except (FunctionError, MemoryEditError) as e:
+        return FunctionResult(fn.name, False, str(e), heartbeat=True)
+    except Exception as e:  # a bug or a backend failure must not kill the turn
+        return FunctionResult(
+            fn.name, False, f"internal error: {type(e).__name__}: {e}", heartbeat=True
+        )
+    result.heartbeat = bool(getattr(args, "request_heartbeat", False))
+    return result

@@ -1,0 +1,252 @@
+"""The agent step loop: MemGPT's semantics, one turn at a time.
+
+A turn starts with an event (a user message) that is committed to recall
+storage before anything else, so a crash never loses it. Then steps run until
+one ends the turn:
+
+1. compile the window (flushing memory first if it is above the flush
+   fraction; adding a memory-pressure alert above the warning fraction);
+2. an `llm` syscall runs it on the agent's core;
+3. each function call goes through a `tool` syscall (validated, executed,
+   failures returned to the model);
+4. the step's messages and memory effects commit in one transaction;
+5. `request_heartbeat` or a failed call chains another step; otherwise the
+   turn ends. A step cap ends runaway chains.
+
+A backend's "context length exceeded" flushes the window and retries once.
+Every turn ends with a stop reason: `end_turn`, `max_steps`, `error`,
+`context_overflow`.
+
+Left out: timers and other interrupt sources (the kernel issue), streaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmos.agent import functions as fn
+from llmos.kernel.process import ProcState
+from llmos.kernel.syscalls import LLMSyscall, ToolSyscall
+from llmos.llm.core import ContextLengthExceeded, CoreError, Usage
+from llmos.memory.recall import StoredMessage
+from llmos.memory.summarize import summarize
+from llmos.memory.window import compile_window, eviction_point, message_tokens
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+    from llmos.kernel.process import AgentImage, Process
+    from llmos.llm.core import ChatRequest, ChatResponse, Core
+
+PRESSURE_ALERT = (
+    "Memory pressure: {pct}% of your context window is in use. The oldest messages "
+    "will soon be evicted to recall memory and replaced by a summary. Save anything "
+    "important to core memory or archival memory now."
+)
+NO_CALL_ALERT = "You must act by calling a function; to answer the user, call send_message."
+
+
+@dataclass(slots=True)
+class FunctionCallRecord:
+    name: str
+    arguments: str
+    ok: bool
+    result: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments, "ok": self.ok,
+                "result": self.result}
+
+
+@dataclass(slots=True)
+class Turn:
+    """Everything one turn did: new messages, calls, replies, usage, why it stopped."""
+
+    agent: str
+    messages: list[StoredMessage] = field(default_factory=list)
+    function_calls: list[FunctionCallRecord] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    steps: int = 0
+    flushes: int = 0
+    stop_reason: str = ""
+    error: str | None = None
+
+    @property
+    def reply(self) -> str:
+        return "\n".join(self.replies)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "reply": self.reply,
+            "replies": list(self.replies),
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+            "steps": self.steps,
+            "flushes": self.flushes,
+            "usage": self.usage.as_dict(),
+            "function_calls": [c.as_dict() for c in self.function_calls],
+            "messages": [m.as_dict() for m in self.messages],
+        }
+
+
+async def run_turn(
+    kernel: Kernel, proc: Process, image: AgentImage, core: Core, events: list[StoredMessage]
+) -> Turn:
+    turn = Turn(agent=image.name)
+    proc.set(ProcState.RUNNING)
+    kernel.commit_step(image, events)
+    turn.messages.extend(events)
+    alerts: list[str] = []
+    overflow_retried = False
+    max_steps = int(image.setting("max_steps"))
+
+    while True:
+        if turn.steps >= max_steps:
+            turn.stop_reason = "max_steps"
+            break
+        turn.steps += 1
+        window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
+        if window.total > image.setting("flush_fraction") * window.budget:
+            await flush(kernel, image, core, turn)
+            window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
+        elif not image.warned and window.total > image.setting("warning_fraction") * window.budget:
+            image.warned = True
+            pct = round(100 * window.total / window.budget)
+            alerts = [*alerts, PRESSURE_ALERT.format(pct=pct)]
+            window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
+        window.request.temperature = float(image.setting("temperature"))
+        alerts = []
+
+        proc.set(ProcState.WAITING_LLM)
+        try:
+            response = await kernel.syscall(
+                LLMSyscall(agent_id=image.id, core=core, request=window.request)
+            )
+        except ContextLengthExceeded as err:
+            if overflow_retried:
+                turn.stop_reason, turn.error = "context_overflow", str(err)
+                break
+            # Our count said it fits and the backend disagrees: evict down to
+            # the target and try once more (the step does not count).
+            overflow_retried = True
+            await flush(kernel, image, core, turn, force=True)
+            turn.steps -= 1
+            continue
+        except CoreError as err:
+            turn.stop_reason, turn.error = "error", str(err)
+            break
+        finally:
+            proc.set(ProcState.RUNNING)
+        turn.usage += response.usage
+
+        chain, failed = await _run_step(kernel, proc, image, core, response, turn)
+        if failed == "no_call":
+            alerts = [NO_CALL_ALERT]
+        if not chain:
+            turn.stop_reason = "end_turn"
+            break
+    return turn
+
+
+async def _run_step(
+    kernel: Kernel,
+    proc: Process,
+    image: AgentImage,
+    core: Core,
+    response: ChatResponse,
+    turn: Turn,
+) -> tuple[bool, str | None]:
+    """Execute the response's calls and commit the step. Returns (chain, failure)."""
+    assistant = StoredMessage("assistant", response.content, list(response.tool_calls))
+    assistant.tokens = message_tokens(core, assistant.to_message())
+    if not response.tool_calls:
+        text = (response.content or "").strip()
+        kernel.commit_step(image, [assistant])
+        turn.messages.append(assistant)
+        if text:
+            # A model that answers in plain text (some servers ignore
+            # tool_choice) has still answered the user.
+            turn.replies.append(text)
+            return False, None
+        return True, "no_call"
+
+    writes = fn.StepWrites()
+    ctx = fn.FunctionContext(kernel, image, writes)
+    results: list[StoredMessage] = []
+    chain = False
+    proc.set(ProcState.WAITING_TOOL)
+    for call in response.tool_calls:
+        result = await kernel.syscall(ToolSyscall(agent_id=image.id, ctx=ctx, call=call))
+        chain = chain or result.heartbeat
+        if result.reply is not None:
+            turn.replies.append(result.reply)
+        turn.function_calls.append(
+            FunctionCallRecord(call.name, call.arguments, result.ok, result.message)
+        )
+        msg = StoredMessage("tool", result.to_content(), tool_call_id=call.id, name=call.name)
+        msg.tokens = message_tokens(core, msg.to_message())
+        results.append(msg)
+    proc.set(ProcState.RUNNING)
+    kernel.commit_step(image, [assistant, *results], writes)
+    turn.messages.extend([assistant, *results])
+    return chain, None
+
+
+async def flush(
+    kernel: Kernel, image: AgentImage, core: Core, turn: Turn | None, force: bool = False
+) -> int:
+    """Evict the oldest messages down to the flush target, folding them into the summary.
+
+    Returns how many messages left the window. `force` evicts even when the
+    window looks small enough (the backend said otherwise).
+    """
+    window = compile_window(image, core, fn.TOOL_SPECS, [], image.max_tokens)
+    fixed = window.total - window.sections["messages"]
+    target = int(image.setting("flush_target") * window.budget)
+    if force:
+        target = min(target, int((window.total - 1) * 0.75))
+    n = eviction_point(image.window, fixed, target)
+    if n == 0:
+        return 0
+    evicted = image.window[:n]
+
+    async def llm(request: ChatRequest) -> ChatResponse:
+        return await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=request))
+
+    max_summary = max(64, min(512, window.budget // 8))
+    try:
+        summary = await summarize(
+            llm, core.count_tokens, image.summary, evicted, image.context_window, max_summary
+        )
+    except CoreError:
+        # Never lose the window to a failed summary: keep the old one and
+        # note what was evicted; the messages themselves stay in recall.
+        summary = image.summary
+        summary += f"\n({len(evicted)} older messages were evicted without a summary.)"
+    summary = _cap(summary, core, max_summary)
+    image.summary = summary
+    image.window = image.window[n:]
+    image.window_start = image.window[0].id
+    image.core_snapshot = image.memory.render()
+    image.warned = False
+    kernel.commit_step(
+        image,
+        [],
+        agent_fields={
+            "summary": image.summary,
+            "window_start": image.window_start,
+            "core_snapshot": image.core_snapshot,
+        },
+    )
+    if turn is not None:
+        turn.flushes += 1
+    return n
+
+
+def _cap(text: str, core: Core, max_tokens: int) -> str:
+    """A summary may not outgrow its budget, whatever the model wrote."""
+    while text and core.count_tokens(text) > max_tokens:
+        text = text[: int(len(text) * 0.8)]
+    return text

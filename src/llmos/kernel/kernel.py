@@ -1,0 +1,516 @@
+"""The kernel: boots the managers, owns the cores, and serves every syscall.
+
+`Kernel` is llmos's public Python API (`from llmos import Kernel`): it creates,
+lists, inspects and deletes agents, delivers messages to them, and answers
+what is in an agent's memory. Inside, it keeps the process table, one run
+queue per core, and the stores (recall, archival) on one database; each agent
+step goes through `agent/loop.py`, which reaches the kernel only by syscalls.
+
+Left out: scheduling policies other than FIFO, preemption, users and keys,
+and tool/file managers — later issues, each behind the seams already here
+(`RunQueue.run`, the `owner` column, `DISPATCH`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import delete, select, update
+
+from llmos.agent import functions as fn
+from llmos.kernel.process import AgentImage, Process, ProcessTable, ProcState
+from llmos.kernel.scheduler import RunQueue
+from llmos.kernel.syscalls import (
+    DISPATCH,
+    LLMSyscall,
+    MemorySyscall,
+    StorageSyscall,
+    Syscall,
+    ToolSyscall,
+)
+from llmos.llm.registry import DEFAULT_MODEL, make_core
+from llmos.memory.archival import ArchivalStorage, Passage
+from llmos.memory.blocks import DEFAULT_BLOCK_LIMIT, Block, CoreMemory
+from llmos.memory.recall import RecallStorage, StoredMessage
+from llmos.memory.window import CompiledWindow, compile_window, message_tokens
+from llmos.storage.db import Database
+from llmos.storage.models import agents, blocks
+
+if TYPE_CHECKING:
+    from llmos.agent.loop import Turn
+    from llmos.llm.core import ChatResponse, Core
+    from llmos.memory.embeddings import Embedder
+
+DEFAULT_PERSONA = (
+    "I am a helpful, curious assistant with a long memory. I keep notes about the "
+    "people I talk with and use them to help better over time."
+)
+DEFAULT_HUMAN = "Nothing is known about the user yet."
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("LLMOS_HOME") or Path.home() / ".llmos").expanduser()
+
+
+def default_embedder() -> str:
+    from llmos.memory.embeddings import DEFAULT_EMBEDDER
+
+    return os.environ.get("LLMOS_EMBEDDER", DEFAULT_EMBEDDER)
+
+
+class AgentNotFound(LookupError):
+    """No agent of that name (or id) for this owner."""
+
+
+class AgentExists(ValueError):
+    """An agent of that name already exists for this owner."""
+
+
+class MessageTooLong(ValueError):
+    """A message that could never fit the agent's window; nothing was stored."""
+
+
+@dataclass(slots=True)
+class SyscallStats:
+    count: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+
+
+class Kernel:
+    """One llmos kernel over one database. Use `Kernel.open()` or `async with`."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        cores: dict[str, Core] | None = None,
+        embedders: dict[str, Embedder] | None = None,
+        max_images: int = 256,
+    ) -> None:
+        self.db = db
+        self.recall = RecallStorage()
+        self.archival = ArchivalStorage(db)
+        self.procs = ProcessTable(max_images)
+        # Cores by key ("model" or "model@base_url"); tests and embedders of
+        # the Python API may pass ready-made cores under the model name.
+        self._cores: dict[str, Core] = dict(cores or {})
+        self._queues: dict[str, RunQueue] = {}
+        self._embedders: dict[str, Embedder] = dict(embedders or {})
+        self.stats_by_kind: dict[str, SyscallStats] = {}
+        self.stats_by_agent: dict[str, SyscallStats] = {}
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, **kwargs: Any) -> Kernel:
+        home = Path(home) if home else default_home()
+        return cls(Database.open(home / "llmos.db"), **kwargs)
+
+    async def __aenter__(self) -> Kernel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for core in self._cores.values():
+            await core.aclose()
+        self.db.close()
+
+    # --- cores and embedders ----------------------------------------------------
+
+    @staticmethod
+    def _core_key(model: str, base_url: str | None) -> str:
+        return f"{model}@{base_url}" if base_url else model
+
+    def add_core(self, core: Core, model: str | None = None, base_url: str | None = None) -> None:
+        """Register a ready-made core (e.g. a ScriptedCore) under a model string."""
+        self._cores[self._core_key(model or core.name, base_url)] = core
+
+    def core(self, model: str, base_url: str | None = None) -> Core:
+        key = self._core_key(model, base_url)
+        core = self._cores.get(key) or self._cores.get(model)
+        if core is None:
+            core = self._cores[key] = make_core(model, base_url=base_url)
+        return core
+
+    def queue(self, core: Core) -> RunQueue:
+        q = self._queues.get(core.name)
+        if q is None or q.core is not core:
+            q = self._queues[core.name] = RunQueue(core)
+        return q
+
+    def embedder(self, spec: str) -> Embedder:
+        emb = self._embedders.get(spec)
+        if emb is None:
+            from llmos.memory.embeddings import make_embedder
+
+            emb = self._embedders[spec] = make_embedder(spec)
+        return emb
+
+    # --- syscalls ---------------------------------------------------------------
+
+    async def syscall(self, call: Syscall) -> Any:
+        handler = getattr(self, DISPATCH[type(call)])
+        try:
+            return await handler(call)
+        finally:
+            call.finished_at = time.perf_counter()
+            if not call.started_at:
+                call.started_at = call.queued_at
+            elapsed = call.finished_at - call.queued_at
+            for table, key in ((self.stats_by_kind, call.kind), (self.stats_by_agent, call.agent_id)):
+                s = table.get(key)
+                if s is None:
+                    s = table[key] = SyscallStats()
+                s.count += 1
+                s.seconds += elapsed
+                s.tokens += call.tokens
+
+    async def sys_llm(self, call: LLMSyscall) -> ChatResponse:
+        response = await self.queue(call.core).run(call)
+        call.tokens = response.usage.prompt_tokens + response.usage.completion_tokens
+        return response
+
+    async def sys_memory(self, call: MemorySyscall) -> Any:
+        call.started_at = time.perf_counter()
+        a = call.args
+        with self.db.connect() as conn:
+            if call.op == "recall_search":
+                return self.recall.search(conn, call.agent_id, a["query"], a["page"], fn.PAGE_SIZE)
+            if call.op == "recall_search_date":
+                return self.recall.search_date(
+                    conn, call.agent_id, a["start"], a["end"], a["page"], fn.PAGE_SIZE
+                )
+        raise ValueError(f"unknown memory syscall {call.op!r}")
+
+    async def sys_storage(self, call: StorageSyscall) -> Any:
+        call.started_at = time.perf_counter()
+        a = call.args
+        emb = self.embedder(a["embedder"])
+        if call.op == "embed":
+            # Embedding is CPU work: keep the event loop free for other agents.
+            return await asyncio.to_thread(emb.embed, a["texts"])
+        if call.op == "archival_search":
+            qvec = (await asyncio.to_thread(emb.embed, [a["query"]]))[0]
+            with self.db.connect() as conn:
+                return self.archival.search(
+                    conn, call.agent_id, emb, a["query"], a["page"], a.get("page_size", 5), qvec
+                )
+        raise ValueError(f"unknown storage syscall {call.op!r}")
+
+    async def sys_tool(self, call: ToolSyscall) -> fn.FunctionResult:
+        call.started_at = time.perf_counter()
+        return await fn.execute(call.ctx, call.call)
+
+    # helpers the built-in functions use: each is one syscall
+    async def memory_search_recall(
+        self, agent: AgentImage, query: str, page: int
+    ) -> tuple[list[StoredMessage], int]:
+        return await self.syscall(
+            MemorySyscall(agent_id=agent.id, op="recall_search", args={"query": query, "page": page})
+        )
+
+    async def memory_search_recall_date(
+        self, agent: AgentImage, start: datetime, end: datetime, page: int
+    ) -> tuple[list[StoredMessage], int]:
+        return await self.syscall(
+            MemorySyscall(
+                agent_id=agent.id,
+                op="recall_search_date",
+                args={"start": start, "end": end, "page": page},
+            )
+        )
+
+    async def storage_search_archival(
+        self, agent: AgentImage, query: str, page: int, page_size: int = fn.PAGE_SIZE
+    ) -> tuple[list[Passage], int]:
+        return await self.syscall(
+            StorageSyscall(
+                agent_id=agent.id,
+                op="archival_search",
+                args={"query": query, "page": page, "page_size": page_size,
+                      "embedder": agent.embedder},
+            )
+        )
+
+    async def embed(self, agent: AgentImage, texts: list[str]) -> np.ndarray:
+        return await self.syscall(
+            StorageSyscall(
+                agent_id=agent.id, op="embed", args={"texts": texts, "embedder": agent.embedder}
+            )
+        )
+
+    # --- agents -----------------------------------------------------------------
+
+    async def create_agent(
+        self,
+        name: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        base_url: str | None = None,
+        persona: str | None = None,
+        human: str | None = None,
+        blocks_: dict[str, str] | None = None,
+        block_limit: int = DEFAULT_BLOCK_LIMIT,
+        context_window: int | None = None,
+        layout: str = "stable",
+        embedder: str | None = None,
+        system_prompt: str | None = None,
+        settings: dict[str, Any] | None = None,
+        owner: str = "local",
+    ) -> dict[str, Any]:
+        """Create an agent and return its description. Raises AgentExists, ValueError."""
+        name = name.strip()
+        if not name or len(name) > 128:
+            raise ValueError("an agent name must be 1 to 128 characters")
+        if layout not in ("stable", "classic"):
+            raise ValueError("layout must be 'stable' or 'classic'")
+        with self.db.connect() as conn:
+            if self._find(conn, name, owner) is not None:
+                raise AgentExists(f"an agent named {name!r} already exists")
+        core = self.core(model, base_url)
+        probe = getattr(core, "probe", None)
+        if probe is not None and context_window is None:
+            await probe()  # ask the server for its window, if it can tell
+        window = min(context_window or core.context_window, core.context_window)
+        if window < 1024:
+            raise ValueError(f"context window of {window} tokens is too small (need >= 1024)")
+        memory = {"persona": persona or DEFAULT_PERSONA, "human": human or DEFAULT_HUMAN}
+        memory.update(blocks_ or {})
+        for label, value in memory.items():
+            if len(value) > block_limit:
+                raise ValueError(
+                    f"block {label!r} has {len(value)} characters, over the limit of {block_limit}"
+                )
+        from llmos.agent.prompts import load_prompt
+
+        agent_id = f"agent-{uuid.uuid4().hex[:16]}"
+        now = time.time()
+        core_memory = CoreMemory([Block(k, v, block_limit) for k, v in memory.items()])
+        prompt = system_prompt or load_prompt("system").replace("{name}", name)
+        with self.db.begin() as conn:
+            conn.execute(
+                agents.insert().values(
+                    id=agent_id, owner=owner, name=name, model=model, base_url=base_url,
+                    context_window=window, layout=layout,
+                    embedder=embedder or default_embedder(), system_prompt=prompt,
+                    settings=dict(settings or {}), summary="", window_start=0,
+                    core_snapshot=core_memory.render(), created_at=now, updated_at=now,
+                )
+            )
+            for pos, (label, value) in enumerate(memory.items()):
+                conn.execute(
+                    blocks.insert().values(
+                        agent_id=agent_id, label=label, value=value, char_limit=block_limit,
+                        position=pos,
+                    )
+                )
+        image = self._image(agent_id, owner)
+        if image.count(core, prompt) + image.count(core, fn.TOOL_SPECS) > window // 2:
+            await self.delete_agent(agent_id, owner=owner)
+            raise ValueError(
+                f"the system prompt and tools take over half of the {window}-token window; "
+                "use a larger --context-window"
+            )
+        return image.describe()
+
+    def _find(self, conn: Any, name_or_id: str, owner: str) -> Any:
+        return conn.execute(
+            select(agents).where(
+                agents.c.owner == owner,
+                (agents.c.name == name_or_id) | (agents.c.id == name_or_id),
+            )
+        ).first()
+
+    def list_agents(self, owner: str = "local") -> list[dict[str, Any]]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(agents.c.id, agents.c.name, agents.c.model, agents.c.created_at)
+                .where(agents.c.owner == owner).order_by(agents.c.created_at)
+            ).fetchall()
+        return [dict(r._mapping) for r in rows]
+
+    def _image(self, name_or_id: str, owner: str = "local") -> AgentImage:
+        """The agent's in-memory image, loaded from the database if needed."""
+        with self.db.connect() as conn:
+            row = self._find(conn, name_or_id, owner)
+            if row is None:
+                raise AgentNotFound(f"no agent named {name_or_id!r}")
+            proc = self.procs.get(row.id, row.name)
+            if proc.image is not None:
+                return proc.image
+            block_rows = conn.execute(
+                select(blocks).where(blocks.c.agent_id == row.id).order_by(blocks.c.position)
+            ).fetchall()
+            image = AgentImage(
+                id=row.id, owner=row.owner, name=row.name, model=row.model,
+                base_url=row.base_url, context_window=row.context_window, layout=row.layout,
+                embedder=row.embedder, system_prompt=row.system_prompt,
+                settings=dict(row.settings or {}), summary=row.summary,
+                window_start=row.window_start, core_snapshot=row.core_snapshot,
+                memory=CoreMemory([Block(b.label, b.value, b.char_limit) for b in block_rows]),
+                window=self.recall.load(conn, row.id, row.window_start),
+                created_at=row.created_at,
+                recall_count=self.recall.count(conn, row.id),
+                archival_count=self.archival.count(conn, row.id),
+            )
+        proc.image = image
+        return image
+
+    def process(self, name_or_id: str, owner: str = "local") -> tuple[Process, AgentImage]:
+        image = self._image(name_or_id, owner)
+        return self.procs.get(image.id, image.name), image
+
+    def get_agent(self, name_or_id: str, owner: str = "local") -> dict[str, Any]:
+        return self._image(name_or_id, owner).describe()
+
+    async def delete_agent(self, name_or_id: str, owner: str = "local") -> None:
+        proc, image = self.process(name_or_id, owner)
+        async with proc.lock:
+            with self.db.begin() as conn:
+                self.archival.delete_agent(conn, image.id)
+                conn.execute(delete(agents).where(agents.c.id == image.id))
+            self.procs.forget(image.id)
+
+    # --- messages -----------------------------------------------------------------
+
+    async def send(
+        self, name_or_id: str, text: str, *, owner: str = "local", role: str = "user"
+    ) -> Turn:
+        """Deliver a message and run the agent's turn; returns the whole turn."""
+        from llmos.agent.loop import run_turn
+
+        proc, image = self.process(name_or_id, owner)
+        core = self.core(image.model, image.base_url)
+        event = StoredMessage(role, text)
+        event.tokens = message_tokens(core, event.to_message())
+        budget = image.context_window - image.max_tokens
+        if event.tokens > budget // 2:
+            raise MessageTooLong(
+                f"the message is about {event.tokens} tokens; this agent's window allows "
+                f"{budget // 2} per message (half its {budget}-token budget). Load long "
+                "documents into archival memory instead."
+            )
+        proc.waiting += 1
+        try:
+            await proc.lock.acquire()
+        finally:
+            proc.waiting -= 1
+        try:
+            # The image may have been reloaded while this message waited.
+            image = self._image(image.id, owner)
+            proc.core = core.name
+            return await run_turn(self, proc, image, core, [event])
+        finally:
+            proc.set(ProcState.READY)
+            proc.lock.release()
+
+    def commit_step(
+        self,
+        image: AgentImage,
+        new_messages: list[StoredMessage],
+        writes: fn.StepWrites | None = None,
+        agent_fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Write a step's messages and effects in one transaction, then update the image."""
+        emb = self.embedder(image.embedder) if writes and writes.passages else None
+        with self.db.begin() as conn:
+            self.recall.append(conn, image.id, new_messages)
+            fields = dict(agent_fields or {})
+            if writes:
+                for label in writes.blocks:
+                    conn.execute(
+                        update(blocks)
+                        .where(blocks.c.agent_id == image.id, blocks.c.label == label)
+                        .values(value=image.memory.blocks[label].value)
+                    )
+                if writes.passages and emb is not None:
+                    self.archival.insert(
+                        conn, image.id, emb, [t for t, _ in writes.passages],
+                        vectors=np.stack([v for _, v in writes.passages]),
+                    )
+                if writes.settings:
+                    fields["settings"] = image.settings
+            if fields:
+                fields["updated_at"] = time.time()
+                conn.execute(update(agents).where(agents.c.id == image.id).values(**fields))
+        image.window.extend(new_messages)
+        image.recall_count += len(new_messages)
+        if writes:
+            image.archival_count += len(writes.passages)
+
+    # --- reading memory -----------------------------------------------------------
+
+    def context(self, name_or_id: str, owner: str = "local") -> CompiledWindow:
+        """The window the agent's next step would see, with its sections' token counts."""
+        image = self._image(name_or_id, owner)
+        core = self.core(image.model, image.base_url)
+        return compile_window(image, core, fn.TOOL_SPECS, [], image.max_tokens)
+
+    def messages(
+        self, name_or_id: str, owner: str = "local", *, before: int | None = None, limit: int = 50
+    ) -> list[StoredMessage]:
+        image = self._image(name_or_id, owner)
+        with self.db.connect() as conn:
+            return self.recall.page(conn, image.id, before=before, limit=limit)
+
+    async def search_recall(
+        self, name_or_id: str, query: str, page: int = 0, owner: str = "local"
+    ) -> tuple[list[StoredMessage], int]:
+        return await self.memory_search_recall(self._image(name_or_id, owner), query, page)
+
+    async def search_archival(
+        self, name_or_id: str, query: str, page: int = 0, owner: str = "local",
+        page_size: int = fn.PAGE_SIZE,
+    ) -> tuple[list[Passage], int]:
+        image = self._image(name_or_id, owner)
+        return await self.storage_search_archival(image, query, page, page_size)
+
+    async def insert_archival(
+        self, name_or_id: str, texts: list[str], owner: str = "local", source: str | None = None
+    ) -> list[int]:
+        image = self._image(name_or_id, owner)
+        vectors = await self.embed(image, texts)
+        with self.db.begin() as conn:
+            ids = self.archival.insert(
+                conn, image.id, self.embedder(image.embedder), texts, source, vectors
+            )
+        image.archival_count += len(ids)
+        return ids
+
+    async def update_block(
+        self, name_or_id: str, label: str, value: str, owner: str = "local"
+    ) -> None:
+        """A user's edit of a block: the agent learns of it as an event in its window."""
+        proc, image = self.process(name_or_id, owner)
+        async with proc.lock:
+            image.memory.set(label, value)
+            note = StoredMessage(
+                "user",
+                f"[system event] The user set core memory block '{label}' to:\n{value}",
+            )
+            core = self.core(image.model, image.base_url)
+            note.tokens = message_tokens(core, note.to_message())
+            self.commit_step(image, [note], fn.StepWrites(blocks={label}))
+
+    def kernel_stats(self) -> dict[str, Any]:
+        return {
+            "processes": self.procs.snapshot(),
+            "cores": [q.stats() for q in self._queues.values()],
+            "syscalls": {
+                k: {"count": s.count, "seconds": round(s.seconds, 4), "tokens": s.tokens}
+                for k, s in self.stats_by_kind.items()
+            },
+        }
+
+    def usage_of(self, agent_id: str) -> SyscallStats:
+        return self.stats_by_agent.get(agent_id, SyscallStats())
+

@@ -1,0 +1,187 @@
+"""The Core protocol: what the kernel needs from an LLM, and nothing more.
+
+A core is one LLM endpoint or local model — the CPU of llmos. The kernel hands
+it a `ChatRequest` (OpenAI-shaped messages plus tool schemas) and gets back a
+`ChatResponse` (text and/or tool calls, usage, finish reason). Every provider
+adapter (`openai_compat`, `llamacpp`, `replay`, …) implements this protocol and
+maps its failures onto the error kinds below, so the kernel can react the same
+way whatever the backend: back off on `RateLimited`, flush memory and retry on
+`ContextLengthExceeded`, report `CoreUnavailable` and `AuthenticationFailed`.
+
+Left out: streaming (a later issue adds it as an optional method) and
+provider-specific options, which belong to each adapter's constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One function call the model asked for. `arguments` is the raw JSON text,
+    exactly as the model produced it: parsing (and failing) is the executor's job."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(slots=True)
+class Message:
+    """One chat message in OpenAI's shape (the lingua franca of the adapters)."""
+
+    role: Role
+    content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # set on role="tool"
+    name: str | None = None  # function name on role="tool"
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        if self.role == "tool":
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+    def text_for_count(self) -> str:
+        """Everything in this message that costs prompt tokens, as one string."""
+        parts = [self.content or ""]
+        for c in self.tool_calls:
+            parts.append(c.name)
+            parts.append(c.arguments)
+        return "\n".join(parts)
+
+
+@dataclass(slots=True, frozen=True)
+class ToolSpec:
+    """A function the model may call: name, description, JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    messages: list[Message]
+    tools: list[ToolSpec] = field(default_factory=list)
+    max_tokens: int = 512
+    temperature: float = 0.0
+    # "required": the model must call a function (MemGPT agents always do);
+    # "none": plain text (used for summaries).
+    tool_choice: Literal["required", "auto", "none"] = "required"
+    # A stable key per agent lets providers with automatic prefix caching
+    # route this agent's requests to the same cache.
+    cache_key: str | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+    def __iadd__(self, other: Usage) -> Usage:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+        }
+
+
+@dataclass(slots=True)
+class ChatResponse:
+    content: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+
+
+# --- error kinds -------------------------------------------------------------
+
+
+class CoreError(Exception):
+    """A core failed to answer. Subclasses say how the kernel should react."""
+
+
+class ContextLengthExceeded(CoreError):
+    """The prompt did not fit the backend's window: flush memory and retry once."""
+
+
+class RateLimited(CoreError):
+    """429 or a throttling answer: retry after `retry_after` seconds (None: back off)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CoreUnavailable(CoreError):
+    """5xx, timeout, refused connection, missing model file: retry later or report."""
+
+
+class AuthenticationFailed(CoreError):
+    """Wrong or missing credentials: never retried."""
+
+
+class BadRequest(CoreError):
+    """The backend rejected the request for a reason other than its length."""
+
+
+# --- the protocol ------------------------------------------------------------
+
+
+@runtime_checkable
+class Core(Protocol):
+    """An LLM the kernel can schedule requests on."""
+
+    #: "provider/model" string this core was made from, e.g. "openai/gpt-4o-mini".
+    name: str
+    #: tokens the backend accepts (prompt + completion).
+    context_window: int
+    #: True when the backend takes `tools` natively; else llmos renders the tools
+    #: into the prompt and constrains the output (see `llm/toolcalls.py`).
+    native_tools: bool
+    #: concurrent requests the backend serves well (1 for an embedded model).
+    capacity: int
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """Run one completion. Raises a `CoreError` subclass on failure."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` costs on this core (exact, or a calibrated estimate)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release sockets, model memory, threads."""
+        ...
+

@@ -1,0 +1,586 @@
+"""`OpenAICompatCore`: a core for any OpenAI-compatible chat completions server.
+
+One adapter covers OpenAI itself and the servers that copy its API (vLLM,
+llama.cpp server, Ollama, Groq, koboldcpp, Bedrock gateways…), through the
+official `openai` SDK (`AsyncOpenAI`). It:
+
+* sends `ChatRequest`s as chat completions (tools, tool_choice, max tokens,
+  temperature, and the agent's `cache_key` as `prompt_cache_key`) and turns
+  the answer into a `ChatResponse`, including cached prompt tokens;
+* for servers without function calling (`native_tools=False`) renders the
+  tools into the system prompt, asks for a JSON object constrained by
+  `response_format` (json_schema), and parses it into a `ToolCall` with the
+  helpers of `llm/toolcalls.py`;
+* maps every failure onto the kernel's error kinds (`ContextLengthExceeded`,
+  `RateLimited` with the server's retry delay, `AuthenticationFailed` without
+  the key in the message, `CoreUnavailable`, `BadRequest`), including
+  malformed bodies, so the kernel never sees an SDK exception;
+* learns the context window from `GET /v1/models` (`probe()`), else from a
+  small table of well-known models, else assumes 8192;
+* counts tokens with a `CalibratedEstimate` fed by the usage each response
+  reports.
+
+The SDK is imported on first use, not at import time: it takes over a second
+to import, which alone would blow the CLI's start-up budget.
+
+Left out: streaming, the Responses API, SDK-side retries (`max_retries=0`:
+the kernel backs off itself), per-provider quirks beyond those noted inline,
+and llama.cpp's `/props` (its runtime `n_ctx`; `/v1/models` only tells the
+training context).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import importlib
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from llmos.llm.core import (
+    AuthenticationFailed,
+    BadRequest,
+    ChatRequest,
+    ChatResponse,
+    ContextLengthExceeded,
+    CoreError,
+    CoreUnavailable,
+    Message,
+    RateLimited,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS, CalibratedEstimate
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["DEFAULT_CONTEXT_WINDOW", "OpenAICompatCore", "known_context_window", "ollama_core"]
+
+DEFAULT_CONTEXT_WINDOW = 8192
+OLLAMA_BASE_URL = "http://localhost:11434/v1"
+# Ollama serves every model with its own default num_ctx (4096 in current
+# releases) whatever the model supports, and silently cuts longer prompts
+# instead of failing. llmos must plan its memory for that window, not the
+# model's nominal one; raise it with OLLAMA_CONTEXT_LENGTH and pass the value.
+OLLAMA_DEFAULT_CONTEXT = 4096
+
+# Total context (prompt + completion) of well-known models, by name prefix
+# of the model's last path component, lowercased. First match wins, so longer
+# prefixes come before their shorter relatives. Kept small on purpose: servers
+# we talk to usually report their window, and 8192 is a safe floor.
+_KNOWN_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-5", 400_000),
+    ("gpt-oss", 131_072),
+    ("gpt-3.5-turbo", 16_385),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("llama-3.1", 131_072),
+    ("llama-3.2", 131_072),
+    ("llama-3.3", 131_072),
+    ("llama3.1", 131_072),
+    ("llama3.2", 131_072),
+    ("llama3.3", 131_072),
+    ("llama-3", 8192),
+    ("llama3", 8192),
+    ("qwen2.5", 32_768),
+    ("mistral", 32_768),
+    ("gemma-3", 32_768),
+    ("gemma3", 32_768),
+)
+
+# Reasoning models reject `max_tokens` and any temperature but the default.
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)(?!.*-chat)")
+
+# How servers phrase "your prompt does not fit": OpenAI and vLLM ("maximum
+# context length"), Anthropic-backed gateways ("prompt is too long"), llama.cpp
+# ("exceeds the available context size"), Bedrock ("input is too long").
+_CONTEXT_PATTERNS = re.compile(
+    r"context_length_exceeded|maximum context length|too many tokens|prompt is too long"
+    r"|context size|context window|exceed_context_size|input is too long"
+    r"|reduce the length of the messages",
+    re.IGNORECASE,
+)
+# Anything that looks like a secret key in a server's message (OpenAI echoes a
+# masked key in its 401 text): redacted from every message we raise.
+_KEY_LIKE = re.compile(r"\b(sk|gsk)[-_][A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
+# "1m30.5s", "20ms", "6m0s": OpenAI's x-ratelimit-reset-* durations.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_MAX_ERROR_TEXT = 500
+
+
+def known_context_window(model: str) -> int:
+    """Context window of a well-known `model` from the table, else 8192."""
+    base = model.rsplit("/", 1)[-1].lower()
+    for prefix, window in _KNOWN_WINDOWS:
+        if base.startswith(prefix):
+            return window
+    return DEFAULT_CONTEXT_WINDOW
+
+
+class OpenAICompatCore:
+    """A `Core` talking to an OpenAI-compatible `/v1/chat/completions` endpoint."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        context_window: int | None = None,
+        native_tools: bool = True,
+        capacity: int = 16,
+        timeout: float = 120,
+        name: str | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.name = name or f"openai/{model}"
+        self.native_tools = native_tools
+        self.capacity = capacity
+        self.timeout = timeout
+        self._context_window_given = context_window is not None
+        self.context_window = context_window or known_context_window(model)
+        self.estimate = CalibratedEstimate()
+        self._api_key = api_key
+        self._client: AsyncOpenAI | None = None
+        # Degrade steps for servers that reject optional request fields; each
+        # is learnt once (from a 400 that names the field) and then remembered.
+        self._send_cache_key = True
+        self._json_modes = ["json_schema", "json_object", "none"]
+
+    # --- client ------------------------------------------------------------------
+
+    def _key(self) -> str:
+        key = self._api_key or os.environ.get("OPENAI_API_KEY")
+        if key:
+            return key
+        if self.base_url is None:
+            raise AuthenticationFailed(
+                f"{self.name}: no API key (pass api_key or set OPENAI_API_KEY)"
+            )
+        # Local servers (vLLM, llama.cpp, Ollama) take any key, but the SDK
+        # refuses to start without one.
+        return "no-key"
+
+    async def _get_client(self) -> AsyncOpenAI:
+        if self._client is None:
+            key = self._key()
+            # The SDK takes over a second to import: do it off the event loop
+            # so other agents keep running while the first request starts.
+            openai = await asyncio.to_thread(importlib.import_module, "openai")
+            if self._client is not None:  # another request got there first
+                return self._client
+            self._client = openai.AsyncOpenAI(
+                api_key=key,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=0,  # the kernel does its own backoff
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    # --- context window ----------------------------------------------------------
+
+    async def probe(self) -> int:
+        """Learn the context window from `GET /v1/models`; return it.
+
+        A window given to the constructor always wins. Best effort: a server
+        that fails, or reports nothing usable, leaves the table value.
+        """
+        if self._context_window_given:
+            return self.context_window
+        try:
+            raw = await (await self._get_client()).models.with_raw_response.list()
+            data = raw.http_response.json()
+        except Exception:  # any failure: keep the table value, chat() will report errors
+            return self.context_window
+        window = _window_from_models(data, self.model)
+        if window:
+            self.context_window = window
+        return self.context_window
+
+    # --- tokens ------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        return self.estimate.count(text)
+
+    # --- chat --------------------------------------------------------------------
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        use_tools = bool(request.tools) and request.tool_choice != "none"
+        emulate = use_tools and not self.native_tools
+        messages = request.messages
+        if not self.native_tools:
+            from llmos.llm.toolcalls import flatten_messages, render_tools_prompt
+
+            # Without native tools, earlier calls and results must be plain text too.
+            messages = flatten_messages(messages)
+            if emulate:
+                messages = _with_system_text(messages, render_tools_prompt(request.tools))
+
+        while True:
+            kwargs = self._request_kwargs(request, messages, use_tools, emulate)
+            try:
+                data = await self._post(kwargs)
+                break
+            except BadRequest as exc:
+                if not self._degrade(str(exc), kwargs):
+                    raise
+
+        response = _parse_response(data, self.name)
+        if emulate:
+            response = self._as_emulated_call(response, request.tools)
+        self._calibrate(messages, request.tools if use_tools and not emulate else (), response)
+        return response
+
+    def _request_kwargs(
+        self, request: ChatRequest, messages: Sequence[Message], use_tools: bool, emulate: bool
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.to_openai() for m in messages],
+        }
+        if _REASONING_MODEL.match(self.model.rsplit("/", 1)[-1].lower()):
+            kwargs["max_completion_tokens"] = request.max_tokens
+        else:
+            kwargs["max_tokens"] = request.max_tokens
+            kwargs["temperature"] = request.temperature
+        if use_tools and not emulate:
+            kwargs["tools"] = [t.to_openai() for t in request.tools]
+            kwargs["tool_choice"] = request.tool_choice
+        if emulate:
+            response_format = self._response_format(request.tools)
+            if response_format is not None:
+                kwargs["response_format"] = response_format
+        extra: dict[str, Any] = {}
+        if request.cache_key and self._send_cache_key:
+            # In extra_body, not the SDK's own argument, so it is sent as a plain
+            # JSON field that servers predating it mostly ignore.
+            extra["prompt_cache_key"] = request.cache_key
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+    def _response_format(self, tools: Sequence[ToolSpec]) -> dict[str, Any] | None:
+        mode = self._json_modes[0]
+        if mode == "json_schema":
+            from llmos.llm.toolcalls import call_schema
+
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "function_call", "schema": call_schema(tools)},
+            }
+        if mode == "json_object":
+            return {"type": "json_object"}
+        return None
+
+    def _degrade(self, message: str, sent: dict[str, Any]) -> bool:
+        """Drop an optional field the server just rejected; True if worth retrying.
+
+        Only a field this request carried counts, and concurrent requests that
+        fail the same way degrade one step, not one step each.
+        """
+        lowered = message.lower()
+        if "prompt_cache_key" in lowered and "prompt_cache_key" in sent.get("extra_body", {}):
+            self._send_cache_key = False
+            return True
+        fmt = sent.get("response_format")
+        if fmt is not None and ("response_format" in lowered or "json_schema" in lowered):
+            if len(self._json_modes) > 1 and fmt["type"] == self._json_modes[0]:
+                self._json_modes.pop(0)
+            return True
+        return False
+
+    async def _post(self, kwargs: dict[str, Any]) -> Any:
+        """Send one completion; the decoded JSON body, or a `CoreError`."""
+        client = await self._get_client()
+        import openai  # already imported by _get_client: a dict lookup
+
+        try:
+            raw = await client.chat.completions.with_raw_response.create(**kwargs)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            # `from None`: the SDK error carries the request (and its headers).
+            raise self._map_error(exc) from None
+        except openai.APIError as exc:
+            raise self._map_error(exc) from exc
+        except openai.OpenAIError as exc:
+            raise CoreUnavailable(f"{self.name}: {self._clean(str(exc))}") from exc
+        try:
+            return raw.http_response.json()
+        except ValueError as exc:
+            text = self._clean(raw.http_response.text[:200])
+            raise CoreUnavailable(f"{self.name}: malformed response (not JSON): {text!r}") from exc
+
+    # --- errors ------------------------------------------------------------------
+
+    def _clean(self, text: str) -> str:
+        """`text` without the API key or anything that looks like one, shortened."""
+        key = self._api_key or os.environ.get("OPENAI_API_KEY")
+        if key:
+            text = text.replace(key, "***")
+        text = _KEY_LIKE.sub("***", text)
+        if len(text) > _MAX_ERROR_TEXT:
+            text = text[:_MAX_ERROR_TEXT] + "…"
+        return text
+
+    def _map_error(self, exc: Exception) -> CoreError:
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return CoreUnavailable(f"{self.name}: no answer within {self.timeout:g}s")
+        if isinstance(exc, openai.APIConnectionError):
+            where = self.base_url or "api.openai.com"
+            return CoreUnavailable(f"{self.name}: cannot reach {where}: {self._clean(str(exc))}")
+        if not isinstance(exc, openai.APIStatusError):
+            # APIResponseValidationError and other body trouble
+            return CoreUnavailable(f"{self.name}: bad response: {self._clean(str(exc))}")
+
+        status = exc.status_code
+        detail = self._clean(_error_message(exc))
+        text = f"{self.name}: HTTP {status}: {detail}"
+        if status == 429:
+            return RateLimited(text, retry_after=retry_after_seconds(exc.response.headers))
+        if status in (401, 403):
+            return AuthenticationFailed(text)
+        if status >= 500 or status == 408:
+            return CoreUnavailable(text)
+        code = exc.code or ""
+        if _CONTEXT_PATTERNS.search(code) or _CONTEXT_PATTERNS.search(detail):
+            return ContextLengthExceeded(text)
+        return BadRequest(text)
+
+    # --- responses ---------------------------------------------------------------
+
+    def _as_emulated_call(self, response: ChatResponse, tools: Sequence[ToolSpec]) -> ChatResponse:
+        """The JSON text answer of a tool-less server as a `ToolCall`."""
+        if response.tool_calls:  # the server did function calling after all
+            return response
+        from llmos.llm.toolcalls import parse_call
+
+        call = parse_call(response.content or "", tools)
+        finish = response.finish_reason
+        return ChatResponse(
+            content=None,
+            tool_calls=[call],
+            usage=response.usage,
+            # Keep "length" (a truncated call); a normal stop is a tool call.
+            finish_reason="tool_calls" if finish == "stop" else finish,
+        )
+
+    def _calibrate(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], response: ChatResponse
+    ) -> None:
+        """Feed the estimate what the backend counted for what we sent.
+
+        The kernel counts a prompt as `count_tokens` of each message's text plus
+        a fixed framing per message, so the framing is taken off the reported
+        count before comparing characters with tokens.
+        """
+        reported = response.usage.prompt_tokens
+        if reported <= 0:
+            return
+        chars = sum(len(m.text_for_count()) for m in messages)
+        chars += sum(len(json.dumps(t.to_openai())) for t in tools)
+        tokens = reported - MESSAGE_OVERHEAD_TOKENS * len(messages)
+        self.estimate.observe(chars, tokens)
+
+
+# --- helpers -----------------------------------------------------------------------
+
+
+def _with_system_text(messages: Sequence[Message], text: str) -> list[Message]:
+    """`messages` with `text` appended to the system message (or a new one first)."""
+    out = list(messages)
+    if out and out[0].role == "system":
+        first = out[0]
+        joined = f"{first.content}\n\n{text}" if first.content else text
+        out[0] = Message(role="system", content=joined)
+    else:
+        out.insert(0, Message(role="system", content=text))
+    return out
+
+
+def _error_message(exc: Any) -> str:
+    """The server's own error text from an SDK status error."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        msg = body.get("message") or body.get("error") or body.get("detail")
+        if isinstance(msg, Mapping):  # {"error": {"message": ...}} nested once more
+            msg = msg.get("message")
+        if msg:
+            return str(msg)
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return str(getattr(exc, "message", "") or type(exc).__name__)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from a 429's headers, or None if they do not say.
+
+    `retry-after-ms` (OpenAI, milliseconds), then `Retry-After` (seconds or an
+    HTTP date), then OpenAI's `x-ratelimit-reset-requests/-tokens` ("1m30s").
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    ms = lowered.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return max(0.0, when.timestamp() - time.time())
+    resets = [
+        d
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+        if (d := _duration(lowered.get(name, ""))) is not None
+    ]
+    return max(resets) if resets else None
+
+
+def _duration(text: str) -> float | None:
+    parts = _DURATION_PART.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _window_from_models(data: Any, model: str) -> int | None:
+    """The context window a `/v1/models` body reports for `model`, if any.
+
+    vLLM: `max_model_len`; Groq: `context_window`; OpenRouter: `context_length`;
+    LM Studio: `max_context_length`; llama.cpp: `meta.n_ctx` or `meta.n_ctx_train`.
+    """
+    entries = data.get("data") if isinstance(data, Mapping) else None
+    if not isinstance(entries, list):
+        return None
+    entries = [e for e in entries if isinstance(e, Mapping)]
+    chosen = next((e for e in entries if e.get("id") == model), None)
+    if chosen is None and len(entries) == 1:
+        chosen = entries[0]  # single-model servers often ignore the name we use
+    if chosen is None:
+        return None
+    meta = chosen.get("meta") if isinstance(chosen.get("meta"), Mapping) else {}
+    for value in (
+        chosen.get("max_model_len"),
+        chosen.get("context_window"),
+        chosen.get("context_length"),
+        chosen.get("max_context_length"),
+        meta.get("n_ctx"),
+        meta.get("n_ctx_train"),
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _content_text(content: Any) -> str | None:
+    """Message content as text: some servers send a list of parts."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text", "") for p in content if isinstance(p, Mapping)]
+        return "".join(t for t in texts if isinstance(t, str))
+    return str(content)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _parse_response(data: Any, name: str) -> ChatResponse:
+    """A chat.completion body as a `ChatResponse`; `CoreUnavailable` if malformed."""
+    if not isinstance(data, Mapping):
+        raise CoreUnavailable(f"{name}: malformed response: not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        err = data.get("error")
+        if err:
+            # Some proxies answer 200 with an error body.
+            msg = err.get("message") if isinstance(err, Mapping) else err
+            text = f"{name}: server error in a 200 answer: {str(msg)[:_MAX_ERROR_TEXT]}"
+            if _CONTEXT_PATTERNS.search(str(msg)):
+                raise ContextLengthExceeded(text)
+            raise CoreUnavailable(text)
+        raise CoreUnavailable(f"{name}: malformed response: no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, Mapping):
+        raise CoreUnavailable(f"{name}: malformed response: choice has no message")
+
+    calls: list[ToolCall] = []
+    for raw_call in message.get("tool_calls") or []:
+        if not isinstance(raw_call, Mapping):
+            continue
+        fn = raw_call.get("function")
+        fn = fn if isinstance(fn, Mapping) else {}
+        args = fn.get("arguments")
+        if args is None:
+            args = "{}"
+        elif not isinstance(args, str):  # some servers send an object
+            args = json.dumps(args, ensure_ascii=False)
+        calls.append(
+            ToolCall(
+                id=str(raw_call.get("id") or "call_" + secrets.token_hex(6)),
+                name=str(fn.get("name") or ""),
+                arguments=args,
+            )
+        )
+
+    usage_raw = data.get("usage")
+    usage_raw = usage_raw if isinstance(usage_raw, Mapping) else {}
+    details = usage_raw.get("prompt_tokens_details")
+    details = details if isinstance(details, Mapping) else {}
+    cached = _int(details.get("cached_tokens")) or _int(usage_raw.get("prompt_cache_hit_tokens"))
+    usage = Usage(
+        prompt_tokens=_int(usage_raw.get("prompt_tokens")),
+        completion_tokens=_int(usage_raw.get("completion_tokens")),
+        cached_prompt_tokens=cached,
+    )
+    finish = choice.get("finish_reason")
+    return ChatResponse(
+        content=_content_text(message.get("content")),
+        tool_calls=calls,
+        usage=usage,
+        finish_reason=str(finish) if finish else ("tool_calls" if calls else "stop"),
+    )
+
+
+def ollama_core(
+    model: str, base_url: str | None = None, context_window: int | None = None
+) -> OpenAICompatCore:
+    """A core for a local Ollama server's OpenAI-compatible endpoint.
+
+    `context_window` defaults to Ollama's own default context (see
+    OLLAMA_DEFAULT_CONTEXT), not the model's nominal window.
+    """
+    return OpenAICompatCore(
+        model,
+        base_url=base_url or OLLAMA_BASE_URL,
+        api_key="ollama",
+        context_window=context_window or OLLAMA_DEFAULT_CONTEXT,
+        name=f"ollama/{model}",
+    )

@@ -1,0 +1,160 @@
+"""Archival storage: an agent's unbounded store of passages, searched by meaning and words.
+
+Each passage's text goes to the `passages` table (with an FTS5 index) and its
+embedding to a sqlite-vec `vec0` table partitioned by agent. A search runs
+both retrievers and fuses their rankings with reciprocal rank fusion (RRF):
+semantic matches and exact keyword matches (names, numbers, codes that
+sentence embeddings blur) both surface, with no score calibration needed.
+
+Left out: Postgres/pgvector (the storage issue), approximate indexes (exact
+search is fast enough per agent; see FIELD-NOTES), and re-embedding when an
+agent's embedder changes (the provider issue).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Connection, delete, func, select, text
+
+from llmos.memory.recall import fts_query
+from llmos.storage.models import passages
+
+if TYPE_CHECKING:
+    from llmos.memory.embeddings import Embedder
+    from llmos.storage.db import Database
+
+#: RRF's damping constant (Cormack et al. 2009): ranks beyond ~60 barely count.
+RRF_K = 60
+
+
+@dataclass(slots=True)
+class Passage:
+    id: int
+    text: str
+    created_at: float
+    source: str | None = None
+    score: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "created_at": self.created_at,
+                "source": self.source, "score": round(self.score, 6)}
+
+
+class ArchivalStorage:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def insert(
+        self,
+        conn: Connection,
+        agent_id: str,
+        embedder: Embedder,
+        texts: list[str],
+        source: str | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[int]:
+        """Store passages; `vectors` may be given when they were computed outside the transaction."""
+        if not texts:
+            return []
+        if vectors is None:
+            vectors = embedder.embed(texts)
+        table = self.db.vec_table(embedder.dim)
+        now = time.time()
+        ids: list[int] = []
+        for passage_text, vec in zip(texts, vectors, strict=True):
+            pid = conn.execute(
+                passages.insert().values(
+                    agent_id=agent_id, text=passage_text, source=source, created_at=now
+                )
+            ).inserted_primary_key[0]
+            conn.exec_driver_sql(
+                f"INSERT INTO {table}(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                (pid, agent_id, np.asarray(vec, dtype=np.float32).tobytes()),
+            )
+            ids.append(pid)
+        return ids
+
+    def count(self, conn: Connection, agent_id: str) -> int:
+        return conn.execute(
+            select(func.count()).select_from(passages).where(passages.c.agent_id == agent_id)
+        ).scalar_one()
+
+    def list(
+        self, conn: Connection, agent_id: str, offset: int = 0, limit: int = 50
+    ) -> list[Passage]:
+        rows = conn.execute(
+            select(passages).where(passages.c.agent_id == agent_id)
+            .order_by(passages.c.id).offset(offset).limit(limit)
+        ).fetchall()
+        return [Passage(r.id, r.text, r.created_at, r.source) for r in rows]
+
+    def delete(self, conn: Connection, agent_id: str, passage_id: int) -> bool:
+        gone = conn.execute(
+            delete(passages).where(passages.c.agent_id == agent_id, passages.c.id == passage_id)
+        ).rowcount
+        if gone:
+            for table in self.db.vec_tables():
+                conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid = ?", (passage_id,))
+        return bool(gone)
+
+    def delete_agent(self, conn: Connection, agent_id: str) -> None:
+        for table in self.db.vec_tables():
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+
+    def search(
+        self,
+        conn: Connection,
+        agent_id: str,
+        embedder: Embedder,
+        query: str,
+        page: int = 0,
+        page_size: int = 5,
+        query_vector: np.ndarray | None = None,
+    ) -> tuple[list[Passage], int]:
+        """Hybrid search: returns (page of passages best first, number of candidates)."""
+        depth = max(50, (page + 1) * page_size * 2)
+        fused: dict[int, float] = {}
+
+        if query_vector is None:
+            query_vector = embedder.embed([query])[0]
+        table = self.db.vec_table(embedder.dim)
+        vec_rows = conn.exec_driver_sql(
+            f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = ? AND agent_id = ? "
+            "ORDER BY distance",
+            (np.asarray(query_vector, dtype=np.float32).tobytes(), depth, agent_id),
+        ).fetchall()
+        for rank, (pid,) in enumerate(vec_rows):
+            fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
+
+        match = fts_query(query)
+        if match is not None:
+            kw_rows = conn.execute(
+                text(
+                    "SELECT p.id FROM passages_fts JOIN passages p ON p.id = passages_fts.rowid "
+                    "WHERE passages_fts MATCH :q AND p.agent_id = :a "
+                    "ORDER BY bm25(passages_fts) LIMIT :n"
+                ),
+                {"q": match, "a": agent_id, "n": depth},
+            ).fetchall()
+            for rank, (pid,) in enumerate(kw_rows):
+                fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
+
+        ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+        window = ranked[page * page_size : (page + 1) * page_size]
+        if not window:
+            return [], len(ranked)
+        ids = [pid for pid, _ in window]
+        rows = {
+            r.id: r
+            for r in conn.execute(select(passages).where(passages.c.id.in_(ids))).fetchall()
+        }
+        out = [
+            Passage(pid, rows[pid].text, rows[pid].created_at, rows[pid].source, score)
+            for pid, score in window
+            if pid in rows
+        ]
+        return out, len(ranked)

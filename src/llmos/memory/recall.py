@@ -1,0 +1,194 @@
+"""Recall storage: every message an agent ever saw, searchable by text and date.
+
+Messages are appended (never rewritten) to the `messages` table; SQLite FTS5
+indexes their searchable text, ranked by BM25. The context window is the tail
+of this table (ids from the agent's `window_start`), so eviction moves nothing:
+it only advances `window_start`.
+
+Left out: Postgres full-text search (the storage issue) and deletion of
+single messages (agents never forget; deleting an agent deletes its recall).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from llmos.llm.core import Message, ToolCall
+from llmos.storage.models import messages
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """A message as kept in recall: the chat message plus its id, time and token cost."""
+
+    role: str
+    content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+    tokens: int = 0
+    created_at: float = 0.0
+    id: int = 0
+
+    def to_message(self) -> Message:
+        return Message(
+            role=self.role,  # type: ignore[arg-type]
+            content=self.content,
+            tool_calls=self.tool_calls,
+            tool_call_id=self.tool_call_id,
+            name=self.name,
+        )
+
+    def searchable_text(self) -> str:
+        parts = [self.content or ""]
+        for call in self.tool_calls:
+            if call.name == "send_message":
+                try:
+                    parts.append(str(json.loads(call.arguments).get("message", "")))
+                except (ValueError, AttributeError):
+                    parts.append(call.arguments)
+        return "\n".join(p for p in parts if p)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "tool_calls": [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls
+            ],
+            "tool_call_id": self.tool_call_id,
+            "name": self.name,
+            "tokens": self.tokens,
+            "created_at": self.created_at,
+        }
+
+
+def _row_to_message(row: Any) -> StoredMessage:
+    calls = [ToolCall(c["id"], c["name"], c["arguments"]) for c in (row.tool_calls or [])]
+    return StoredMessage(
+        id=row.id,
+        role=row.role,
+        content=row.content,
+        tool_calls=calls,
+        tool_call_id=row.tool_call_id,
+        name=row.name,
+        tokens=row.tokens,
+        created_at=row.created_at,
+    )
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(query: str) -> str | None:
+    """A safe FTS5 query: each word quoted (no operator injection), any may match."""
+    words = _WORD.findall(query)
+    if not words:
+        return None
+    return " OR ".join(f'"{w}"' for w in words[:32])
+
+
+class RecallStorage:
+    """Append, read back and search an agent's messages."""
+
+    def append(self, conn: Connection, agent_id: str, items: list[StoredMessage]) -> None:
+        now = time.time()
+        for m in items:
+            m.created_at = m.created_at or now
+            result = conn.execute(
+                messages.insert().values(
+                    agent_id=agent_id,
+                    role=m.role,
+                    content=m.content,
+                    tool_calls=[
+                        {"id": c.id, "name": c.name, "arguments": c.arguments}
+                        for c in m.tool_calls
+                    ]
+                    or None,
+                    tool_call_id=m.tool_call_id,
+                    name=m.name,
+                    text=m.searchable_text(),
+                    tokens=m.tokens,
+                    created_at=m.created_at,
+                )
+            )
+            m.id = result.inserted_primary_key[0]
+
+    def load(self, conn: Connection, agent_id: str, start_id: int = 0) -> list[StoredMessage]:
+        rows = conn.execute(
+            select(messages)
+            .where(messages.c.agent_id == agent_id, messages.c.id >= start_id)
+            .order_by(messages.c.id)
+        ).fetchall()
+        return [_row_to_message(r) for r in rows]
+
+    def page(
+        self, conn: Connection, agent_id: str, *, before: int | None = None, limit: int = 50
+    ) -> list[StoredMessage]:
+        """Newest-first history, for listing."""
+        q = select(messages).where(messages.c.agent_id == agent_id)
+        if before is not None:
+            q = q.where(messages.c.id < before)
+        rows = conn.execute(q.order_by(messages.c.id.desc()).limit(limit)).fetchall()
+        return [_row_to_message(r) for r in rows]
+
+    def count(self, conn: Connection, agent_id: str) -> int:
+        return conn.execute(
+            select(func.count()).select_from(messages).where(messages.c.agent_id == agent_id)
+        ).scalar_one()
+
+    def search(
+        self, conn: Connection, agent_id: str, query: str, page: int = 0, page_size: int = 5
+    ) -> tuple[list[StoredMessage], int]:
+        """Messages matching `query`, best BM25 rank first; returns (page, total)."""
+        match = fts_query(query)
+        if match is None:
+            return [], 0
+        # Only what the user and the agent said: tool plumbing is noise here.
+        where = (
+            "messages_fts MATCH :q AND m.agent_id = :a AND m.role IN ('user', 'assistant')"
+        )
+        total = conn.execute(
+            text(f"SELECT count(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                 f"WHERE {where}"),
+            {"q": match, "a": agent_id},
+        ).scalar_one()
+        rows = conn.execute(
+            text(
+                "SELECT m.* FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                f"WHERE {where} ORDER BY bm25(messages_fts), m.id DESC LIMIT :n OFFSET :o"
+            ),
+            {"q": match, "a": agent_id, "n": page_size, "o": page * page_size},
+        ).fetchall()
+        return [_row_to_message(r) for r in rows], total
+
+    def search_date(
+        self,
+        conn: Connection,
+        agent_id: str,
+        start: datetime,
+        end: datetime,
+        page: int = 0,
+        page_size: int = 5,
+    ) -> tuple[list[StoredMessage], int]:
+        """Messages from `start` to `end` inclusive, oldest first; returns (page, total)."""
+        cond = (
+            (messages.c.agent_id == agent_id)
+            & (messages.c.created_at >= start.timestamp())
+            & (messages.c.created_at <= end.timestamp())
+            & (messages.c.role.in_(("user", "assistant")))
+        )
+        total = conn.execute(select(func.count()).select_from(messages).where(cond)).scalar_one()
+        rows = conn.execute(
+            select(messages).where(cond).order_by(messages.c.id)
+            .limit(page_size).offset(page * page_size)
+        ).fetchall()
+        return [_row_to_message(r) for r in rows], total

@@ -1,0 +1,98 @@
+"""The relational schema of llmos, as SQLAlchemy Core tables.
+
+One schema serves SQLite (the embedded default) and, later, Postgres. Search
+indexes that are engine-specific — SQLite's FTS5 tables and sqlite-vec's
+`vec0` tables — are created by `db.py`, not declared here.
+
+Tables: `agents` (one row per agent process image: settings, summary, the
+window's start), `blocks` (core memory), `messages` (recall storage: every
+message ever), `passages` (archival storage text; vectors live in the vector
+index).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner", String(64), nullable=False, default="local"),
+    Column("name", String(128), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("base_url", String(512)),
+    Column("context_window", Integer, nullable=False),
+    Column("layout", String(16), nullable=False, default="stable"),
+    Column("embedder", String(256), nullable=False),
+    Column("system_prompt", Text, nullable=False),
+    Column("settings", JSON, nullable=False, default=dict),
+    # The recursive summary of everything evicted from the window so far.
+    Column("summary", Text, nullable=False, default=""),
+    # Messages with id >= window_start are in the context window (the FIFO);
+    # older ones live only in recall storage.
+    Column("window_start", Integer, nullable=False, default=0),
+    # Core memory as rendered at the last compaction ("stable" layout): the
+    # system message keeps this text until the next compaction, so the prompt
+    # prefix stays cacheable while edits arrive as appended events.
+    Column("core_snapshot", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("owner", "name", name="uq_agents_owner_name"),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("value", Text, nullable=False, default=""),
+    Column("char_limit", Integer, nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    UniqueConstraint("agent_id", "label", name="uq_blocks_agent_label"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text),
+    Column("tool_calls", JSON),
+    Column("tool_call_id", String(64)),
+    Column("name", String(128)),
+    # What recall search matches: the content, plus what send_message said
+    # (a reply lives in a tool call's arguments, not in `content`).
+    Column("text", Text, nullable=False, default=""),
+    Column("tokens", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Index("ix_messages_agent_id_id", "agent_id", "id"),
+    Index("ix_messages_agent_created", "agent_id", "created_at"),
+)
+
+passages = Table(
+    "passages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("source", String(512)),
+    Column("created_at", Float, nullable=False),
+    Index("ix_passages_agent_id", "agent_id", "id"),
+)
