@@ -33,10 +33,7 @@ if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
     from llmos.kernel.process import AgentImage
 
-HEARTBEAT_DOC = (
-    "true to get another step after this function returns (to act on its result); "
-    "false to end your turn"
-)
+HEARTBEAT_DOC = "true: take another step after this call"
 PAGE_SIZE = 5
 
 
@@ -81,42 +78,42 @@ class _Args(BaseModel):
 
 
 class SendMessageArgs(_Args):
-    message: str = Field(description="The message to show the user. Write it in full.")
+    message: str = Field(description="Text the user sees.")
 
 
 class CoreMemoryAppendArgs(_Args):
-    label: str = Field(description="Block to edit, e.g. 'human' or 'persona'.")
-    content: str = Field(description="Text to add at the end of the block.")
+    label: str = Field(description="Block label, e.g. human")
+    content: str = Field(description="Text to append")
 
 
 class CoreMemoryReplaceArgs(_Args):
-    label: str = Field(description="Block to edit, e.g. 'human' or 'persona'.")
-    old_content: str = Field(description="Exact text in the block to replace.")
-    new_content: str = Field(description="Text to put in its place ('' deletes it).")
+    label: str = Field(description="Block label, e.g. human")
+    old_content: str = Field(description="Exact text to replace")
+    new_content: str = Field(description="Replacement ('' deletes)")
 
 
 class ConversationSearchArgs(_Args):
-    query: str = Field(description="Words to look for in past messages.")
-    page: int = Field(0, ge=0, description="Result page, from 0.")
+    query: str
+    page: int = Field(0, ge=0)
 
 
 class ConversationSearchDateArgs(_Args):
-    start_date: str = Field(description="Start of the range, 'YYYY-MM-DD' (inclusive).")
-    end_date: str = Field(description="End of the range, 'YYYY-MM-DD' (inclusive).")
-    page: int = Field(0, ge=0, description="Result page, from 0.")
+    start_date: str = Field(description="YYYY-MM-DD")
+    end_date: str = Field(description="YYYY-MM-DD, inclusive")
+    page: int = Field(0, ge=0)
 
 
 class ArchivalMemoryInsertArgs(_Args):
-    content: str = Field(description="Text to store; make it self-contained to find it later.")
+    content: str = Field(description="Self-contained text to store")
 
 
 class ArchivalMemorySearchArgs(_Args):
-    query: str = Field(description="What to look for (meaning and keywords both count).")
-    page: int = Field(0, ge=0, description="Result page, from 0.")
+    query: str
+    page: int = Field(0, ge=0)
 
 
 class PauseHeartbeatsArgs(BaseModel):
-    minutes: int = Field(ge=1, le=360, description="How long to ignore timed heartbeats.")
+    minutes: int = Field(ge=1, le=360)
 
 
 # --- handlers ----------------------------------------------------------------
@@ -237,11 +234,14 @@ class Function:
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop pydantic's `title`s: they cost tokens on every request and say nothing."""
     out = {k: v for k, v in schema.items() if k != "title"}
-    if "properties" in out:
-        out["properties"] = {
-            name: {k: v for k, v in prop.items() if k != "title"}
-            for name, prop in out["properties"].items()
-        }
+    props = {
+        name: {k: v for k, v in prop.items() if k != "title"}
+        for name, prop in out.get("properties", {}).items()
+    }
+    # request_heartbeat last: a model fills the arguments before deciding to chain.
+    if "request_heartbeat" in props:
+        props["request_heartbeat"] = props.pop("request_heartbeat")
+    out["properties"] = props
     return out
 
 
@@ -251,43 +251,43 @@ BUILTINS: dict[str, Function] = {
         Function("send_message", "Send a message to the user.", SendMessageArgs, send_message),
         Function(
             "core_memory_append",
-            "Append text to a block of your core memory.",
+            "Append to a core memory block.",
             CoreMemoryAppendArgs,
             core_memory_append,
         ),
         Function(
             "core_memory_replace",
-            "Replace exact text in a block of your core memory.",
+            "Replace text in a core memory block.",
             CoreMemoryReplaceArgs,
             core_memory_replace,
         ),
         Function(
             "conversation_search",
-            "Search every past message (recall memory) by words, best match first.",
+            "Search past messages (recall memory) by words.",
             ConversationSearchArgs,
             conversation_search,
         ),
         Function(
             "conversation_search_date",
-            "List past messages (recall memory) sent between two dates.",
+            "List past messages (recall memory) between two dates.",
             ConversationSearchDateArgs,
             conversation_search_date,
         ),
         Function(
             "archival_memory_insert",
-            "Save text to archival memory, your unlimited long-term store.",
+            "Save text to archival memory (long-term).",
             ArchivalMemoryInsertArgs,
             archival_memory_insert,
         ),
         Function(
             "archival_memory_search",
-            "Search archival memory by meaning and keywords, best match first.",
+            "Search archival memory by meaning and words.",
             ArchivalMemorySearchArgs,
             archival_memory_search,
         ),
         Function(
             "pause_heartbeats",
-            "Ignore timed heartbeats for a while (you still get user messages).",
+            "Ignore timed heartbeats for a while.",
             PauseHeartbeatsArgs,
             pause_heartbeats,
         ),

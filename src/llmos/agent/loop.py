@@ -204,7 +204,9 @@ async def flush(
     """
     window = compile_window(image, core, fn.TOOL_SPECS, [], image.max_tokens)
     fixed = window.total - window.sections["messages"]
-    target = int(image.setting("flush_target") * window.budget)
+    # The target is a share of the room left for messages, not of the whole
+    # budget: on a small window the fixed part alone may be half of it.
+    target = fixed + int(image.setting("flush_target") * (window.budget - fixed))
     if force:
         target = min(target, int((window.total - 1) * 0.75))
     n = eviction_point(image.window, fixed, target)

@@ -42,7 +42,7 @@ from llmos.memory.blocks import DEFAULT_BLOCK_LIMIT, Block, CoreMemory
 from llmos.memory.recall import RecallStorage, StoredMessage
 from llmos.memory.window import CompiledWindow, compile_window, message_tokens
 from llmos.storage.db import Database
-from llmos.storage.models import agents, blocks
+from llmos.storage.models import agents, blocks, messages
 
 if TYPE_CHECKING:
     from llmos.agent.loop import Turn
@@ -314,11 +314,12 @@ class Kernel:
                     )
                 )
         image = self._image(agent_id, owner)
-        if image.count(core, prompt) + image.count(core, fn.TOOL_SPECS) > window // 2:
+        fixed = self.context(agent_id, owner).total
+        if fixed > 0.75 * (window - image.max_tokens):
             await self.delete_agent(agent_id, owner=owner)
             raise ValueError(
-                f"the system prompt and tools take over half of the {window}-token window; "
-                "use a larger --context-window"
+                f"the system prompt, tools and core memory take {fixed} tokens, too much of a "
+                f"{window}-token window; use a larger --context-window or smaller blocks"
             )
         return image.describe()
 
@@ -412,6 +413,73 @@ class Kernel:
         finally:
             proc.set(ProcState.READY)
             proc.lock.release()
+
+    async def retry(self, name_or_id: str, owner: str = "local") -> Turn:
+        """Run the last user message's turn again, forgetting what the agent answered.
+
+        That user message and everything after it leave recall and the window,
+        then the message is delivered anew. Effects beyond messages (core memory
+        edits, archival inserts) stay. Raises ValueError if the window holds no
+        user message (it may have been evicted).
+        """
+        from llmos.agent.loop import run_turn
+
+        proc, image = self.process(name_or_id, owner)
+        core = self.core(image.model, image.base_url)
+        proc.waiting += 1
+        try:
+            await proc.lock.acquire()
+        finally:
+            proc.waiting -= 1
+        try:
+            image = self._image(image.id, owner)
+            index = next(
+                (
+                    i for i in range(len(image.window) - 1, -1, -1)
+                    if image.window[i].role == "user"
+                    # notes of block edits are user-role events, not user messages
+                    and not (image.window[i].content or "").startswith("[system event]")
+                ),
+                None,
+            )
+            if index is None:
+                raise ValueError("there is no user message in the window to retry")
+            old = image.window[index]
+            dropped = image.window[index:]
+            with self.db.begin() as conn:
+                conn.execute(
+                    delete(messages).where(
+                        messages.c.agent_id == image.id, messages.c.id >= old.id
+                    )
+                )
+            # The window is the tail of recall, so every dropped row was in it.
+            image.window = image.window[:index]
+            image.recall_count -= len(dropped)
+            event = StoredMessage("user", old.content)
+            event.tokens = old.tokens
+            proc.core = core.name
+            return await run_turn(self, proc, image, core, [event])
+        finally:
+            proc.set(ProcState.READY)
+            proc.lock.release()
+
+    async def rethink(self, name_or_id: str, thought: str, owner: str = "local") -> None:
+        """Rewrite the inner thoughts (`content`) of the agent's last assistant message."""
+        proc, image = self.process(name_or_id, owner)
+        core = self.core(image.model, image.base_url)
+        async with proc.lock:
+            image = self._image(image.id, owner)
+            msg = next((m for m in reversed(image.window) if m.role == "assistant"), None)
+            if msg is None:
+                raise ValueError("there is no assistant message in the window to rethink")
+            msg.content = thought
+            msg.tokens = message_tokens(core, msg.to_message())
+            with self.db.begin() as conn:
+                conn.execute(
+                    update(messages)
+                    .where(messages.c.id == msg.id)
+                    .values(content=thought, text=msg.searchable_text(), tokens=msg.tokens)
+                )
 
     def commit_step(
         self,

@@ -62,7 +62,7 @@ class ArchivalStorage:
             return []
         if vectors is None:
             vectors = embedder.embed(texts)
-        table = self.db.vec_table(embedder.dim)
+        table = self.db.vec_table(embedder.dim, conn)
         now = time.time()
         ids: list[int] = []
         for passage_text, vec in zip(texts, vectors, strict=True):
@@ -121,7 +121,7 @@ class ArchivalStorage:
 
         if query_vector is None:
             query_vector = embedder.embed([query])[0]
-        table = self.db.vec_table(embedder.dim)
+        table = self.db.vec_table(embedder.dim, conn)
         vec_rows = conn.exec_driver_sql(
             f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = ? AND agent_id = ? "
             "ORDER BY distance",

@@ -72,7 +72,10 @@ class StoredMessage:
 
 
 def _row_to_message(row: Any) -> StoredMessage:
-    calls = [ToolCall(c["id"], c["name"], c["arguments"]) for c in (row.tool_calls or [])]
+    raw = row.tool_calls
+    if isinstance(raw, str):  # rows from raw SQL (FTS joins) skip the JSON type
+        raw = json.loads(raw)
+    calls = [ToolCall(c["id"], c["name"], c["arguments"]) for c in (raw or [])]
     return StoredMessage(
         id=row.id,
         role=row.role,

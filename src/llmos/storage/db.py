@@ -107,22 +107,27 @@ class Database:
                 for ddl in _FTS_DDL:
                     conn.exec_driver_sql(ddl.format(t=table))
 
-    def vec_table(self, dim: int) -> str:
+    def vec_table(self, dim: int, conn: Connection | None = None) -> str:
         """Name of the vector index for `dim`-dimensional embeddings, created on first use.
 
         One table per dimension (an agent's embedder is fixed at creation), and
         the agent id as sqlite-vec's partition key so a search scans only that
-        agent's vectors.
+        agent's vectors. Pass `conn` when a transaction is open on this thread.
         """
         name = f"passages_vec_{int(dim)}"
-        if name not in self._vec_tables:
-            with self._vec_lock, self.engine.begin() as conn:
-                conn.exec_driver_sql(
-                    f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0("
-                    f"agent_id text partition key, embedding float[{int(dim)}] "
-                    "distance_metric=cosine)"
-                )
-                self._vec_tables.add(name)
+        if name in self._vec_tables:
+            return name
+        ddl = (
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0("
+            f"agent_id text partition key, embedding float[{int(dim)}] distance_metric=cosine)"
+        )
+        with self._vec_lock:
+            if conn is not None:  # inside the caller's transaction: no second writer
+                conn.exec_driver_sql(ddl)
+            else:
+                with self.engine.begin() as own:
+                    own.exec_driver_sql(ddl)
+            self._vec_tables.add(name)
         return name
 
     def vec_tables(self) -> list[str]:

@@ -1,0 +1,231 @@
+"""Rich rendering for the `llmos` command: agents, turns, memory, the context window.
+
+Every function takes plain data (the dicts and dataclasses the Kernel API
+returns) and a rich `Console`, so the command logic in `main.py` stays free of
+layout. Nothing here imports the kernel: these helpers load with the CLI at
+start-up and must stay cheap.
+
+Left out: colour themes, paging of long outputs, and Markdown rendering of
+replies (a model's reply is printed as the text it is).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llmos.agent.loop import Turn
+    from llmos.memory.archival import Passage
+    from llmos.memory.recall import StoredMessage
+
+#: colours of the context window's sections, in the order the window is laid out
+SECTION_STYLES = {
+    "system": "magenta",
+    "tools": "blue",
+    "core_memory": "green",
+    "summary": "yellow",
+    "messages": "cyan",
+    "alerts": "red",
+}
+
+
+def when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def preview(text: str | None, width: int = 80) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# --- agents -------------------------------------------------------------------------
+
+
+def agents_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Agents", title_justify="left", show_edge=False)
+    table.add_column("name", style="bold")
+    table.add_column("model")
+    table.add_column("created")
+    for r in rows:
+        table.add_row(escape(r["name"]), escape(r["model"]), when(r["created_at"]))
+    return table
+
+
+def agent_created(console: Console, desc: dict[str, Any]) -> None:
+    console.print(f"Created agent [bold]{escape(desc['name'])}[/] ({desc['id']})")
+    console.print(
+        f"  model {escape(desc['model'])}"
+        + (f" at {escape(desc['base_url'])}" if desc.get("base_url") else "")
+        + f", window {desc['context_window']:,} tokens, layout {desc['layout']}, "
+        f"embedder {escape(desc['embedder'])}"
+    )
+    labels = ", ".join(b["label"] for b in desc["blocks"])
+    console.print(f"  memory blocks: {escape(labels)}")
+
+
+def agent_details(console: Console, desc: dict[str, Any]) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    rows: list[tuple[str, str]] = [
+        ("id", desc["id"]),
+        ("model", desc["model"]),
+        ("base url", desc.get("base_url") or "-"),
+        ("context window", f"{desc['context_window']:,} tokens"),
+        ("layout", desc["layout"]),
+        ("embedder", desc["embedder"]),
+        ("created", when(desc["created_at"])),
+        ("messages", f"{desc['messages_in_window']} in window, {desc['recall_count']} in recall"),
+        ("archival", f"{desc['archival_count']} passages"),
+    ]
+    for key, value in rows:
+        grid.add_row(key, escape(str(value)))
+    console.print(f"[bold]{escape(desc['name'])}[/]")
+    console.print(grid)
+    console.print()
+    console.print(blocks_table(desc["blocks"]))
+    console.print()
+    console.print("[bold]Summary[/]")
+    console.print(escape(desc["summary"]) if desc["summary"] else "[dim](none yet)[/]")
+    console.print()
+    settings = Table(title="Settings", title_justify="left", show_edge=False)
+    settings.add_column("setting")
+    settings.add_column("value")
+    for key, value in desc["settings"].items():
+        settings.add_row(escape(key), escape(json.dumps(value)))
+    console.print(settings)
+
+
+def blocks_table(blocks: list[dict[str, Any]]) -> Table:
+    table = Table(title="Memory blocks", title_justify="left", show_edge=False, expand=False)
+    table.add_column("label", style="bold", no_wrap=True)
+    table.add_column("chars", justify="right", no_wrap=True)
+    table.add_column("value")
+    for b in blocks:
+        used = len(b["value"])
+        style = "red" if used >= b["limit"] else ""
+        table.add_row(
+            escape(b["label"]), Text(f"{used}/{b['limit']}", style=style), escape(b["value"])
+        )
+    return table
+
+
+# --- the context window ----------------------------------------------------------------
+
+
+def context_view(console: Console, window: dict[str, Any], width: int = 60) -> None:
+    """The window's sections as a table, then one bar of the sections against the window."""
+    total_window = max(1, window["context_window"])
+    table = Table(show_edge=False)
+    table.add_column("section")
+    table.add_column("tokens", justify="right")
+    table.add_column("share", justify="right")
+    for name, tokens in window["sections"].items():
+        style = SECTION_STYLES.get(name, "white")
+        table.add_row(
+            Text(name, style=style), f"{tokens:,}", f"{100 * tokens / total_window:.1f}%"
+        )
+    table.add_row(
+        Text("total", style="bold"), f"{window['total']:,}",
+        f"{100 * window['total'] / total_window:.1f}%",
+    )  # fmt: skip
+    console.print(table)
+    console.print(context_bar(window, width))
+    console.print(
+        f"[dim]{window['total']:,} of {window['context_window']:,} tokens "
+        f"(prompt budget {window['budget']:,}); {window['messages_in_window']} messages "
+        "in window[/]"
+    )
+
+
+def context_bar(window: dict[str, Any], width: int = 60) -> Text:
+    total_window = max(1, window["context_window"])
+    bar = Text("[")
+    used = 0
+    for name, tokens in window["sections"].items():
+        # Any non-empty section gets at least one cell, so small ones stay visible.
+        cells = max(1, round(width * tokens / total_window)) if tokens else 0
+        cells = min(cells, width - used)
+        bar.append("█" * cells, style=SECTION_STYLES.get(name, "white"))
+        used += cells
+    bar.append("·" * (width - used), style="dim")
+    bar.append("]")
+    return bar
+
+
+# --- turns ----------------------------------------------------------------------------
+
+
+def turn_view(console: Console, turn: Turn) -> None:
+    """Inner thoughts and calls dimmed, replies prominent, in the order they happened."""
+    calls = iter(turn.function_calls)
+    replies = iter(turn.replies)
+    for msg in turn.messages:
+        if msg.role == "assistant":
+            thought = (msg.content or "").strip()
+            if not msg.tool_calls:
+                # A plain-text answer is the reply itself (see agent/loop.py).
+                if thought:
+                    _reply(console, next(replies, thought))
+                continue
+            if thought:
+                console.print(Text(f"💭 {thought}", style="dim italic"))
+            for call in msg.tool_calls:
+                if call.name != "send_message":
+                    console.print(Text(f"⚙ {call.name}({call.arguments})", style="dim"))
+        elif msg.role == "tool":
+            record = next(calls, None)
+            if record is None:
+                continue
+            if not record.ok:
+                console.print(
+                    Text(f"✗ {record.name} failed: {preview(record.result, 200)}", style="dim red")
+                )
+            elif record.name == "send_message":
+                _reply(console, next(replies, ""))
+    if turn.error:
+        console.print(f"[red]error ({turn.stop_reason}):[/] {escape(turn.error)}")
+    elif turn.stop_reason not in ("end_turn", ""):
+        console.print(f"[yellow]turn stopped: {turn.stop_reason}[/]")
+    u = turn.usage
+    console.print(
+        f"[dim]{turn.steps} step{'s' if turn.steps != 1 else ''} · "
+        f"{u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion tokens"
+        + (f" ({u.cached_prompt_tokens:,} cached)" if u.cached_prompt_tokens else "")
+        + (f" · {turn.flushes} flush" if turn.flushes else "")
+        + "[/]"
+    )
+
+
+def _reply(console: Console, text: str) -> None:
+    console.print(Text(text, style="bold"))
+
+
+# --- search results ----------------------------------------------------------------------
+
+
+def passages_view(console: Console, passages: list[Passage], total: int) -> None:
+    if not passages:
+        console.print("[dim]no archival passages match[/]")
+        return
+    console.print(f"[dim]{len(passages)} of {total} passages[/]")
+    for p in passages:
+        console.print(f"[dim]#{p.id} {when(p.created_at)}[/] {escape(preview(p.text, 300))}")
+
+
+def recall_view(console: Console, found: list[StoredMessage], total: int) -> None:
+    if not found:
+        console.print("[dim]no messages match[/]")
+        return
+    console.print(f"[dim]{len(found)} of {total} messages[/]")
+    for m in found:
+        text = m.searchable_text() if m.role == "assistant" else (m.content or "")
+        console.print(f"[dim]{when(m.created_at)} {m.role}:[/] {escape(preview(text, 300))}")
