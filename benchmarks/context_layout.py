@@ -201,18 +201,18 @@ def agent_policy(body: dict[str, Any]) -> dict[str, Any]:
     rng = random.Random(sum(1 for m in messages if m.get("role") == "user"))
     if not body.get("tools"):  # a flush's summary request
         return {"content": _compose(rng, REPLY_SENTENCES, 60, 90, **_slots(rng))}
-    last = messages[-1]
+    # A volatile "[system alert]" may follow the real last message: look past it.
+    conversation = [
+        m for m in messages
+        if not (m.get("role") == "user" and (m.get("content") or "").startswith("[system"))
+    ]
+    last = conversation[-1]
     slots = _slots(rng)
     reply = _compose(rng, REPLY_SENTENCES, 40, 80, **slots)
     if last.get("role") == "tool":  # the result of the memory edit: now answer
         ack = "Got it, I have saved that in my notes about you."
         return _send(rng.choice(THOUGHTS).format(**slots), f"{ack} {reply}")
-    said = next(
-        m.get("content") or ""
-        for m in reversed(messages)
-        if m.get("role") == "user" and not (m.get("content") or "").startswith("[system")
-    )
-    fact = _REMEMBER.search(said)
+    fact = _REMEMBER.search(last.get("content") or "") if last.get("role") == "user" else None
     if fact:
         return {
             "content": "The user shared a personal fact. Save it to the human block.",
@@ -272,10 +272,11 @@ class Request:
     kind: str  # "step" or "summary"
     prompt: int
     cached: int
-    # from the prompt text: the longest prefix shared with any earlier prompt
-    shared_tokens: int = 0  # that prefix in tokens (what an ideal cache would reuse)
-    append_only: bool = True  # the earlier prompt is a whole prefix of this one
-    break_part: str = ""  # where this prompt first differs from that earlier one
+    # From the prompt text: the longest prefix shared with any earlier prompt.
+    shared_tokens: int = 0  # that prefix in tokens (what an exact cache would reuse)
+    append_only: bool = True  # that earlier prompt is a whole prefix of this one
+    break_part: str = ""  # else: the part of this prompt where the two differ
+    break_text: str = ""  # ... and the text on both sides of the difference
 
     @property
     def billed_eq(self) -> float:
@@ -305,15 +306,18 @@ def _part_at(body: dict[str, Any], offset: int) -> str:
         if offset < pos:
             if i < len(tools):
                 return "tools"
-            m = messages[i - len(tools)]
             if i == len(tools):
                 return "system message"
+            m = messages[i - len(tools)]
+            content = m.get("content") or ""
+            if m.get("role") == "user" and content.startswith("[system alert]"):
+                return "alert"
             return f"{m.get('role')} message"
     return "end"
 
 
 def analyse_prefixes(bodies: list[dict[str, Any]], requests: list[Request]) -> None:
-    """Fill in shared_tokens / append_only / break_part from the prompts as sent."""
+    """Fill in the prefix fields of `requests` from the prompts as sent."""
     texts = [prompt_text(b) for b in bodies]
     for k, (req, text) in enumerate(zip(requests, texts, strict=True)):
         best, best_j = 0, -1
@@ -323,9 +327,16 @@ def analyse_prefixes(bodies: list[dict[str, Any]], requests: list[Request]) -> N
                 best, best_j = n, j
         req.shared_tokens = best // CHARS_PER_TOKEN
         if best_j < 0:
-            req.append_only, req.break_part = False, "first request"
+            req.append_only, req.break_part = False, "cold cache"
         elif best < len(texts[best_j]):
-            req.append_only, req.break_part = False, _part_at(bodies[k], best)
+            req.append_only = False
+            req.break_part = "summary request" if req.kind == "summary" else _part_at(
+                bodies[k], best
+            )
+            req.break_text = (
+                f"...{text[max(0, best - 40):best]}|| now: {text[best:best + 40]!r} "
+                f"before: {texts[best_j][best:best + 40]!r}"
+            )
 
 
 async def run_layout(layout: str, turns: int, window: int) -> dict[str, Any]:
@@ -383,20 +394,22 @@ def summarise(
     def at(n: int) -> int:
         return requests[min(n, len(requests)) - 1].prompt
 
-    # Uncached tokens, by cause. "new": text no earlier prompt had. "rounding":
-    # shared with an earlier prompt but not counted as cached (128-token blocks,
-    # 1,024-token minimum). A broken prefix shows up as "new" text that sits
-    # after the break: it is counted separately when the request was not a
-    # pure append.
+    # Uncached tokens, by cause. "new text": what no earlier prompt had, in
+    # requests that only appended to an earlier one. "after a break": the same
+    # in requests whose prefix differed from every earlier prompt before its
+    # end (a flush's summary request and the step after it, an alert, the
+    # classic layout's system message), and the cold first request. "rounding":
+    # shared with an earlier prompt but not counted as cached (whole 128-token
+    # blocks, 1,024-token minimum).
     new_append = sum(r.prompt - r.shared_tokens for r in requests if r.append_only)
-    new_broken = sum(
-        r.prompt - r.shared_tokens for r in requests if not r.append_only and r.turn > 0
-    )
+    new_broken = sum(r.prompt - r.shared_tokens for r in requests if not r.append_only)
     rounding = sum(max(0, r.shared_tokens - r.cached) for r in requests)
     breaks: dict[str, int] = {}
+    examples: dict[str, str] = {}
     for r in requests:
         if not r.append_only:
             breaks[r.break_part] = breaks.get(r.break_part, 0) + 1
+            examples.setdefault(r.break_part, r.break_text)
     n_turns = len(turns)
     return {
         "layout": layout,
@@ -422,6 +435,7 @@ def summarise(
             "block_rounding_and_minimum": rounding / n_turns,
         },
         "prefix_breaks": breaks,
+        "prefix_break_examples": examples,
         "final_window": context,
         "wall_seconds": round(elapsed, 2),
         "per_turn": turns,
@@ -436,7 +450,7 @@ def print_report(results: list[dict[str, Any]], meets: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 132)
     t = Table(title="Context layout vs. prompt caching (FakeOpenAIServer, 4 chars/token)")
     for col in ("", "req/turn", "prompt @1", "@30", "@60", "mean prompt", "cached share",
                 "billed-eq/turn", "flushes"):  # fmt: skip

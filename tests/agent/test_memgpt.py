@@ -43,8 +43,11 @@ def memgpt_policy(req: ChatRequest) -> ChatResponse:
     text = last.content or ""
     if m := re.search(r"my favorite color is (\w+)", text, re.I):
         return call(
-            "core_memory_append", thought="The user told me a fact worth keeping.",
-            label="human", content=f"Favorite color: {m.group(1)}", request_heartbeat=True,
+            "core_memory_append",
+            thought="The user told me a fact worth keeping.",
+            label="human",
+            content=f"Favorite color: {m.group(1)}",
+            request_heartbeat=True,
         )
     if "what is my favorite color" in text.lower():
         found = FACT.findall(prompt_text(req))
@@ -128,8 +131,9 @@ async def test_memory_pressure_alert_then_flush(kernel: Kernel) -> None:
             return say("Summary so far.")
         if last.role == "user" and (last.content or "").startswith("[system alert]"):
             seen_alert.append(last.content or "")
-            return call("archival_memory_insert", content="saved before eviction",
-                        request_heartbeat=True)
+            return call(
+                "archival_memory_insert", content="saved before eviction", request_heartbeat=True
+            )
         return memgpt_policy(req)
 
     core = ScriptedCore(policy, context_window=2048)
@@ -148,16 +152,18 @@ async def test_memory_pressure_alert_then_flush(kernel: Kernel) -> None:
 
 
 async def test_malformed_output_never_crashes_a_turn(kernel: Kernel) -> None:
-    script = iter([
-        raw_call("send_message", "{not json"),
-        raw_call("no_such_function", "{}"),
-        raw_call("send_message", json.dumps({"message": 123})),
-        raw_call("core_memory_append", json.dumps({"label": "nope", "content": "x"})),
-        raw_call("conversation_search", json.dumps({"query": "x", "page": "first"})),
-        raw_call("", "I am just rambling without JSON"),
-        say(""),
-        call("send_message", message="finally right"),
-    ])
+    script = iter(
+        [
+            raw_call("send_message", "{not json"),
+            raw_call("no_such_function", "{}"),
+            raw_call("send_message", json.dumps({"message": 123})),
+            raw_call("core_memory_append", json.dumps({"label": "nope", "content": "x"})),
+            raw_call("conversation_search", json.dumps({"query": "x", "page": "first"})),
+            raw_call("", "I am just rambling without JSON"),
+            say(""),
+            call("send_message", message="finally right"),
+        ]
+    )
     errors: list[str] = []
 
     def policy(req: ChatRequest) -> ChatResponse:
@@ -168,8 +174,9 @@ async def test_malformed_output_never_crashes_a_turn(kernel: Kernel) -> None:
 
     core = ScriptedCore(policy)
     kernel.add_core(core, model="scripted/bad")
-    await kernel.create_agent("bob", model="scripted/bad", embedder="test/hash",
-                              settings={"max_steps": 20})
+    await kernel.create_agent(
+        "bob", model="scripted/bad", embedder="test/hash", settings={"max_steps": 20}
+    )
     turn = await kernel.send("bob", "hello")
     assert turn.stop_reason == "end_turn"
     assert turn.reply == "finally right"
@@ -185,8 +192,9 @@ async def test_malformed_output_never_crashes_a_turn(kernel: Kernel) -> None:
 async def test_step_cap_ends_runaway_heartbeats(kernel: Kernel) -> None:
     core = ScriptedCore(lambda req: call("conversation_search", query="x", request_heartbeat=True))
     kernel.add_core(core, model="scripted/loop")
-    await kernel.create_agent("loopy", model="scripted/loop", embedder="test/hash",
-                              settings={"max_steps": 4})
+    await kernel.create_agent(
+        "loopy", model="scripted/loop", embedder="test/hash", settings={"max_steps": 4}
+    )
     turn = await kernel.send("loopy", "go")
     assert turn.stop_reason == "max_steps"
     assert turn.steps == 4 and len(core.requests) == 4
@@ -200,8 +208,7 @@ async def test_core_memory_limit_is_reported_to_the_model(kernel: Kernel) -> Non
         if last.role == "tool":
             results.append(last.content or "")
             return call("send_message", message="ok")
-        return call("core_memory_append", label="human", content="y" * 5000,
-                    request_heartbeat=True)
+        return call("core_memory_append", label="human", content="y" * 5000, request_heartbeat=True)
 
     kernel.add_core(ScriptedCore(policy), model="scripted/big")
     await kernel.create_agent("c", model="scripted/big", embedder="test/hash")
@@ -221,8 +228,7 @@ async def test_recall_search_and_paging(kernel: Kernel) -> None:
         text = last.content or ""
         if text.startswith("search "):
             _, query, page = text.split(" ", 2)
-            return call("conversation_search", query=query, page=int(page),
-                        request_heartbeat=True)
+            return call("conversation_search", query=query, page=int(page), request_heartbeat=True)
         return call("send_message", message="ack")
 
     kernel.add_core(ScriptedCore(policy), model="scripted/s")

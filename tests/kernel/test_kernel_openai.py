@@ -42,7 +42,10 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def make(kernel: Kernel, server: FakeOpenAIServer, window: int = 8192) -> None:
     await kernel.create_agent(
-        "oa", model="openai/fake", base_url=server.base_url, context_window=window,
+        "oa",
+        model="openai/fake",
+        base_url=server.base_url,
+        context_window=window,
         embedder="test/hash",
     )
 

@@ -139,9 +139,7 @@ async def core_memory_append(ctx: FunctionContext, args: CoreMemoryAppendArgs) -
     return FunctionResult("core_memory_append", True, _edited(ctx, args.label, "Appended to"))
 
 
-async def core_memory_replace(
-    ctx: FunctionContext, args: CoreMemoryReplaceArgs
-) -> FunctionResult:
+async def core_memory_replace(ctx: FunctionContext, args: CoreMemoryReplaceArgs) -> FunctionResult:
     ctx.agent.memory.replace(args.label, args.old_content, args.new_content)
     return FunctionResult("core_memory_replace", True, _edited(ctx, args.label, "Edited"))
 
@@ -154,9 +152,7 @@ def _paged(kind: str, page: int, total: int, items: list[str]) -> str:
     return "\n".join([head, *items])
 
 
-async def conversation_search(
-    ctx: FunctionContext, args: ConversationSearchArgs
-) -> FunctionResult:
+async def conversation_search(ctx: FunctionContext, args: ConversationSearchArgs) -> FunctionResult:
     found, total = await ctx.kernel.memory_search_recall(ctx.agent, args.query, args.page)
     items = [_recall_line(m) for m in found]
     return FunctionResult("conversation_search", True, _paged("recall", args.page, total, items))
@@ -318,13 +314,13 @@ async def execute(ctx: FunctionContext, call: ToolCall) -> FunctionResult:
         raw = json.loads(call.arguments) if call.arguments.strip() else {}
     except ValueError as e:
         return FunctionResult(
-            fn.name, False, f"arguments are not valid JSON ({e}); send a JSON object",
+            fn.name,
+            False,
+            f"arguments are not valid JSON ({e}); send a JSON object",
             heartbeat=True,
         )
     if not isinstance(raw, dict):
-        return FunctionResult(
-            fn.name, False, "arguments must be a JSON object", heartbeat=True
-        )
+        return FunctionResult(fn.name, False, "arguments must be a JSON object", heartbeat=True)
     try:
         args = fn.args.model_validate(raw)
     except ValidationError as e:

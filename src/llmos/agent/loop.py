@@ -54,8 +54,12 @@ class FunctionCallRecord:
     result: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "arguments": self.arguments, "ok": self.ok,
-                "result": self.result}
+        return {
+            "name": self.name,
+            "arguments": self.arguments,
+            "ok": self.ok,
+            "result": self.result,
+        }
 
 
 @dataclass(slots=True)

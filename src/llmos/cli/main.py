@@ -24,7 +24,7 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -447,7 +447,7 @@ class _Chat:
                     if not self.command(line):
                         return
                 else:
-                    self.turn(lambda: self.kernel.send(self.agent, line))
+                    self.turn(self.kernel.send(self.agent, line))
             except self.user_errors as exc:
                 if os.environ.get("LLMOS_DEBUG"):
                     raise
@@ -477,7 +477,7 @@ class _Chat:
                 msgs, total = self.runner.run(self.kernel.search_recall(self.agent, arg))
                 render.recall_view(out, msgs, total)
         elif cmd == "retry":
-            self.turn(lambda: self.kernel.retry(self.agent))
+            self.turn(self.kernel.retry(self.agent))
         elif cmd == "rethink":
             if not arg:
                 out.print("[yellow]usage: /rethink TEXT[/]")
@@ -488,14 +488,11 @@ class _Chat:
             out.print(f"[yellow]unknown command /{escape(cmd)}; type /help for the list[/]")
         return True
 
-    def turn(self, start: Callable[[], Awaitable[Turn]]) -> None:
-        async def run() -> Turn:
-            return await start()
-
+    def turn(self, running: Coroutine[Any, Any, Turn]) -> None:
         # The status spinner goes to stderr so piped stdout stays clean.
         with err.status(f"{self.name} is thinking…", spinner="dots"):
             try:
-                turn = self.runner.run(run())
+                turn = self.runner.run(running)
             except KeyboardInterrupt:
                 # Ctrl-C during a turn cancels the turn, not the session.
                 out.print("[yellow]interrupted[/]")

@@ -166,7 +166,10 @@ class Kernel:
             if not call.started_at:
                 call.started_at = call.queued_at
             elapsed = call.finished_at - call.queued_at
-            for table, key in ((self.stats_by_kind, call.kind), (self.stats_by_agent, call.agent_id)):
+            for table, key in (
+                (self.stats_by_kind, call.kind),
+                (self.stats_by_agent, call.agent_id),
+            ):
                 s = table.get(key)
                 if s is None:
                     s = table[key] = SyscallStats()
@@ -215,7 +218,9 @@ class Kernel:
         self, agent: AgentImage, query: str, page: int
     ) -> tuple[list[StoredMessage], int]:
         return await self.syscall(
-            MemorySyscall(agent_id=agent.id, op="recall_search", args={"query": query, "page": page})
+            MemorySyscall(
+                agent_id=agent.id, op="recall_search", args={"query": query, "page": page}
+            )
         )
 
     async def memory_search_recall_date(
@@ -236,8 +241,12 @@ class Kernel:
             StorageSyscall(
                 agent_id=agent.id,
                 op="archival_search",
-                args={"query": query, "page": page, "page_size": page_size,
-                      "embedder": agent.embedder},
+                args={
+                    "query": query,
+                    "page": page,
+                    "page_size": page_size,
+                    "embedder": agent.embedder,
+                },
             )
         )
 
@@ -299,17 +308,30 @@ class Kernel:
         with self.db.begin() as conn:
             conn.execute(
                 agents.insert().values(
-                    id=agent_id, owner=owner, name=name, model=model, base_url=base_url,
-                    context_window=window, layout=layout,
-                    embedder=embedder or default_embedder(), system_prompt=prompt,
-                    settings=dict(settings or {}), summary="", window_start=0,
-                    core_snapshot=core_memory.render(), created_at=now, updated_at=now,
+                    id=agent_id,
+                    owner=owner,
+                    name=name,
+                    model=model,
+                    base_url=base_url,
+                    context_window=window,
+                    layout=layout,
+                    embedder=embedder or default_embedder(),
+                    system_prompt=prompt,
+                    settings=dict(settings or {}),
+                    summary="",
+                    window_start=0,
+                    core_snapshot=core_memory.render(),
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             for pos, (label, value) in enumerate(memory.items()):
                 conn.execute(
                     blocks.insert().values(
-                        agent_id=agent_id, label=label, value=value, char_limit=block_limit,
+                        agent_id=agent_id,
+                        label=label,
+                        value=value,
+                        char_limit=block_limit,
                         position=pos,
                     )
                 )
@@ -335,7 +357,8 @@ class Kernel:
         with self.db.connect() as conn:
             rows = conn.execute(
                 select(agents.c.id, agents.c.name, agents.c.model, agents.c.created_at)
-                .where(agents.c.owner == owner).order_by(agents.c.created_at)
+                .where(agents.c.owner == owner)
+                .order_by(agents.c.created_at)
             ).fetchall()
         return [dict(r._mapping) for r in rows]
 
@@ -352,11 +375,19 @@ class Kernel:
                 select(blocks).where(blocks.c.agent_id == row.id).order_by(blocks.c.position)
             ).fetchall()
             image = AgentImage(
-                id=row.id, owner=row.owner, name=row.name, model=row.model,
-                base_url=row.base_url, context_window=row.context_window, layout=row.layout,
-                embedder=row.embedder, system_prompt=row.system_prompt,
-                settings=dict(row.settings or {}), summary=row.summary,
-                window_start=row.window_start, core_snapshot=row.core_snapshot,
+                id=row.id,
+                owner=row.owner,
+                name=row.name,
+                model=row.model,
+                base_url=row.base_url,
+                context_window=row.context_window,
+                layout=row.layout,
+                embedder=row.embedder,
+                system_prompt=row.system_prompt,
+                settings=dict(row.settings or {}),
+                summary=row.summary,
+                window_start=row.window_start,
+                core_snapshot=row.core_snapshot,
                 memory=CoreMemory([Block(b.label, b.value, b.char_limit) for b in block_rows]),
                 window=self.recall.load(conn, row.id, row.window_start),
                 created_at=row.created_at,
@@ -435,7 +466,8 @@ class Kernel:
             image = self._image(image.id, owner)
             index = next(
                 (
-                    i for i in range(len(image.window) - 1, -1, -1)
+                    i
+                    for i in range(len(image.window) - 1, -1, -1)
                     if image.window[i].role == "user"
                     # notes of block edits are user-role events, not user messages
                     and not (image.window[i].content or "").startswith("[system event]")
@@ -448,9 +480,7 @@ class Kernel:
             dropped = image.window[index:]
             with self.db.begin() as conn:
                 conn.execute(
-                    delete(messages).where(
-                        messages.c.agent_id == image.id, messages.c.id >= old.id
-                    )
+                    delete(messages).where(messages.c.agent_id == image.id, messages.c.id >= old.id)
                 )
             # The window is the tail of recall, so every dropped row was in it.
             image.window = image.window[:index]
@@ -502,7 +532,10 @@ class Kernel:
                     )
                 if writes.passages and emb is not None:
                     self.archival.insert(
-                        conn, image.id, emb, [t for t, _ in writes.passages],
+                        conn,
+                        image.id,
+                        emb,
+                        [t for t, _ in writes.passages],
                         vectors=np.stack([v for _, v in writes.passages]),
                     )
                 if writes.settings:
@@ -536,7 +569,11 @@ class Kernel:
         return await self.memory_search_recall(self._image(name_or_id, owner), query, page)
 
     async def search_archival(
-        self, name_or_id: str, query: str, page: int = 0, owner: str = "local",
+        self,
+        name_or_id: str,
+        query: str,
+        page: int = 0,
+        owner: str = "local",
         page_size: int = fn.PAGE_SIZE,
     ) -> tuple[list[Passage], int]:
         image = self._image(name_or_id, owner)
@@ -581,4 +618,3 @@ class Kernel:
 
     def usage_of(self, agent_id: str) -> SyscallStats:
         return self.stats_by_agent.get(agent_id, SyscallStats())
-

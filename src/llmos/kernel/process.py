@@ -114,9 +114,8 @@ class AgentImage:
             "messages_in_window": len(self.window),
             "recall_count": self.recall_count,
             "archival_count": self.archival_count,
-            "settings": {k: self.setting(k) for k in DEFAULT_SETTINGS} | {
-                k: v for k, v in self.settings.items() if k not in DEFAULT_SETTINGS
-            },
+            "settings": {k: self.setting(k) for k in DEFAULT_SETTINGS}
+            | {k: v for k, v in self.settings.items() if k not in DEFAULT_SETTINGS},
             "created_at": self.created_at,
         }
 

@@ -30,7 +30,11 @@ class RunQueue:
     """FIFO admission to one core, at most `capacity` requests in flight."""
 
     def __init__(
-        self, core: Core, capacity: int | None = None, *, retries: int = 3,
+        self,
+        core: Core,
+        capacity: int | None = None,
+        *,
+        retries: int = 3,
         max_backoff: float = 30.0,
     ) -> None:
         self.core = core

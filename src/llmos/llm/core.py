@@ -184,4 +184,3 @@ class Core(Protocol):
     async def aclose(self) -> None:
         """Release sockets, model memory, threads."""
         ...
-

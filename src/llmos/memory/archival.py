@@ -40,8 +40,13 @@ class Passage:
     score: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "created_at": self.created_at,
-                "source": self.source, "score": round(self.score, 6)}
+        return {
+            "id": self.id,
+            "text": self.text,
+            "created_at": self.created_at,
+            "source": self.source,
+            "score": round(self.score, 6),
+        }
 
 
 class ArchivalStorage:
@@ -57,7 +62,7 @@ class ArchivalStorage:
         source: str | None = None,
         vectors: np.ndarray | None = None,
     ) -> list[int]:
-        """Store passages; `vectors` may be given when they were computed outside the transaction."""
+        """Store passages; pass `vectors` when they were computed outside the transaction."""
         if not texts:
             return []
         if vectors is None:
@@ -87,8 +92,11 @@ class ArchivalStorage:
         self, conn: Connection, agent_id: str, offset: int = 0, limit: int = 50
     ) -> list[Passage]:
         rows = conn.execute(
-            select(passages).where(passages.c.agent_id == agent_id)
-            .order_by(passages.c.id).offset(offset).limit(limit)
+            select(passages)
+            .where(passages.c.agent_id == agent_id)
+            .order_by(passages.c.id)
+            .offset(offset)
+            .limit(limit)
         ).fetchall()
         return [Passage(r.id, r.text, r.created_at, r.source) for r in rows]
 
@@ -149,8 +157,7 @@ class ArchivalStorage:
             return [], len(ranked)
         ids = [pid for pid, _ in window]
         rows = {
-            r.id: r
-            for r in conn.execute(select(passages).where(passages.c.id.in_(ids))).fetchall()
+            r.id: r for r in conn.execute(select(passages).where(passages.c.id.in_(ids))).fetchall()
         }
         out = [
             Passage(pid, rows[pid].text, rows[pid].created_at, rows[pid].source, score)

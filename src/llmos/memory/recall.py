@@ -112,8 +112,7 @@ class RecallStorage:
                     role=m.role,
                     content=m.content,
                     tool_calls=[
-                        {"id": c.id, "name": c.name, "arguments": c.arguments}
-                        for c in m.tool_calls
+                        {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
                     ]
                     or None,
                     tool_call_id=m.tool_call_id,
@@ -156,12 +155,12 @@ class RecallStorage:
         if match is None:
             return [], 0
         # Only what the user and the agent said: tool plumbing is noise here.
-        where = (
-            "messages_fts MATCH :q AND m.agent_id = :a AND m.role IN ('user', 'assistant')"
-        )
+        where = "messages_fts MATCH :q AND m.agent_id = :a AND m.role IN ('user', 'assistant')"
         total = conn.execute(
-            text(f"SELECT count(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-                 f"WHERE {where}"),
+            text(
+                f"SELECT count(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                f"WHERE {where}"
+            ),
             {"q": match, "a": agent_id},
         ).scalar_one()
         rows = conn.execute(
@@ -191,7 +190,10 @@ class RecallStorage:
         )
         total = conn.execute(select(func.count()).select_from(messages).where(cond)).scalar_one()
         rows = conn.execute(
-            select(messages).where(cond).order_by(messages.c.id)
-            .limit(page_size).offset(page * page_size)
+            select(messages)
+            .where(cond)
+            .order_by(messages.c.id)
+            .limit(page_size)
+            .offset(page * page_size)
         ).fetchall()
         return [_row_to_message(r) for r in rows], total

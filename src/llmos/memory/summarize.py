@@ -85,7 +85,9 @@ async def summarize(
         raise ValueError(f"context window of {context_window} tokens is too small to summarize")
     summary = previous
     for chunk in _chunks([transcript_line(m) for m in evicted], count, room):
-        prompt = f"Previous summary:\n{summary or '(none)'}\n\nMessages leaving the window:\n{chunk}"
+        prompt = (
+            f"Previous summary:\n{summary or '(none)'}\n\nMessages leaving the window:\n{chunk}"
+        )
         response = await llm(
             ChatRequest(
                 [Message("system", instructions), Message("user", prompt)],
@@ -95,6 +97,7 @@ async def summarize(
             )
         )
         text = (response.content or "").strip()
-        if text:
-            summary = text
+        # A model that returns nothing must not erase what was evicted: fall
+        # back to the transcript's head (the caller caps the summary's size).
+        summary = text or f"{summary}\n{chunk}".strip()
     return summary

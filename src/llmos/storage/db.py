@@ -133,8 +133,10 @@ class Database:
     def vec_tables(self) -> list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT name FROM sqlite_master WHERE name GLOB 'passages_vec_[0-9]*' "
-                     "AND type='table' AND sql LIKE 'CREATE VIRTUAL%'")
+                text(
+                    "SELECT name FROM sqlite_master WHERE name GLOB 'passages_vec_[0-9]*' "
+                    "AND type='table' AND sql LIKE 'CREATE VIRTUAL%'"
+                )
             ).fetchall()
         return [r[0] for r in rows]
 
