@@ -25,7 +25,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -46,7 +46,7 @@ EPILOG = (
     "Examples:\n\n"
     "  llmos agent create alice --model openai/gpt-4o-mini --persona persona.txt\n\n"
     '  llmos send alice "Hi, I am Bob and I like sailing."\n\n'
-    "  llmos send alice \"What do I like?\" --json | jq .reply\n\n"
+    '  llmos send alice "What do I like?" --json | jq .reply\n\n'
     "  llmos chat alice\n\n"
     "Models: local/gemma-3-270m (embedded, the default), local:/path/model.gguf, "
     "openai/MODEL (with --base-url or OPENAI_BASE_URL), ollama/MODEL."
@@ -180,7 +180,8 @@ def agent_create(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m",
+            "--model",
+            "-m",
             help="Model string: local/gemma-3-270m (default), local:/path.gguf, "
             "openai/MODEL, ollama/MODEL.",
             show_default=False,
@@ -201,7 +202,8 @@ def agent_create(
     context_window: Annotated[
         int | None,
         typer.Option(
-            "--context-window", min=1024,
+            "--context-window",
+            min=1024,
             help="Tokens of context to use (at most the model's). \\[default: the model's]",
             show_default=False,
         ),
@@ -224,7 +226,9 @@ def agent_create(
     block: Annotated[
         list[str] | None,
         typer.Option(
-            "--block", "-b", metavar="LABEL=TEXT",
+            "--block",
+            "-b",
+            metavar="LABEL=TEXT",
             help="An extra core memory block (TEXT may name a file). Repeatable.",
         ),
     ] = None,
@@ -348,7 +352,8 @@ def send(
     Exits 1 with an error on stderr if the turn failed.
     Example: llmos send alice "Remember that my sister is called Ada."
     """
-    text = sys.stdin.read() if message == "-" else message
+    # From stdin, the trailing newline of `echo ... |` is not part of the message.
+    text = sys.stdin.read().strip() if message == "-" else message
     if not text.strip():
         _fail("the message is empty")
 
@@ -428,6 +433,7 @@ class _Chat:
         self.agent = desc["id"]
         self.name = desc["name"]
         self.user_errors = _user_error_types()
+        self.tty = sys.stdin.isatty()
         out.print(
             f"Chatting with [bold]{escape(self.name)}[/] ({escape(desc['model'])}). "
             "Type /help for commands, /exit or Ctrl-D to leave."
@@ -440,6 +446,8 @@ class _Chat:
             except (EOFError, KeyboardInterrupt):
                 out.print()
                 return
+            if not self.tty:
+                out.print(escape(line))  # piped input: keep the transcript readable
             if not line:
                 continue
             try:
@@ -489,15 +497,16 @@ class _Chat:
         return True
 
     def turn(self, running: Coroutine[Any, Any, Turn]) -> None:
-        # The status spinner goes to stderr so piped stdout stays clean.
-        with err.status(f"{self.name} is thinking…", spinner="dots"):
-            try:
-                turn = self.runner.run(running)
-            except KeyboardInterrupt:
-                # Ctrl-C during a turn cancels the turn, not the session.
-                out.print("[yellow]interrupted[/]")
-                return
-        render.turn_view(out, turn)
+        turn: Turn | None = None
+        # The spinner goes to stderr so piped stdout stays clean; print only after
+        # it stops, or its transient line would erase what was printed under it.
+        # Ctrl-C during a turn cancels the turn, not the session.
+        with err.status(f"{self.name} is thinking…", spinner="dots"), suppress(KeyboardInterrupt):
+            turn = self.runner.run(running)
+        if turn is None:
+            out.print("[yellow]interrupted; what the turn did so far is kept[/]")
+        else:
+            render.turn_view(out, turn)
 
 
 if __name__ == "__main__":

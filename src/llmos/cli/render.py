@@ -130,9 +130,7 @@ def context_view(console: Console, window: dict[str, Any], width: int = 60) -> N
     table.add_column("share", justify="right")
     for name, tokens in window["sections"].items():
         style = SECTION_STYLES.get(name, "white")
-        table.add_row(
-            Text(name, style=style), f"{tokens:,}", f"{100 * tokens / total_window:.1f}%"
-        )
+        table.add_row(Text(name, style=style), f"{tokens:,}", f"{100 * tokens / total_window:.1f}%")
     table.add_row(
         Text("total", style="bold"), f"{window['total']:,}",
         f"{100 * window['total'] / total_window:.1f}%",

@@ -101,11 +101,15 @@ class Database:
         return db
 
     def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
+            # BEGIN IMMEDIATE takes the write lock before checking what exists,
+            # so two processes opening a new home cannot both create a table.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            metadata.create_all(conn)
             for table in ("messages", "passages"):
                 for ddl in _FTS_DDL:
                     conn.exec_driver_sql(ddl.format(t=table))
+            conn.commit()
 
     def vec_table(self, dim: int, conn: Connection | None = None) -> str:
         """Name of the vector index for `dim`-dimensional embeddings, created on first use.

