@@ -39,7 +39,20 @@ _EXPORTS = {
     "Usage": "llmos.llm.core",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AgentExists",
+    "AgentNotFound",
+    "ChatRequest",
+    "ChatResponse",
+    "Core",
+    "Kernel",
+    "Message",
+    "MessageTooLong",
+    "ToolCall",
+    "ToolSpec",
+    "Turn",
+    "Usage",
+]
 __version__ = "0.1.0"
 
 

@@ -22,6 +22,7 @@ Left out: timers and other interrupt sources (the kernel issue), streaming.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,14 @@ PRESSURE_ALERT = (
     "will soon be evicted to recall memory and replaced by a summary. Save anything "
     "important to core memory or archival memory now."
 )
+#: receives {"type": "reasoning"|"function_call"|"function_result"|"reply", ...}
+EventSink = Callable[[dict[str, Any]], None]
+
+
+def _ignore(_event: dict[str, Any]) -> None:
+    return None
+
+
 NO_CALL_ALERT = "You must act by calling a function; to answer the user, call send_message."
 
 
@@ -96,8 +105,14 @@ class Turn:
 
 
 async def run_turn(
-    kernel: Kernel, proc: Process, image: AgentImage, core: Core, events: list[StoredMessage]
+    kernel: Kernel,
+    proc: Process,
+    image: AgentImage,
+    core: Core,
+    events: list[StoredMessage],
+    on_event: EventSink | None = None,
 ) -> Turn:
+    emit = on_event or _ignore
     turn = Turn(agent=image.name)
     proc.set(ProcState.RUNNING)
     kernel.commit_step(image, events)
@@ -145,7 +160,7 @@ async def run_turn(
             proc.set(ProcState.RUNNING)
         turn.usage += response.usage
 
-        chain, failed = await _run_step(kernel, proc, image, core, response, turn)
+        chain, failed = await _run_step(kernel, proc, image, core, response, turn, emit)
         if failed == "no_call":
             alerts = [NO_CALL_ALERT]
         if not chain:
@@ -161,18 +176,20 @@ async def _run_step(
     core: Core,
     response: ChatResponse,
     turn: Turn,
+    emit: EventSink,
 ) -> tuple[bool, str | None]:
     """Execute the response's calls and commit the step. Returns (chain, failure)."""
     assistant = StoredMessage("assistant", response.content, list(response.tool_calls))
     assistant.tokens = message_tokens(core, assistant.to_message())
+    text = (response.content or "").strip()
     if not response.tool_calls:
-        text = (response.content or "").strip()
         kernel.commit_step(image, [assistant])
         turn.messages.append(assistant)
         if text:
             # A model that answers in plain text (some servers ignore
             # tool_choice) has still answered the user.
             turn.replies.append(text)
+            emit({"type": "reply", "text": text})
             return False, None
         return True, "no_call"
 
@@ -180,12 +197,27 @@ async def _run_step(
     ctx = fn.FunctionContext(kernel, image, writes)
     results: list[StoredMessage] = []
     chain = False
+    if text:
+        emit({"type": "reasoning", "text": text})
     proc.set(ProcState.WAITING_TOOL)
     for call in response.tool_calls:
+        emit(
+            {"type": "function_call", "id": call.id, "name": call.name, "arguments": call.arguments}
+        )
         result = await kernel.syscall(ToolSyscall(agent_id=image.id, ctx=ctx, call=call))
+        emit(
+            {
+                "type": "function_result",
+                "id": call.id,
+                "name": call.name,
+                "ok": result.ok,
+                "message": result.message,
+            }
+        )
         chain = chain or result.heartbeat
         if result.reply is not None:
             turn.replies.append(result.reply)
+            emit({"type": "reply", "text": result.reply})
         turn.function_calls.append(
             FunctionCallRecord(call.name, call.arguments, result.ok, result.message)
         )

@@ -17,6 +17,8 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +47,7 @@ from llmos.storage.db import Database
 from llmos.storage.models import agents, blocks, messages
 
 if TYPE_CHECKING:
-    from llmos.agent.loop import Turn
+    from llmos.agent.loop import EventSink, Turn
     from llmos.llm.core import ChatResponse, Core
     from llmos.memory.embeddings import Embedder
 
@@ -414,10 +416,34 @@ class Kernel:
 
     # --- messages -----------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _running(self, proc: Process) -> AsyncIterator[None]:
+        """Hold the agent's lock for one turn; messages wait here, in arrival order."""
+        proc.waiting += 1
+        try:
+            await proc.lock.acquire()
+        finally:
+            proc.waiting -= 1
+        try:
+            yield
+        finally:
+            proc.set(ProcState.READY)
+            proc.lock.release()
+
     async def send(
-        self, name_or_id: str, text: str, *, owner: str = "local", role: str = "user"
+        self,
+        name_or_id: str,
+        text: str,
+        *,
+        owner: str = "local",
+        role: str = "user",
+        on_event: EventSink | None = None,
     ) -> Turn:
-        """Deliver a message and run the agent's turn; returns the whole turn."""
+        """Deliver a message and run the agent's turn; returns the whole turn.
+
+        `on_event` receives each reasoning text, function call, function result
+        and reply as it happens (for streaming).
+        """
         from llmos.agent.loop import run_turn
 
         proc, image = self.process(name_or_id, owner)
@@ -431,21 +457,15 @@ class Kernel:
                 f"{budget // 2} per message (half its {budget}-token budget). Load long "
                 "documents into archival memory instead."
             )
-        proc.waiting += 1
-        try:
-            await proc.lock.acquire()
-        finally:
-            proc.waiting -= 1
-        try:
+        async with self._running(proc):
             # The image may have been reloaded while this message waited.
             image = self._image(image.id, owner)
             proc.core = core.name
-            return await run_turn(self, proc, image, core, [event])
-        finally:
-            proc.set(ProcState.READY)
-            proc.lock.release()
+            return await run_turn(self, proc, image, core, [event], on_event)
 
-    async def retry(self, name_or_id: str, owner: str = "local") -> Turn:
+    async def retry(
+        self, name_or_id: str, owner: str = "local", on_event: EventSink | None = None
+    ) -> Turn:
         """Run the last user message's turn again, forgetting what the agent answered.
 
         That user message and everything after it leave recall and the window,
@@ -457,12 +477,7 @@ class Kernel:
 
         proc, image = self.process(name_or_id, owner)
         core = self.core(image.model, image.base_url)
-        proc.waiting += 1
-        try:
-            await proc.lock.acquire()
-        finally:
-            proc.waiting -= 1
-        try:
+        async with self._running(proc):
             image = self._image(image.id, owner)
             index = next(
                 (
@@ -488,10 +503,7 @@ class Kernel:
             event = StoredMessage("user", old.content)
             event.tokens = old.tokens
             proc.core = core.name
-            return await run_turn(self, proc, image, core, [event])
-        finally:
-            proc.set(ProcState.READY)
-            proc.lock.release()
+            return await run_turn(self, proc, image, core, [event], on_event)
 
     async def rethink(self, name_or_id: str, thought: str, owner: str = "local") -> None:
         """Rewrite the inner thoughts (`content`) of the agent's last assistant message."""

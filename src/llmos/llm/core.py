@@ -95,6 +95,10 @@ class ChatRequest:
     # A stable key per agent lets providers with automatic prefix caching
     # route this agent's requests to the same cache.
     cache_key: str | None = None
+    # The system message's content split at its stable boundaries (base prompt,
+    # core memory, summary); "\n\n".join(system_parts) == messages[0].content.
+    # Providers with explicit cache breakpoints place them between the parts.
+    system_parts: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -107,7 +107,8 @@ def compile_window(
     base = agent.system_prompt
     core_text = render_core_memory(agent, classic)
     summary_text = render_summary(agent)
-    system_content = "\n\n".join(p for p in (base, core_text, summary_text) if p)
+    system_parts = [p for p in (base, core_text, summary_text) if p]
+    system_content = "\n\n".join(system_parts)
 
     sections = {
         "system": agent.count(core, base) + MESSAGE_OVERHEAD_TOKENS,
@@ -126,7 +127,9 @@ def compile_window(
 
     budget = agent.context_window - max_tokens
     window = CompiledWindow(
-        request=ChatRequest(messages, tools, max_tokens=max_tokens, cache_key=agent.id),
+        request=ChatRequest(
+            messages, tools, max_tokens=max_tokens, cache_key=agent.id, system_parts=system_parts
+        ),
         sections=sections,
         budget=budget,
         context_window=agent.context_window,
