@@ -1,6 +1,7 @@
 """How fast llmos's numpy all-MiniLM-L6-v2 embeds passages on this machine.
 
     python benchmarks/embeddings.py [--passages 500] [--words 60] [--batch-size 32]
+                                    [--workers N] [--blas-threads N (0: numpy's default)]
 
 Embeds synthetic ~60-word passages (fixed seed, so runs are comparable) with
 MiniLMEmbedder, prints a small table and writes benchmarks/results/embeddings.json.
@@ -21,13 +22,14 @@ import numpy as np
 
 from llmos.memory.embeddings import MiniLMEmbedder
 
-WORDS = (
+_VOCABULARY = (
     "agent memory context window page archival recall search kernel process schedule "
     "message user assistant remember sister birthday project deadline meeting coffee "
     "the a of to and in is that it for on with as was at by an be this from or have "
     "python database vector token summary conversation earlier topic moved yesterday "
     "tomorrow because however although quickly carefully important note travel Paris"
-).split()
+)
+WORDS = _VOCABULARY.split()
 
 
 def passages(count: int, words: int, seed: int = 0) -> list[str]:
@@ -43,6 +45,10 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=500)
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="default: one per CPU, max 4")
+    parser.add_argument(
+        "--blas-threads", type=int, default=1, help="0: leave numpy's BLAS threading alone"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "embeddings.json"
     )
@@ -50,7 +56,9 @@ def main() -> None:
 
     texts = passages(args.passages, args.words)
     t0 = time.perf_counter()
-    embedder = MiniLMEmbedder(batch_size=args.batch_size)
+    embedder = MiniLMEmbedder(
+        batch_size=args.batch_size, workers=args.workers, blas_threads=args.blas_threads or None
+    )
     embedder.load()
     load_s = time.perf_counter() - t0
     tokens = sum(len(ids) for ids in embedder.tokenize(texts))
@@ -72,6 +80,8 @@ def main() -> None:
         "passages": len(texts),
         "mean_tokens": round(tokens / len(texts), 1),
         "batch_size": args.batch_size,
+        "workers": embedder.workers,
+        "blas_threads": embedder.blas_threads,
         "load_s": round(load_s, 3),
         "total_s": round(total_s, 3),
         "passages_per_s": round(len(texts) / total_s, 1),

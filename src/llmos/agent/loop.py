@@ -15,13 +15,14 @@ one ends the turn:
 
 A backend's "context length exceeded" flushes the window and retries once.
 Every turn ends with a stop reason: `end_turn`, `max_steps`, `error`,
-`context_overflow`.
+`context_overflow`, `cancelled`.
 
 Left out: timers and other interrupt sources (the kernel issue), streaming.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,23 @@ async def run_turn(
     proc.set(ProcState.RUNNING)
     kernel.commit_step(image, events)
     turn.messages.extend(events)
+    try:
+        await _steps(kernel, proc, image, core, turn, emit)
+    except asyncio.CancelledError:
+        if not proc.cancel_requested:
+            raise  # not ours to swallow: the kernel or the caller is shutting down
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        # The step in flight is dropped whole: it had committed nothing.
+        proc.image = None
+        turn.stop_reason = "cancelled"
+    return turn
+
+
+async def _steps(
+    kernel: Kernel, proc: Process, image: AgentImage, core: Core, turn: Turn, emit: EventSink
+) -> None:
     alerts: list[str] = []
     overflow_retried = False
     max_steps = int(image.setting("max_steps"))
@@ -141,7 +159,12 @@ async def run_turn(
         proc.set(ProcState.WAITING_LLM)
         try:
             response = await kernel.syscall(
-                LLMSyscall(agent_id=image.id, core=core, request=window.request)
+                LLMSyscall(
+                    agent_id=image.id,
+                    core=core,
+                    request=window.request,
+                    priority=float(image.setting("priority")),
+                )
             )
         except ContextLengthExceeded as err:
             if overflow_retried:
@@ -166,7 +189,6 @@ async def run_turn(
         if not chain:
             turn.stop_reason = "end_turn"
             break
-    return turn
 
 
 async def _run_step(

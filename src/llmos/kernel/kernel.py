@@ -97,6 +97,8 @@ class Kernel:
         cores: dict[str, Core] | None = None,
         embedders: dict[str, Embedder] | None = None,
         max_images: int = 256,
+        policy: str | None = None,
+        quantum: int = 32,
     ) -> None:
         self.db = db
         self.recall = RecallStorage()
@@ -105,7 +107,12 @@ class Kernel:
         # Cores by key ("model" or "model@base_url"); tests and embedders of
         # the Python API may pass ready-made cores under the model name.
         self._cores: dict[str, Core] = dict(cores or {})
-        self._queues: dict[str, RunQueue] = {}
+        # Run queues and replica sets by core identity: two cores may share a
+        # name (one model behind two servers).
+        self._queues: dict[int, RunQueue] = {}
+        self._replicas: dict[int, list[Core]] = {}
+        self.policy = policy or os.environ.get("LLMOS_POLICY", "fifo")
+        self.quantum = quantum
         self._embedders: dict[str, Embedder] = dict(embedders or {})
         self.stats_by_kind: dict[str, SyscallStats] = {}
         self.stats_by_agent: dict[str, SyscallStats] = {}
@@ -122,8 +129,11 @@ class Kernel:
         await self.close()
 
     async def close(self) -> None:
-        for core in self._cores.values():
-            await core.aclose()
+        closed: set[int] = set()
+        for core in [*self._cores.values(), *(c for cs in self._replicas.values() for c in cs)]:
+            if id(core) not in closed:
+                closed.add(id(core))
+                await core.aclose()
         self.db.close()
 
     # --- cores and embedders ----------------------------------------------------
@@ -132,22 +142,54 @@ class Kernel:
     def _core_key(model: str, base_url: str | None) -> str:
         return f"{model}@{base_url}" if base_url else model
 
-    def add_core(self, core: Core, model: str | None = None, base_url: str | None = None) -> None:
-        """Register a ready-made core (e.g. a ScriptedCore) under a model string."""
+    def add_core(
+        self,
+        core: Core,
+        model: str | None = None,
+        base_url: str | None = None,
+        replicas: list[Core] | None = None,
+    ) -> None:
+        """Register a ready-made core (e.g. a ScriptedCore) under a model string;
+        `replicas` are further cores serving the same model, to spread load over."""
         self._cores[self._core_key(model or core.name, base_url)] = core
+        if replicas:
+            self._replicas[id(core)] = [core, *replicas]
 
     def core(self, model: str, base_url: str | None = None) -> Core:
+        """The core for a model string. A comma-separated `base_url` names
+        replicas of one model (e.g. two vLLM servers): the kernel spreads load."""
         key = self._core_key(model, base_url)
         core = self._cores.get(key) or self._cores.get(model)
         if core is None:
-            core = self._cores[key] = make_core(model, base_url=base_url)
+            urls = [u.strip() for u in base_url.split(",")] if base_url else [None]
+            made = [make_core(model, base_url=u) for u in urls if u != ""]
+            core = self._cores[key] = made[0]
+            if len(made) > 1:
+                self._replicas[id(core)] = made
         return core
 
     def queue(self, core: Core) -> RunQueue:
-        q = self._queues.get(core.name)
-        if q is None or q.core is not core:
-            q = self._queues[core.name] = RunQueue(core)
+        q = self._queues.get(id(core))
+        if q is None:
+            q = self._queues[id(core)] = RunQueue(core, policy=self.policy, quantum=self.quantum)
         return q
+
+    def set_policy(
+        self, core: Core, policy: str, *, quantum: int | None = None, aging: float = 1.0
+    ) -> RunQueue:
+        """Choose a core's scheduling policy (fifo, rr, priority); the core must be idle."""
+        old = self._queues.get(id(core))
+        if old is not None and (old.running or old.queued):
+            raise RuntimeError(f"core {core.name} is busy; change its policy when idle")
+        q = RunQueue(core, policy=policy, quantum=quantum or self.quantum, aging=aging)
+        self._queues[id(core)] = q
+        return q
+
+    def _pick_queue(self, core: Core) -> RunQueue:
+        replicas = self._replicas.get(id(core))
+        if not replicas:
+            return self.queue(core)
+        return min((self.queue(c) for c in replicas), key=lambda q: q.load)
 
     def embedder(self, spec: str) -> Embedder:
         emb = self._embedders.get(spec)
@@ -180,7 +222,7 @@ class Kernel:
                 s.tokens += call.tokens
 
     async def sys_llm(self, call: LLMSyscall) -> ChatResponse:
-        response = await self.queue(call.core).run(call)
+        response = await self._pick_queue(call.core).run(call)
         call.tokens = response.usage.prompt_tokens + response.usage.completion_tokens
         return response
 
@@ -424,11 +466,29 @@ class Kernel:
             await proc.lock.acquire()
         finally:
             proc.waiting -= 1
+        proc.task = asyncio.current_task()
         try:
             yield
+        except BaseException:
+            # A step cut short may have changed the image without committing:
+            # drop it, and the next turn reloads the last committed state.
+            proc.image = None
+            raise
         finally:
+            proc.task = None
+            proc.cancel_requested = False
             proc.set(ProcState.READY)
             proc.lock.release()
+
+    def cancel(self, name_or_id: str, owner: str = "local") -> bool:
+        """Cancel the agent's running turn. Committed steps stay; the turn in
+        progress ends with stop_reason "cancelled". False if it was idle."""
+        proc, _ = self.process(name_or_id, owner)
+        if proc.task is None or proc.task.done():
+            return False
+        proc.cancel_requested = True
+        proc.task.cancel()
+        return True
 
     async def send(
         self,

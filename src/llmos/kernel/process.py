@@ -44,6 +44,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "flush_target": 0.5,  # ... down to this share
     "max_tokens": None,  # reserved for the answer; None: window // 8, at most 1024
     "temperature": 0.0,
+    "priority": 0,  # for cores scheduled by priority; higher runs first
 }
 
 
@@ -133,6 +134,8 @@ class Process:
     core: str | None = None
     waiting: int = 0  # events queued behind the running step
     image: AgentImage | None = None
+    task: asyncio.Task[Any] | None = None  # the task running its turn, if any
+    cancel_requested: bool = False
 
     def set(self, state: ProcState) -> None:
         self.state = state

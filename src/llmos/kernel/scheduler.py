@@ -1,48 +1,61 @@
-"""The per-core run queue: who gets the core next.
+"""The per-core run queue: who gets the core next, and for how long.
 
-Each core has a capacity (concurrent requests it serves well: 1 for the
-embedded model, more for a remote server) and a FIFO of waiting LLM syscalls.
-`run()` is called by the kernel for every `LLMSyscall`; it waits for a slot in
-arrival order, runs the request, and frees the slot. Transient failures
-(429 with Retry-After, 5xx, timeouts) are retried with backoff — the slot is
-released while waiting, so one failing backend never holds up the queue of
-another core.
+Each core has a capacity (requests it serves at once: 1 for the embedded
+model, many for a remote server), a queue policy (`policies.py`: fifo, rr,
+priority) and one verb, `run(syscall)`, called by the kernel for every `llm`
+syscall. `run` waits for a slot in the policy's order, runs the request, and
+frees the slot.
 
-Left out: round robin with preemption and priorities (the kernel issue adds
-them as further policies behind the same `run()`).
+Round robin on a core that can pause a generation (`PreemptibleCore`, the
+embedded llama.cpp model) runs it in quanta of generated tokens: when a quantum
+ends and someone else is waiting, the generation is suspended (a context
+switch: its KV cache and sampler state are saved), goes to the back of the
+queue, and is resumed later exactly where it stopped. Remote cores cannot be
+paused, so there round robin is admission order.
+
+Transient failures (429 with Retry-After, 5xx, timeouts) are retried with
+backoff; the slot is released while waiting, so one failing backend holds up
+nobody, and the agents on other cores never notice.
+
+Left out: moving a suspended generation to another core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
-from llmos.llm.core import CoreUnavailable, RateLimited
+from llmos.kernel.policies import Waiter, make_policy
+from llmos.llm.core import CoreUnavailable, PreemptibleCore, RateLimited
 
 if TYPE_CHECKING:
     from llmos.kernel.syscalls import LLMSyscall
-    from llmos.llm.core import ChatResponse, Core
+    from llmos.llm.core import ChatResponse, Core, Generation
 
 
 class RunQueue:
-    """FIFO admission to one core, at most `capacity` requests in flight."""
+    """Admission to one core under a policy, at most `capacity` requests in flight."""
 
     def __init__(
         self,
         core: Core,
         capacity: int | None = None,
         *,
+        policy: str = "fifo",
+        quantum: int = 32,
+        aging: float = 1.0,
         retries: int = 3,
         max_backoff: float = 30.0,
     ) -> None:
         self.core = core
         self.capacity = max(1, capacity or core.capacity)
+        self.policy_name = policy
+        self.policy = make_policy(policy, aging)
+        self.quantum = max(1, quantum)
         self.retries = retries
         self.max_backoff = max_backoff
         self.running = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
         # totals for `kernel stats`
         self.served = 0
         self.failed = 0
@@ -51,61 +64,107 @@ class RunQueue:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cached_tokens = 0
+        self.context_switches = 0
+        self.switch_seconds = 0.0
 
     @property
     def queued(self) -> int:
-        return len(self._waiters)
+        return len(self.policy)
 
-    async def _acquire(self) -> None:
-        if self.running < self.capacity and not self._waiters:
+    @property
+    def load(self) -> float:
+        return (self.running + self.queued) / self.capacity
+
+    # --- slots --------------------------------------------------------------------
+
+    async def _acquire(self, waiter: Waiter) -> None:
+        if self.running < self.capacity and not len(self.policy):
             self.running += 1
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        waiter.future = asyncio.get_running_loop().create_future()
+        self.policy.push(waiter)
         try:
-            await fut  # _release() hands us its slot: `running` is already counted
+            await waiter.future  # _release() handed us its slot: `running` counts it
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self._release()  # we were handed a slot but will not use it
+            if waiter.future.done() and not waiter.future.cancelled():
+                self._release()  # handed a slot we will not use
             else:
-                self._waiters.remove(fut)
+                self.policy.remove(waiter)
             raise
 
     def _release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+        while (w := self.policy.pop()) is not None:
+            if w.future is not None and not w.future.done():
+                w.future.set_result(None)
                 return
         self.running -= 1
 
+    # --- the verb -----------------------------------------------------------------
+
     async def run(self, syscall: LLMSyscall) -> ChatResponse:
         attempt = 0
+        waiter = Waiter(priority=syscall.priority, payload=syscall)
         while True:
-            await self._acquire()
+            await self._acquire(waiter)
             if not syscall.started_at:
                 syscall.started_at = time.perf_counter()
             t0 = time.perf_counter()
+            sliced = self.policy_name == "rr" and isinstance(self.core, PreemptibleCore)
             try:
-                response = await self.core.chat(syscall.request)
+                if sliced:  # _run_sliced frees the slot itself, whatever happens
+                    response = await self._run_sliced(syscall)
+                else:
+                    response = await self.core.chat(syscall.request)
             except (RateLimited, CoreUnavailable) as err:
                 delay = self._backoff(err, attempt)
                 if delay is None:
                     self.failed += 1
                     raise
             else:
-                self.served += 1
-                u = response.usage
-                self.prompt_tokens += u.prompt_tokens
-                self.completion_tokens += u.completion_tokens
-                self.cached_tokens += u.cached_prompt_tokens
+                self._account(response)
                 return response
             finally:
                 self.busy_seconds += time.perf_counter() - t0
-                self._release()
+                if not sliced:
+                    self._release()
             attempt += 1
             self.retried += 1
+            waiter = Waiter(priority=syscall.priority, payload=syscall)
             await asyncio.sleep(delay)
+
+    async def _run_sliced(self, syscall: LLMSyscall) -> ChatResponse:
+        """Round robin on a preemptible core; the slot is held on entry, freed on exit."""
+        assert isinstance(self.core, PreemptibleCore)
+        gen: Generation = self.core.start(syscall.request)
+        holding = True
+        try:
+            while not await gen.run(self.quantum):
+                if not len(self.policy):
+                    continue  # nobody waiting: no reason to switch
+                t0 = time.perf_counter()
+                await gen.suspend()
+                self.switch_seconds += time.perf_counter() - t0
+                self.context_switches += 1
+                holding = False
+                self._release()
+                waiter = Waiter(priority=syscall.priority, payload=syscall)
+                await self._acquire(waiter)
+                holding = True
+                t0 = time.perf_counter()
+                await gen.resume()
+                self.switch_seconds += time.perf_counter() - t0
+            return gen.result()
+        finally:
+            if holding:
+                self._release()
+            await gen.close()
+
+    def _account(self, response: ChatResponse) -> None:
+        self.served += 1
+        u = response.usage
+        self.prompt_tokens += u.prompt_tokens
+        self.completion_tokens += u.completion_tokens
+        self.cached_tokens += u.cached_prompt_tokens
 
     def _backoff(self, err: Exception, attempt: int) -> float | None:
         """Seconds to wait before trying again, or None to give up."""
@@ -121,6 +180,7 @@ class RunQueue:
     def stats(self) -> dict[str, object]:
         return {
             "core": self.core.name,
+            "policy": self.policy_name,
             "capacity": self.capacity,
             "running": self.running,
             "queued": self.queued,
@@ -131,4 +191,6 @@ class RunQueue:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_prompt_tokens": self.cached_tokens,
+            "context_switches": self.context_switches,
+            "switch_seconds": round(self.switch_seconds, 4),
         }

@@ -51,6 +51,7 @@ class Syscall:
 class LLMSyscall(Syscall):
     core: Core
     request: ChatRequest
+    priority: float = 0.0  # used by the `priority` policy
 
 
 @dataclass(slots=True, kw_only=True)

@@ -188,3 +188,37 @@ class Core(Protocol):
     async def aclose(self) -> None:
         """Release sockets, model memory, threads."""
         ...
+
+
+class Generation(Protocol):
+    """One request on a core that can pause: run in slices, set aside, resumed.
+
+    The run queue calls `run(n)` for a quantum of generated tokens; between
+    slices it may `suspend()` the generation (save what it needs — for llama.cpp,
+    the sequence's KV cache and sampler state — so another generation can use
+    the core) and later `resume()` it. Resuming continues exactly where it left
+    off: at temperature 0 the tokens are those of an uninterrupted run.
+    """
+
+    async def run(self, max_new_tokens: int) -> bool:
+        """Generate up to `max_new_tokens` more tokens; True once finished."""
+        ...
+
+    async def suspend(self) -> None: ...
+
+    async def resume(self) -> None: ...
+
+    def result(self) -> ChatResponse:
+        """The finished response (only after `run` returned True)."""
+        ...
+
+    async def close(self) -> None:
+        """Abandon the generation (cancellation) and free what it holds."""
+        ...
+
+
+@runtime_checkable
+class PreemptibleCore(Core, Protocol):
+    """A core whose generations can be preempted (the embedded model)."""
+
+    def start(self, request: ChatRequest) -> Generation: ...

@@ -7,7 +7,8 @@ indexes that are engine-specific — SQLite's FTS5 tables and sqlite-vec's
 Tables: `agents` (one row per agent process image: settings, summary, the
 window's start), `blocks` (core memory), `messages` (recall storage: every
 message ever), `passages` (archival storage text; vectors live in the vector
-index).
+index), `users` and `api_keys` (the access manager's principals and their
+hashed keys; see `access/policy.py`).
 """
 
 from __future__ import annotations
@@ -95,4 +96,30 @@ passages = Table(
     Column("source", String(512)),
     Column("created_at", Float, nullable=False),
     Index("ix_passages_agent_id", "agent_id", "id"),
+)
+
+# --- access: users and their API keys (access/policy.py) ---------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    # The kernel's `owner` of this user's agents: a user sees only agents whose
+    # owner is their name ("local" is the CLI's owner).
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # sha256 of the whole key, hex: the key itself is never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    # The key's first characters, to tell keys apart in listings.
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Index("ix_api_keys_user_id", "user_id"),
 )
