@@ -25,6 +25,7 @@ Left out: fair sharing by tokens consumed (a later refinement of `rr`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -63,10 +64,8 @@ class FifoPolicy:
         return self._q.popleft() if self._q else None
 
     def remove(self, w: Waiter) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # already popped
             self._q.remove(w)
-        except ValueError:
-            pass
 
     def __len__(self) -> int:
         return len(self._q)

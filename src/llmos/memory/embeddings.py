@@ -13,7 +13,9 @@ mask and L2 normalisation, as sentence-transformers does for this model
 (inputs stripped, truncated to 256 word pieces). Its vectors match
 sentence-transformers' to about 1e-6 (tests/memory/test_embeddings.py checks
 them against stored reference vectors). Weights load on the first `embed`
-call, not at construction or import.
+call, not at construction or import. Batches run on a few threads of its own,
+and loading pins numpy's OpenBLAS to one thread per call, process-wide: on a
+busy 2-core machine OpenBLAS's own threading made queries ten times slower.
 
 `OpenAIEmbedder` ("openai/MODEL") calls any OpenAI-compatible `/v1/embeddings`
 endpoint through the official `openai` client, in batches, and normalises
@@ -245,6 +247,13 @@ def _limit_blas_threads(threads: int) -> bool:
         return False
 
 
+def _usable_cpus() -> int:
+    # The CPUs this process may run on, which a container can set below cpu_count().
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, shortest first."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -370,7 +379,7 @@ class MiniLMEmbedder:
         self.name = name
         self.dim: int = int(config["hidden_size"])
         self.batch_size = batch_size
-        self.workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
+        self.workers = workers if workers is not None else min(_usable_cpus(), 4)
         self.blas_threads = blas_threads
         self._heads = int(config["num_attention_heads"])
         self._layer_count = int(config["num_hidden_layers"])
