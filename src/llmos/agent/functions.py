@@ -51,7 +51,9 @@ class FunctionResult:
 
     def to_content(self) -> str:
         status = "OK" if self.ok else "Failed"
-        return json.dumps({"status": status, "message": self.message}, ensure_ascii=False)
+        return json.dumps(
+            {"status": status, "message": self.message}, ensure_ascii=False, separators=(",", ":")
+        )
 
 
 @dataclass(slots=True)
@@ -120,7 +122,7 @@ class PauseHeartbeatsArgs(BaseModel):
 
 
 async def send_message(ctx: FunctionContext, args: SendMessageArgs) -> FunctionResult:
-    return FunctionResult("send_message", True, "Sent message successfully.", reply=args.message)
+    return FunctionResult("send_message", True, "Sent.", reply=args.message)
 
 
 def _edited(ctx: FunctionContext, label: str, verb: str) -> str:

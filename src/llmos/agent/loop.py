@@ -278,7 +278,13 @@ async def flush(
     max_summary = max(64, min(512, window.budget // 8))
     try:
         summary = await summarize(
-            llm, core.count_tokens, image.summary, evicted, image.context_window, max_summary
+            llm,
+            core.count_tokens,
+            image.summary,
+            evicted,
+            image.context_window,
+            max_summary,
+            cache_key=image.id,
         )
     except CoreError:
         # Never lose the window to a failed summary: keep the old one and

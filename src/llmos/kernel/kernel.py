@@ -14,6 +14,7 @@ and tool/file managers — later issues, each behind the seams already here
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -24,7 +25,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import delete, select, update
 
 from llmos.agent import functions as fn
@@ -47,6 +47,8 @@ from llmos.storage.db import Database
 from llmos.storage.models import agents, blocks, messages
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from llmos.agent.loop import EventSink, Turn
     from llmos.llm.core import ChatResponse, Core
     from llmos.memory.embeddings import Embedder
@@ -114,6 +116,8 @@ class Kernel:
         self.policy = policy or os.environ.get("LLMOS_POLICY", "fifo")
         self.quantum = quantum
         self._embedders: dict[str, Embedder] = dict(embedders or {})
+        # (owner, name or id) -> agent id, so a loaded agent is found without SQL
+        self._ids: dict[tuple[str, str], str] = {}
         self.stats_by_kind: dict[str, SyscallStats] = {}
         self.stats_by_agent: dict[str, SyscallStats] = {}
 
@@ -331,9 +335,16 @@ class Kernel:
                 raise AgentExists(f"an agent named {name!r} already exists")
         core = self.core(model, base_url)
         probe = getattr(core, "probe", None)
-        if probe is not None and context_window is None:
-            await probe()  # ask the server for its window, if it can tell
-        window = min(context_window or core.context_window, core.context_window)
+        if probe is not None:
+            # A remote core: ask the server for its window (best effort, and
+            # never long: an unreachable server must not stall agent creation).
+            # A window given by the user overrides what the core assumes.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(probe(), 5)
+            window = context_window or core.context_window
+        else:
+            # A local core's window is the context it was loaded with.
+            window = min(context_window or core.context_window, core.context_window)
         if window < 1024:
             raise ValueError(f"context window of {window} tokens is too small (need >= 1024)")
         memory = {"persona": persona or DEFAULT_PERSONA, "human": human or DEFAULT_HUMAN}
@@ -408,12 +419,20 @@ class Kernel:
 
     def _image(self, name_or_id: str, owner: str = "local") -> AgentImage:
         """The agent's in-memory image, loaded from the database if needed."""
+        agent_id = self._ids.get((owner, name_or_id))
+        if agent_id is not None:  # the hot path: no database round trip
+            proc = self.procs.peek(agent_id)
+            if proc is not None and proc.image is not None:
+                self.procs.touch(proc)
+                return proc.image
         with self.db.connect() as conn:
             row = self._find(conn, name_or_id, owner)
             if row is None:
                 raise AgentNotFound(f"no agent named {name_or_id!r}")
+            self._ids[(owner, row.name)] = self._ids[(owner, row.id)] = row.id
             proc = self.procs.get(row.id, row.name)
             if proc.image is not None:
+                self.procs.touch(proc)
                 return proc.image
             block_rows = conn.execute(
                 select(blocks).where(blocks.c.agent_id == row.id).order_by(blocks.c.position)
@@ -439,6 +458,7 @@ class Kernel:
                 archival_count=self.archival.count(conn, row.id),
             )
         proc.image = image
+        self.procs.touch(proc)
         return image
 
     def process(self, name_or_id: str, owner: str = "local") -> tuple[Process, AgentImage]:
@@ -455,6 +475,8 @@ class Kernel:
                 self.archival.delete_agent(conn, image.id)
                 conn.execute(delete(agents).where(agents.c.id == image.id))
             self.procs.forget(image.id)
+            self._ids.pop((owner, image.name), None)
+            self._ids.pop((owner, image.id), None)
 
     # --- messages -----------------------------------------------------------------
 
@@ -608,7 +630,7 @@ class Kernel:
                         image.id,
                         emb,
                         [t for t, _ in writes.passages],
-                        vectors=np.stack([v for _, v in writes.passages]),
+                        vectors=[v for _, v in writes.passages],
                     )
                 if writes.settings:
                     fields["settings"] = image.settings

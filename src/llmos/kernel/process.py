@@ -143,29 +143,42 @@ class Process:
 
 
 class ProcessTable:
-    """pid (agent id) -> Process, keeping at most `max_images` images in memory (LRU)."""
+    """pid (agent id) -> Process. At most `max_images` agent images stay in
+    memory, least recently used dropped first (never one that is running)."""
 
     def __init__(self, max_images: int = 256) -> None:
-        self._procs: OrderedDict[str, Process] = OrderedDict()
+        self._procs: dict[str, Process] = {}
+        self._loaded: OrderedDict[str, Process] = OrderedDict()  # LRU of procs with images
         self.max_images = max_images
 
     def get(self, agent_id: str, name: str) -> Process:
         proc = self._procs.get(agent_id)
         if proc is None:
             proc = self._procs[agent_id] = Process(agent_id, name)
-        else:
-            self._procs.move_to_end(agent_id)
-        self._drop_idle_images()
         return proc
 
-    def _drop_idle_images(self) -> None:
-        loaded = [p for p in self._procs.values() if p.image is not None]
-        for proc in loaded[: max(0, len(loaded) - self.max_images)]:
-            if not proc.lock.locked() and proc.waiting == 0:
-                proc.image = None
+    def peek(self, agent_id: str) -> Process | None:
+        return self._procs.get(agent_id)
+
+    def touch(self, proc: Process) -> None:
+        """Mark the process's image as just used; drop the coldest idle images."""
+        self._loaded[proc.agent_id] = proc
+        self._loaded.move_to_end(proc.agent_id)
+        excess = len(self._loaded) - self.max_images
+        if excess <= 0:
+            return
+        for agent_id, cold in list(self._loaded.items())[:excess]:
+            if cold is not proc and not cold.lock.locked() and cold.waiting == 0:
+                cold.image = None
+                del self._loaded[agent_id]
 
     def forget(self, agent_id: str) -> None:
         self._procs.pop(agent_id, None)
+        self._loaded.pop(agent_id, None)
+
+    @property
+    def loaded_images(self) -> int:
+        return sum(1 for p in self._loaded.values() if p.image is not None)
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()

@@ -99,6 +99,9 @@ class ChatRequest:
     # core memory, summary); "\n\n".join(system_parts) == messages[0].content.
     # Providers with explicit cache breakpoints place them between the parts.
     system_parts: list[str] = field(default_factory=list)
+    # How many trailing messages change every step (memory-pressure alerts):
+    # providers with explicit cache breakpoints place none on or after them.
+    volatile_messages: int = 0
 
 
 @dataclass(slots=True)

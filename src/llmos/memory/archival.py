@@ -17,15 +17,23 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import Connection, delete, func, select, text
 
 from llmos.memory.recall import fts_query
 from llmos.storage.models import passages
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from llmos.memory.embeddings import Embedder
     from llmos.storage.db import Database
+
+def _f32(vector: np.ndarray) -> bytes:
+    """sqlite-vec's float32 blob for a vector."""
+    import numpy as np  # deferred: start-up of commands that never embed stays fast
+
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
 
 #: RRF's damping constant (Cormack et al. 2009): ranks beyond ~60 barely count.
 RRF_K = 60
@@ -60,7 +68,7 @@ class ArchivalStorage:
         embedder: Embedder,
         texts: list[str],
         source: str | None = None,
-        vectors: np.ndarray | None = None,
+        vectors: np.ndarray | list[np.ndarray] | None = None,
     ) -> list[int]:
         """Store passages; pass `vectors` when they were computed outside the transaction."""
         if not texts:
@@ -78,7 +86,7 @@ class ArchivalStorage:
             ).inserted_primary_key[0]
             conn.exec_driver_sql(
                 f"INSERT INTO {table}(rowid, agent_id, embedding) VALUES (?, ?, ?)",
-                (pid, agent_id, np.asarray(vec, dtype=np.float32).tobytes()),
+                (pid, agent_id, _f32(vec)),
             )
             ids.append(pid)
         return ids
@@ -133,7 +141,7 @@ class ArchivalStorage:
         vec_rows = conn.exec_driver_sql(
             f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = ? AND agent_id = ? "
             "ORDER BY distance",
-            (np.asarray(query_vector, dtype=np.float32).tobytes(), depth, agent_id),
+            (_f32(query_vector), depth, agent_id),
         ).fetchall()
         for rank, (pid,) in enumerate(vec_rows):
             fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)

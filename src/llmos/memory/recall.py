@@ -88,6 +88,9 @@ def _row_to_message(row: Any) -> StoredMessage:
     )
 
 
+# Built once: constructing an insert per message costs more than executing it.
+_INSERT = messages.insert()
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -107,20 +110,22 @@ class RecallStorage:
         for m in items:
             m.created_at = m.created_at or now
             result = conn.execute(
-                messages.insert().values(
-                    agent_id=agent_id,
-                    role=m.role,
-                    content=m.content,
-                    tool_calls=[
-                        {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+                _INSERT,
+                {
+                    "agent_id": agent_id,
+                    "role": m.role,
+                    "content": m.content,
+                    "tool_calls": [
+                        {"id": c.id, "name": c.name, "arguments": c.arguments}
+                        for c in m.tool_calls
                     ]
                     or None,
-                    tool_call_id=m.tool_call_id,
-                    name=m.name,
-                    text=m.searchable_text(),
-                    tokens=m.tokens,
-                    created_at=m.created_at,
-                )
+                    "tool_call_id": m.tool_call_id,
+                    "name": m.name,
+                    "text": m.searchable_text(),
+                    "tokens": m.tokens,
+                    "created_at": m.created_at,
+                },
             )
             m.id = result.inserted_primary_key[0]
 

@@ -74,6 +74,7 @@ async def summarize(
     evicted: list[StoredMessage],
     context_window: int,
     max_summary_tokens: int,
+    cache_key: str | None = None,
 ) -> str:
     """Fold `evicted` into `previous`, in as many requests as the window needs."""
     words = max(40, int(max_summary_tokens * 0.6))
@@ -94,6 +95,7 @@ async def summarize(
                 tools=[],
                 max_tokens=max_summary_tokens,
                 tool_choice="none",
+                cache_key=cache_key,
             )
         )
         text = (response.content or "").strip()

@@ -128,7 +128,12 @@ def compile_window(
     budget = agent.context_window - max_tokens
     window = CompiledWindow(
         request=ChatRequest(
-            messages, tools, max_tokens=max_tokens, cache_key=agent.id, system_parts=system_parts
+            messages,
+            tools,
+            max_tokens=max_tokens,
+            cache_key=agent.id,
+            system_parts=system_parts,
+            volatile_messages=len(alerts),
         ),
         sections=sections,
         budget=budget,

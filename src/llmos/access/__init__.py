@@ -1,0 +1,1 @@
+"""Access control: users, API keys and rate limits (`policy.py`)."""

@@ -1,0 +1,208 @@
+"""The access manager: users, their API keys, per-user rate limits, and redaction.
+
+A *user* is a name; the kernel's `owner` of every agent a user creates is that
+name, so the kernel's own owner checks are what keeps users apart (the CLI
+acts as the user "local"). A user authenticates with an API key: `llmos-`
+followed by 43 URL-safe characters (256 random bits). Only the key's sha256 is
+stored — a key that high in entropy needs no salt or slow hash — and the
+stored digest is compared in constant time. A key is shown once, when it is
+made, and never again.
+
+`RateLimiter` is a token bucket per user: `rate` requests per second on
+average, bursts of up to `burst`. `redact()` blanks anything that looks like a
+secret (llmos keys, provider keys, bearer tokens) in text bound for a
+response or a log.
+
+Left out, for later issues: per-agent tool grants, approval of irreversible
+tools, an audit log, roles/admins, key expiry, and sharing agents between
+users. Rate-limit state lives in the server process (not shared between
+nodes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from llmos.storage.models import api_keys, users
+
+if TYPE_CHECKING:
+    from llmos.storage.db import Database
+
+KEY_PREFIX = "llmos-"
+#: A user name is the owner of their agents: short, printable, no spaces.
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# Longer than any key we issue: reject before hashing attacker-sized input.
+_MAX_KEY_CHARS = 128
+
+
+class UserExists(ValueError):
+    """A user of that name already exists."""
+
+
+class UserNotFound(LookupError):
+    """No user of that name."""
+
+
+@dataclass(slots=True, frozen=True)
+class User:
+    id: str
+    name: str
+    created_at: float
+
+    @property
+    def owner(self) -> str:
+        """The kernel's `owner` of this user's agents."""
+        return self.name
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class AccessManager:
+    """Users and API keys on the kernel's database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_user(self, name: str) -> tuple[User, str]:
+        """Create a user and their first key; returns (user, key). Raises UserExists, ValueError."""
+        name = name.strip()
+        if not USER_NAME.match(name):
+            raise ValueError(
+                "a user name is 1 to 64 letters, digits or _ . @ -, starting with a letter "
+                "or digit"
+            )
+        user = User(f"user-{uuid.uuid4().hex[:16]}", name, time.time())
+        key = new_key()
+        try:
+            with self.db.begin() as conn:
+                conn.execute(
+                    users.insert().values(id=user.id, name=user.name, created_at=user.created_at)
+                )
+                self._insert_key(conn, user.id, key)
+        except IntegrityError:
+            raise UserExists(f"a user named {name!r} already exists") from None
+        return user, key
+
+    def create_key(self, name: str) -> str:
+        """Issue another key for an existing user (e.g. one who lost theirs)."""
+        with self.db.begin() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).first()
+            if row is None:
+                raise UserNotFound(f"no user named {name!r}")
+            key = new_key()
+            self._insert_key(conn, row.id, key)
+        return key
+
+    def revoke_keys(self, name: str) -> int:
+        """Revoke every key of a user; returns how many were live."""
+        with self.db.begin() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).first()
+            if row is None:
+                raise UserNotFound(f"no user named {name!r}")
+            return conn.execute(
+                update(api_keys)
+                .where(api_keys.c.user_id == row.id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            ).rowcount
+
+    @staticmethod
+    def _insert_key(conn: Any, user_id: str, key: str) -> None:
+        conn.execute(
+            api_keys.insert().values(
+                id=f"key-{uuid.uuid4().hex[:16]}",
+                user_id=user_id,
+                key_hash=hash_key(key),
+                prefix=key[: len(KEY_PREFIX) + 4],
+                created_at=time.time(),
+            )
+        )
+
+    def list_users(self) -> list[dict[str, Any]]:
+        live = (
+            select(api_keys.c.user_id, func.count().label("keys"))
+            .where(api_keys.c.revoked_at.is_(None))
+            .group_by(api_keys.c.user_id)
+            .subquery()
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(users.c.id, users.c.name, users.c.created_at, live.c.keys)
+                .select_from(users.outerjoin(live, live.c.user_id == users.c.id))
+                .order_by(users.c.created_at)
+            ).fetchall()
+        return [
+            {"id": r.id, "name": r.name, "created_at": r.created_at, "keys": r.keys or 0}
+            for r in rows
+        ]
+
+    def authenticate(self, key: str | None) -> User | None:
+        """The user a key belongs to, or None for a missing, unknown or revoked key."""
+        if not key or len(key) > _MAX_KEY_CHARS or not key.startswith(KEY_PREFIX):
+            return None
+        digest = hash_key(key)
+        with self.db.connect() as conn:
+            row = conn.execute(
+                select(api_keys.c.key_hash, users.c.id, users.c.name, users.c.created_at)
+                .select_from(api_keys.join(users, users.c.id == api_keys.c.user_id))
+                .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
+            ).first()
+        # The lookup is by digest; the constant-time comparison keeps the final
+        # decision free of early-exit timing whatever the database does.
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        return User(row.id, row.name, row.created_at)
+
+
+class RateLimiter:
+    """A token bucket per user: `rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float = 50.0, burst: float = 200.0) -> None:
+        self.rate = float(rate)
+        self.burst = max(1.0, float(burst))
+        self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, at)
+
+    def take(self, user: str, now: float | None = None) -> float:
+        """Spend one token. Returns 0.0 if allowed, else seconds until one is available."""
+        if self.rate <= 0:
+            return 0.0  # rate 0: limiting is off
+        now = time.monotonic() if now is None else now
+        tokens, at = self._buckets.get(user, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[user] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        self._buckets[user] = (tokens - 1.0, now)
+        return 0.0
+
+
+# What a secret looks like: our keys, OpenAI/Anthropic-style provider keys
+# (also when partly masked, as providers echo them), and bearer tokens.
+_SECRET = re.compile(
+    r"(?:llmos-[A-Za-z0-9_\-]{4,}"
+    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_\-*.]{6,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9_\-.~+/=*]{8,}"
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{12,})"
+)
+
+
+def redact(text: str | None) -> str | None:
+    """`text` with anything that looks like a key replaced by "[redacted]"."""
+    if not text:
+        return text
+    return _SECRET.sub("[redacted]", text)

@@ -1,0 +1,208 @@
+"""The HTTP server: one kernel shared by many users, behind a FastAPI app.
+
+`create_app(kernel)` builds the app around a kernel the caller opened (tests,
+benchmarks, embedding); `create_app(home=...)` opens the kernel in the app's
+lifespan instead, on the server's own event loop (what `llmos serve` does).
+Either way the kernel runs in that one event loop: its database calls are
+synchronous SQLite and short, and its LLM calls are awaited.
+
+Routes live in `routes/`: agents (and export/import), messages (with SSE),
+memory (blocks, archival, recall, the context window), kernel status, and
+the OpenAI-compatible chat completions. Every route under `/v1` needs an API
+key (see `gate.py`). Errors are JSON, `{"error": {"type", "message"}}`, with
+these statuses:
+
+| status | when |
+|---|---|
+| 400 | a request the kernel refuses (bad model string, window too small, …) |
+| 401 | missing, unknown or revoked API key |
+| 403 | a model, embedder or base_url the operator does not allow |
+| 404 | no such agent *for this user* (another user's agent is a 404 too), block, passage or route |
+| 409 | an agent of that name already exists |
+| 413 | a body over the configured limit |
+| 422 | a body or parameter that fails validation; a message too long for the agent's window |
+| 429 | the user's rate limit; `Retry-After` says when to come back |
+| 503 | the agent's core failed (the message *was* stored: see `deps.py`) or the database is busy |
+
+Left out: the web console (a later step), AIOS's `POST /query`, tool and
+approval routes (their managers do not exist yet), TLS, CORS, and sharing one
+rate limiter between server nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import llmos
+from llmos.access.policy import AccessManager, RateLimiter
+from llmos.kernel.kernel import AgentExists, AgentNotFound, MessageTooLong
+from llmos.llm.core import CoreError, CoreUnavailable, RateLimited
+from llmos.memory.blocks import MemoryEditError
+from llmos.server.deps import APIError, ServerConfig, ServerState, error_body
+from llmos.server.gate import Gate
+from llmos.server.routes import agents, memory, messages, openai
+from llmos.server.routes import kernel as kernel_status
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+
+log = logging.getLogger("llmos.server")
+
+DESCRIPTION = """\
+llmos runs LLM agents with self-managed memory (MemGPT) on a kernel that
+schedules their model calls (AIOS). Authenticate with `Authorization: Bearer
+<key>` (`llmos user create NAME` makes a key). `POST /v1/chat/completions`
+speaks OpenAI's protocol, with `model` naming one of your agents.
+"""
+
+
+def create_app(
+    kernel: Kernel | None = None,
+    config: ServerConfig | None = None,
+    *,
+    home: str | Path | None = None,
+) -> FastAPI:
+    """The llmos HTTP app. Pass a kernel, or let the lifespan open one on `home`."""
+    config = config or ServerConfig()
+    state = ServerState(config=config, limiter=RateLimiter(config.rate, config.burst))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from llmos.kernel.kernel import Kernel
+
+        own = kernel is None
+        state.kernel = Kernel.open(home) if own else kernel
+        state.access = AccessManager(state.kernel.db)
+        try:
+            yield
+        finally:
+            # Accepted messages are already stored; let their turns finish too.
+            if state.tasks:
+                _, pending = await asyncio.wait(
+                    set(state.tasks), timeout=config.shutdown_grace_seconds
+                )
+                for task in pending:
+                    task.cancel()
+            if own:
+                await state.kernel.close()
+            state.kernel = None
+            state.access = None
+
+    app = FastAPI(
+        title="llmos",
+        version=llmos.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.llmos = state
+    app.add_middleware(Gate, state=state)
+    _install_error_handlers(app)
+
+    @app.get("/health", tags=["kernel"], summary="Liveness check (no key needed)")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": llmos.__version__}
+
+    for module in (agents, messages, memory, kernel_status, openai):
+        app.include_router(module.router, prefix="/v1")
+    return app
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_r: Request, exc: APIError) -> JSONResponse:
+        return _json(exc.status, exc.body(), exc.headers)
+
+    @app.exception_handler(AgentNotFound)
+    async def not_found(_r: Request, exc: AgentNotFound) -> JSONResponse:
+        return _json(404, error_body(_text(exc), "not_found_error", code="agent_not_found"))
+
+    @app.exception_handler(AgentExists)
+    async def exists(_r: Request, exc: AgentExists) -> JSONResponse:
+        return _json(409, error_body(str(exc), "conflict_error", code="agent_exists"))
+
+    @app.exception_handler(MessageTooLong)
+    async def too_long(_r: Request, exc: MessageTooLong) -> JSONResponse:
+        return _json(422, error_body(str(exc), "invalid_request_error", code="message_too_long"))
+
+    @app.exception_handler(MemoryEditError)
+    async def bad_edit(_r: Request, exc: MemoryEditError) -> JSONResponse:
+        return _json(422, error_body(str(exc), "invalid_request_error", code="memory_edit"))
+
+    @app.exception_handler(UnicodeError)
+    async def bad_text(_r: Request, _exc: UnicodeError) -> JSONResponse:
+        return _json(400, _unicode_body())
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_r: Request, exc: ValueError) -> JSONResponse:
+        return _json(400, error_body(str(exc), "invalid_request_error"))
+
+    @app.exception_handler(CoreError)
+    async def core_error(_r: Request, exc: CoreError) -> JSONResponse:
+        # Raised outside a turn, e.g. probing a model's window at creation.
+        unavailable = isinstance(exc, CoreUnavailable | RateLimited)
+        return _json(
+            503 if unavailable else 502,
+            error_body(f"the model backend failed: {exc}", "core_unavailable"),
+        )
+
+    @app.exception_handler(StatementError)
+    async def db_error(_r: Request, exc: StatementError) -> JSONResponse:
+        if isinstance(exc.orig, UnicodeError):
+            return _json(400, _unicode_body())
+        if isinstance(exc, IntegrityError):
+            return _json(409, error_body("that conflicts with existing data", "conflict_error"))
+        if isinstance(exc, OperationalError):
+            return _json(
+                503, error_body("the database is busy; try again", "unavailable"), {"retry-after": "1"}
+            )
+        raise exc
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(first["loc"][1:] or first["loc"]) or "request"
+        return _json(
+            422,
+            error_body(f"{where}: {first['msg']}", "invalid_request_error", details=details),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _json(
+            exc.status_code, error_body(str(exc.detail), type_), dict(exc.headers or {})
+        )
+
+
+def _text(exc: BaseException) -> str:
+    # LookupError's str() is the repr of its argument.
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
+def _unicode_body() -> dict[str, Any]:
+    return error_body(
+        "text must be valid Unicode (no unpaired surrogates)", "invalid_request_error"
+    )
