@@ -422,6 +422,9 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAIServer  # set on the per-server subclass
     # Keep-alive: the openai client reuses connections, as against a real server.
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the body
+    # waits for the client's delayed ACK (~40 ms per response on loopback).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # tests stay quiet

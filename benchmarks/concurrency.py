@@ -1,0 +1,192 @@
+"""Many agents at once: 1,000 agents x 5 turns over one OpenAI-compatible core.
+
+The backend is a minimal OpenAI-compatible app on uvicorn in a separate
+process (so it does not compete with the kernel for the GIL), answering every
+request after 100 ms and allowing 64 requests in flight (more get a 429). The
+kernel's run queue for that core has capacity 64, so the ideal wall time is
+agents x turns x 0.1 s / 64. We report the wall time against that ideal, the
+peak memory of the kernel's process, p50/p99 per-turn latency, the kernel's
+own CPU time per turn, and errors.
+
+Targets (issue 3): within 1.5x of the ideal, under 1 GiB peak.
+
+Left out: the embedded model (see scheduling.py) and agents' archival memory.
+
+    python benchmarks/concurrency.py [--agents 1000] [--turns 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The backend: a minimal OpenAI-compatible ASGI app on uvicorn, in its own
+# process. (The stdlib fake in tests/fakes serves ~150 requests/s, below the
+# 640/s this benchmark needs.)
+SERVER = """
+import asyncio, json, socket, sys
+import uvicorn
+
+DELAY, CAPACITY = {delay}, {capacity}
+in_flight = 0
+BODY = json.dumps({{
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
+    "choices": [{{"index": 0, "finish_reason": "tool_calls", "message": {{
+        "role": "assistant", "content": None,
+        "tool_calls": [{{"id": "call_1", "type": "function", "function": {{
+            "name": "send_message", "arguments": "{{\\"message\\": \\"noted, thanks\\"}}"}}}}]}}}}],
+    "usage": {{"prompt_tokens": 1000, "completion_tokens": 12, "total_tokens": 1012}},
+}}).encode()
+
+async def app(scope, receive, send):
+    global in_flight
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    if scope["path"].endswith("/models"):
+        body, status = json.dumps({{"object": "list", "data": []}}).encode(), 200
+    elif in_flight >= CAPACITY:
+        body, status = b'{{"error": {{"message": "too many requests"}}}}', 429
+    else:
+        in_flight += 1
+        try:
+            await asyncio.sleep(DELAY)
+        finally:
+            in_flight -= 1
+        body, status = BODY, 200
+    await send({{"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]}})
+    await send({{"type": "http.response.body", "body": body}})
+
+sock = socket.socket()
+# Accepted connections inherit this: without it the response body waits for
+# the client's delayed ACK (~40 ms a request).
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+sock.bind(("127.0.0.1", 0))
+print(f"http://127.0.0.1:{{sock.getsockname()[1]}}/v1", flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning", backlog=2048)).run(sockets=[sock])
+"""
+
+
+class NoEmbedder:
+    name = "none"
+    dim = 8
+
+    def embed(self, texts: list[str]):  # never called: agents do not use archival here
+        raise AssertionError("unexpected embedding")
+
+
+async def run(agents: int, turns: int, delay: float, capacity: int) -> dict[str, object]:
+    from llmos import Kernel
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER.format(delay=delay, capacity=capacity)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    base_url = server.stdout.readline().strip()
+    os.environ.setdefault("OPENAI_API_KEY", "bench")
+    try:
+        with tempfile.TemporaryDirectory() as home:
+            kernel = Kernel.open(home, embedders={"none": NoEmbedder()}, max_images=agents)
+            core = kernel.core("openai/bench", base_url)
+            core.capacity = capacity
+            kernel.set_policy(core, "fifo").capacity = capacity
+            t0 = time.perf_counter()
+            for i in range(agents):
+                await kernel.create_agent(
+                    f"a{i}", model="openai/bench", base_url=base_url, context_window=32768,
+                    embedder="none",
+                )
+            create_s = time.perf_counter() - t0
+            # Warm the client (SDK import, connection pool) outside the clock.
+            await kernel.send("a0", "warm-up")
+
+            latencies: list[float] = []
+            errors = 0
+
+            async def converse(name: str) -> None:
+                nonlocal errors
+                for turn_no in range(turns):
+                    start = time.perf_counter()
+                    turn = await kernel.send(name, f"message {turn_no} from {name}")
+                    latencies.append(time.perf_counter() - start)
+                    if turn.stop_reason != "end_turn":
+                        errors += 1
+
+            cpu0 = time.process_time()
+            wall0 = time.perf_counter()
+            await asyncio.gather(*(converse(f"a{i}") for i in range(agents)))
+            wall = time.perf_counter() - wall0
+            cpu = time.process_time() - cpu0
+            stats = kernel.kernel_stats()
+            await kernel.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    ideal = agents * turns * delay / capacity
+    latencies.sort()
+    return {
+        "agents": agents,
+        "turns": turns,
+        "backend_delay_s": delay,
+        "capacity": capacity,
+        "create_agents_s": round(create_s, 2),
+        "wall_s": round(wall, 2),
+        "ideal_s": round(ideal, 2),
+        "ratio_to_ideal": round(wall / ideal, 2),
+        "kernel_cpu_ms_per_turn": round(1000 * cpu / (agents * turns), 3),
+        "p50_turn_s": round(statistics.median(latencies), 3),
+        "p99_turn_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "errors": errors,
+        "core_retries": stats["cores"][0]["retried"] if stats["cores"] else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument("--capacity", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="200 agents x 3 turns")
+    args = parser.parse_args()
+    if args.quick:
+        args.agents, args.turns = 200, 3
+    result = asyncio.run(run(args.agents, args.turns, args.delay, args.capacity))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.agents} agents x {args.turns} turns, backend 100 ms, 64 in flight")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    targets = {"ratio_to_ideal": "<= 1.5", "peak_rss_mib": "< 1024", "errors": "0"}
+    for key, value in result.items():
+        table.add_row(key, str(value), targets.get(key, ""))
+    Console().print(table)
+    out = ROOT / "benchmarks" / "results" / "concurrency.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
