@@ -259,3 +259,28 @@ async def test_archival_finds_the_right_passage_among_500(kernel: Kernel) -> Non
     page0, _ = await kernel.search_archival("arch", "cooking detail", page=0)
     assert not {p.id for p in page0} & {p.id for p in page1}
     assert kernel.get_agent("arch")["archival_count"] == 500
+
+
+async def test_oversize_function_result_is_trimmed_to_fit(kernel: Kernel) -> None:
+    def policy(req: ChatRequest) -> ChatResponse:
+        last = req.messages[-1]
+        if req.tool_choice == "none":
+            return say("Summary.")
+        if last.role == "tool" and last.name == "archival_memory_search":
+            return call("send_message", message="found a lot")
+        return call("archival_memory_search", query="giant", request_heartbeat=True)
+
+    core = ScriptedCore(policy, context_window=2048)
+    kernel.add_core(core, model="scripted/giant")
+    await kernel.create_agent("g", model="scripted/giant", embedder="test/hash",
+                              context_window=2048)
+    await kernel.insert_archival("g", [f"giant passage {i} " + "word " * 700 for i in range(5)])
+    turn = await kernel.send("g", "search")
+    assert turn.stop_reason == "end_turn" and turn.reply == "found a lot"
+    after_search = next(r for r in core.requests if r.messages[-1].role == "tool")
+    for req in core.requests:
+        assert core.prompt_tokens(req) + req.max_tokens <= 2048
+    assert "truncated to fit the context window" in (after_search.messages[-1].content or "")
+    # Recall keeps the whole result; only the request was shortened.
+    stored = [m for m in kernel.messages("g") if m.name == "archival_memory_search"]
+    assert len(stored[0].content or "") > 10_000

@@ -33,7 +33,13 @@ from llmos.kernel.syscalls import LLMSyscall, ToolSyscall
 from llmos.llm.core import ContextLengthExceeded, CoreError, Usage
 from llmos.memory.recall import StoredMessage
 from llmos.memory.summarize import summarize
-from llmos.memory.window import compile_window, eviction_point, message_tokens
+from llmos.memory.window import (
+    CompiledWindow,
+    ContextOverflow,
+    compile_window,
+    eviction_point,
+    message_tokens,
+)
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -144,16 +150,11 @@ async def _steps(
             turn.stop_reason = "max_steps"
             break
         turn.steps += 1
-        window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
-        if window.total > image.setting("flush_fraction") * window.budget:
-            await flush(kernel, image, core, turn)
-            window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
-        elif not image.warned and window.total > image.setting("warning_fraction") * window.budget:
-            image.warned = True
-            pct = round(100 * window.total / window.budget)
-            alerts = [*alerts, PRESSURE_ALERT.format(pct=pct)]
-            window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
-        window.request.temperature = float(image.setting("temperature"))
+        try:
+            window = await _prepare_window(kernel, image, core, turn, alerts)
+        except ContextOverflow as err:
+            turn.stop_reason, turn.error = "context_overflow", str(err)
+            break
         alerts = []
 
         proc.set(ProcState.WAITING_LLM)
@@ -189,6 +190,23 @@ async def _steps(
         if not chain:
             turn.stop_reason = "end_turn"
             break
+
+
+async def _prepare_window(
+    kernel: Kernel, image: AgentImage, core: Core, turn: Turn, alerts: list[str]
+) -> CompiledWindow:
+    """The step's window: flushed first above the flush fraction, with a
+    memory-pressure alert the first time it passes the warning fraction."""
+    window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens, trim=False)
+    if window.total > image.setting("flush_fraction") * window.budget:
+        await flush(kernel, image, core, turn)
+    elif not image.warned and window.total > image.setting("warning_fraction") * window.budget:
+        image.warned = True
+        pct = round(100 * window.total / window.budget)
+        alerts = [*alerts, PRESSURE_ALERT.format(pct=pct)]
+    window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
+    window.request.temperature = float(image.setting("temperature"))
+    return window
 
 
 async def _run_step(
@@ -260,7 +278,7 @@ async def flush(
     Returns how many messages left the window. `force` evicts even when the
     window looks small enough (the backend said otherwise).
     """
-    window = compile_window(image, core, fn.TOOL_SPECS, [], image.max_tokens)
+    window = compile_window(image, core, fn.TOOL_SPECS, [], image.max_tokens, trim=False)
     fixed = window.total - window.sections["messages"]
     # The target is a share of the room left for messages, not of the whole
     # budget: on a small window the fixed part alone may be half of it.

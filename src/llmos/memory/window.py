@@ -101,8 +101,13 @@ def compile_window(
     tools: list[ToolSpec],
     alerts: list[str],
     max_tokens: int,
+    *,
+    trim: bool = True,
 ) -> CompiledWindow:
-    """Build the request for the agent's next step and account for its tokens."""
+    """Build the request for the agent's next step and account for its tokens.
+
+    With `trim` (the default) a window over budget has its longest messages
+    shortened in the request until it fits; `trim=False` only measures."""
     classic = agent.layout == "classic"
     base = agent.system_prompt
     core_text = render_core_memory(agent, classic)
@@ -141,7 +146,7 @@ def compile_window(
         messages_in_window=len(agent.window),
         alerts=list(alerts),
     )
-    if window.total > budget:
+    if trim and window.total > budget:
         _trim_to_budget(window, core)
     return window
 
