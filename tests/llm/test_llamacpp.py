@@ -1,4 +1,4 @@
-"""LlamaCppCore on the real Gemma 3 270M (a few short generations, about 10-20 s in all)."""
+"""LlamaCppCore on the real Gemma 3 270M: a few short generations, about 5-15 s in all."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from llmos.llm.core import (
     ToolSpec,
 )
 from llmos.llm.llamacpp import LlamaCppCore
+from llmos.llm.toolcalls import parse_call
 
 SEND = ToolSpec(
     name="send_message",
@@ -196,6 +197,44 @@ async def test_tool_choice_none_gives_text(core: LlamaCppCore) -> None:
     assert "<start_of_turn>" not in resp.content and "<end_of_turn>" not in resp.content
     assert 0 < resp.usage.completion_tokens <= 16
     assert resp.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+async def test_constrained_decoder_matches_llama_cpp_grammar_sampling(core: LlamaCppCore) -> None:
+    # The core's own loop checks the grammar on the likeliest tokens first; at
+    # temperature 0 it must choose exactly what llama.cpp's full-vocabulary
+    # grammar sampler chooses.
+    messages = [*FIRST, Message(role="user", content="Also remember that I like tea.")]
+    resp = await core.chat(ChatRequest(messages=messages, tools=TOOLS, max_tokens=32))
+    with core._lock:
+        llm = core._load()
+        tokens = core._tokenize_prompt(llm, core._segments(messages, TOOLS))
+        ref = llm.create_completion(
+            prompt=tokens, max_tokens=32, temperature=0.0, grammar=core._grammar(TOOLS)
+        )
+    expected = parse_call(ref["choices"][0]["text"], TOOLS)
+    got = resp.tool_calls[0]
+    assert (got.name, got.arguments) == (expected.name, expected.arguments)
+    assert resp.usage.completion_tokens == ref["usage"]["completion_tokens"]
+
+
+@pytest.mark.slow
+async def test_sampling_with_temperature_still_yields_a_call(core: LlamaCppCore) -> None:
+    resp = await core.chat(ChatRequest(messages=FIRST, tools=TOOLS, max_tokens=48, temperature=1.0))
+    call = resp.tool_calls[0]
+    assert call.name in {"send_message", "core_memory_append"}
+    assert isinstance(json.loads(call.arguments), dict)
+
+
+@pytest.mark.slow
+async def test_concurrent_requests_are_served_one_at_a_time(core: LlamaCppCore) -> None:
+    requests = [
+        ChatRequest(messages=[Message(role="user", content=f"Count to {n}.")], max_tokens=4)
+        for n in (3, 5)
+    ]
+    responses = await asyncio.gather(*(core.chat(r) for r in requests))
+    assert all(isinstance(r.content, str) for r in responses)
+    assert all(r.usage.completion_tokens <= 4 for r in responses)
 
 
 @pytest.mark.slow

@@ -152,6 +152,7 @@ def test_unquoted_keys() -> None:
         ('{"function": "send_message", "arguments": {"message": "hi", "x": ', {"message": "hi"}),
         ('{"function": "send_message", "arguments": {"message": "hi", "x": Tr', {"message": "hi"}),
         ('{"function": "send_message", "arguments": {"n": [1, 2', {"n": [1, 2]}),
+        ('{"function": "send_message", "arguments": {"message": "a\\', {"message": "a"}),
         ('{"function": "send_message", "arguments": {', {}),
         ('{"function": "send_message", "argu', {}),
     ],

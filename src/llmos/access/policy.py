@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from llmos.storage.models import api_keys, users
@@ -73,6 +73,15 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+# Built once: every request authenticates, and building a select costs more
+# than running it.
+_BY_DIGEST = (
+    select(api_keys.c.key_hash, users.c.id, users.c.name, users.c.created_at)
+    .select_from(api_keys.join(users, users.c.id == api_keys.c.user_id))
+    .where(api_keys.c.key_hash == bindparam("digest"), api_keys.c.revoked_at.is_(None))
+)
+
+
 class AccessManager:
     """Users and API keys on the kernel's database."""
 
@@ -84,8 +93,7 @@ class AccessManager:
         name = name.strip()
         if not USER_NAME.match(name):
             raise ValueError(
-                "a user name is 1 to 64 letters, digits or _ . @ -, starting with a letter "
-                "or digit"
+                "a user name is 1 to 64 letters, digits or _ . @ -, starting with a letter or digit"
             )
         user = User(f"user-{uuid.uuid4().hex[:16]}", name, time.time())
         key = new_key()
@@ -135,19 +143,19 @@ class AccessManager:
 
     def list_users(self) -> list[dict[str, Any]]:
         live = (
-            select(api_keys.c.user_id, func.count().label("keys"))
+            select(api_keys.c.user_id, func.count().label("n_keys"))
             .where(api_keys.c.revoked_at.is_(None))
             .group_by(api_keys.c.user_id)
             .subquery()
         )
         with self.db.connect() as conn:
             rows = conn.execute(
-                select(users.c.id, users.c.name, users.c.created_at, live.c.keys)
+                select(users.c.id, users.c.name, users.c.created_at, live.c.n_keys)
                 .select_from(users.outerjoin(live, live.c.user_id == users.c.id))
                 .order_by(users.c.created_at)
             ).fetchall()
         return [
-            {"id": r.id, "name": r.name, "created_at": r.created_at, "keys": r.keys or 0}
+            {"id": r.id, "name": r.name, "created_at": r.created_at, "keys": r.n_keys or 0}
             for r in rows
         ]
 
@@ -157,11 +165,7 @@ class AccessManager:
             return None
         digest = hash_key(key)
         with self.db.connect() as conn:
-            row = conn.execute(
-                select(api_keys.c.key_hash, users.c.id, users.c.name, users.c.created_at)
-                .select_from(api_keys.join(users, users.c.id == api_keys.c.user_id))
-                .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
-            ).first()
+            row = conn.execute(_BY_DIGEST, {"digest": digest}).first()
         # The lookup is by digest; the constant-time comparison keeps the final
         # decision free of early-exit timing whatever the database does.
         if row is None or not hmac.compare_digest(row.key_hash, digest):

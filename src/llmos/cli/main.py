@@ -3,6 +3,8 @@
     llmos agent create|list|show|delete   manage agents
     llmos send NAME "message"             one turn, reply on stdout (for scripts)
     llmos chat [NAME]                     interactive chat with slash commands
+    llmos serve [--host H] [--port P]     the HTTP API (OpenAI-compatible too)
+    llmos user create|list|key NAME       users of the HTTP API and their keys
 
 Every command opens the kernel on `--home` (default `$LLMOS_HOME` or
 `~/.llmos`), runs the async Kernel API under one event loop, and closes it.
@@ -13,7 +15,7 @@ code 1, never a traceback; set `LLMOS_DEBUG=1` to see the traceback anyway.
 Start-up time matters (`llmos send` is called from scripts), so the kernel and
 everything under it are imported inside the commands, never at module level.
 
-Left out: `llmos serve`, `llmos load`, `llmos bench` (their own issues),
+Left out: `llmos load`, `llmos bench` (their own issues),
 editing blocks from the command line, and streaming replies token by token.
 """
 
@@ -49,7 +51,9 @@ EPILOG = (
     '  llmos send alice "What do I like?" --json | jq .reply\n\n'
     "  llmos chat alice\n\n"
     "Models: local/gemma-3-270m (embedded, the default), local:/path/model.gguf, "
-    "openai/MODEL (with --base-url or OPENAI_BASE_URL), ollama/MODEL."
+    "openai/MODEL (with --base-url or OPENAI_BASE_URL), ollama/MODEL, anthropic/MODEL "
+    "(ANTHROPIC_API_KEY), bedrock/MODEL_ID (AWS credentials, AWS_REGION). "
+    "See `llmos models`."
 )
 
 app = typer.Typer(
@@ -69,6 +73,12 @@ agent_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(agent_app, name="agent")
+user_app = typer.Typer(
+    help="Users of the HTTP API (llmos serve) and their API keys.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(user_app, name="user")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -183,7 +193,7 @@ def agent_create(
             "--model",
             "-m",
             help="Model string: local/gemma-3-270m (default), local:/path.gguf, "
-            "openai/MODEL, ollama/MODEL.",
+            "openai/MODEL, ollama/MODEL, anthropic/MODEL, bedrock/MODEL_ID.",
             show_default=False,
         ),
     ] = None,
@@ -508,6 +518,145 @@ class _Chat:
         else:
             render.turn_view(out, turn)
 
+
+# --- users and the server -----------------------------------------------------------
+
+
+def _access(ctx: typer.Context) -> Any:
+    from llmos.access.policy import AccessManager
+    from llmos.kernel.kernel import default_home
+    from llmos.storage.db import Database
+
+    home = _home(ctx) or default_home()
+    return AccessManager(Database.open(Path(home) / "llmos.db"))
+
+
+def _user_call(ctx: typer.Context, body: Callable[[Any], T]) -> T:
+    from llmos.access.policy import UserExists, UserNotFound
+
+    access = None
+    try:
+        access = _access(ctx)
+        return body(access)
+    except (UserExists, UserNotFound, ValueError, OSError) as exc:
+        if os.environ.get("LLMOS_DEBUG"):
+            raise
+        _fail(_message(exc))
+    finally:
+        if access is not None:
+            access.db.close()
+
+
+@user_app.command("create")
+def user_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user's name (owner of their agents).")],
+) -> None:
+    """Create a user and print their API key (shown once: store it now).
+
+    Example: llmos user create alice
+    """
+    user, key = _user_call(ctx, lambda access: access.create_user(name))
+    # The key alone on stdout, so `KEY=$(llmos user create alice)` works.
+    print(key)
+    print(
+        f"Created user {user.name}. This key is shown only now; send it as "
+        "'Authorization: Bearer <key>'.",
+        file=sys.stderr,
+    )
+
+
+@user_app.command("key")
+def user_key(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="An existing user.")],
+    revoke: Annotated[
+        bool, typer.Option("--revoke-old", help="Revoke the user's other keys first.")
+    ] = False,
+) -> None:
+    """Issue a new API key for a user (e.g. one who lost theirs) and print it once."""
+
+    def body(access: Any) -> str:
+        if revoke:
+            access.revoke_keys(name)
+        return access.create_key(name)
+
+    print(_user_call(ctx, body))
+
+
+@user_app.command("list")
+def user_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List users and how many live keys each has (keys themselves are never shown)."""
+    rows = _user_call(ctx, lambda access: access.list_users())
+    if as_json:
+        _dump(rows)
+    elif not rows:
+        out.print("No users yet. Create one with: llmos user create NAME")
+    else:
+        for r in rows:
+            out.print(f"{escape(r['name'])}  keys: {r['keys']}  id: {r['id']}")
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8283,
+    rate: Annotated[
+        float, typer.Option("--rate-limit", min=0, help="Requests per second per user (0: off).")
+    ] = 50.0,
+    burst: Annotated[
+        float, typer.Option("--burst", min=1, help="Largest burst of requests per user.")
+    ] = 200.0,
+    max_body: Annotated[
+        int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")
+    ] = 1 << 20,
+    allow_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-model",
+            metavar="PATTERN",
+            help="Model strings users may choose (glob, repeatable). \\[default: any]",
+            show_default=False,
+        ),
+    ] = None,
+    allow_base_url: Annotated[
+        bool,
+        typer.Option(
+            "--allow-base-url",
+            help="Let users choose an agent's base_url (the server's provider key goes there).",
+        ),
+    ] = False,
+) -> None:
+    """Serve the HTTP API: many users, one kernel; OpenAPI docs at /docs.
+
+    Make a key first with: llmos user create NAME
+    Example: llmos serve --port 8283, then
+    curl -H "Authorization: Bearer $KEY" localhost:8283/v1/agents
+    """
+    import uvicorn
+
+    from llmos.server.app import create_app
+    from llmos.server.deps import ServerConfig
+
+    config = ServerConfig(
+        max_body_bytes=max_body,
+        rate=rate,
+        burst=burst,
+        models=tuple(allow_model) if allow_model else None,
+        allow_base_url=allow_base_url,
+    )
+    with _user_errors():
+        application = create_app(config=config, home=_home(ctx))
+        err.print(f"llmos serving on http://{host}:{port} (docs at /docs)")
+        uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+# `llmos models` and `llmos agent set-embedder` live in their own module.
+from llmos.cli import providers as _providers  # noqa: E402, F401
 
 if __name__ == "__main__":
     app(prog_name="llmos")

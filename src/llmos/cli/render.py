@@ -86,6 +86,8 @@ def agent_details(console: Console, desc: dict[str, Any]) -> None:
         ("messages", f"{desc['messages_in_window']} in window, {desc['recall_count']} in recall"),
         ("archival", f"{desc['archival_count']} passages"),
     ]
+    if desc.get("usage"):
+        rows.append(("prompt cache", cache_line(desc["usage"])))
     for key, value in rows:
         grid.add_row(key, escape(str(value)))
     console.print(f"[bold]{escape(desc['name'])}[/]")
@@ -102,6 +104,52 @@ def agent_details(console: Console, desc: dict[str, Any]) -> None:
     for key, value in desc["settings"].items():
         settings.add_row(escape(key), escape(json.dumps(value)))
     console.print(settings)
+
+
+def cache_line(usage: dict[str, Any]) -> str:
+    """"93.1% hit rate: 120,400 of 129,300 prompt tokens cached over 42 requests"."""
+    if not usage.get("requests"):
+        return "no requests yet"
+    rate = usage.get("cache_hit_rate")
+    shown = f"{100 * rate:.1f}% hit rate" if rate is not None else "no prompt tokens reported"
+    return (
+        f"{shown}: {usage['cached_prompt_tokens']:,} of {usage['prompt_tokens']:,} prompt "
+        f"tokens cached over {usage['requests']:,} requests"
+    )
+
+
+def models_table(rows: list[dict[str, Any]]) -> Table:
+    """`llmos models`: one row per configured model or provider endpoint."""
+    table = Table(title="Models", title_justify="left", show_edge=False)
+    for column in ("model", "endpoint", "window", "tools", "json", "stream", "cache", "agents"):
+        table.add_column(column, justify="right" if column == "window" else "left")
+    checked = any("reachable" in r for r in rows)
+    if checked:
+        table.add_column("reachable")
+
+    def mark(value: bool) -> Text:
+        return Text("yes", style="green") if value else Text("no", style="dim")
+
+    for r in rows:
+        info = r.get("info")
+        cells: list[Any] = [escape(r["model"]), escape(r["endpoint"])]
+        if info:
+            window = f"{info['context_window']:,}"
+            if info["source"] != "table":
+                window += f" ({info['source']})"
+            cells += [window] + [
+                mark(info[k]) for k in ("native_tools", "json_schema", "streaming", "caching")
+            ]
+        else:
+            cells += ["-", "-", "-", "-", "-"]
+        cells.append(escape(", ".join(r["agents"]) or f"({r['origin']})"))
+        if checked:
+            ok = r.get("reachable")
+            style = {True: "green", False: "red"}.get(ok, "dim")
+            word = {True: "yes", False: "no"}.get(ok, "-")
+            cells.append(Text(f"{word}: {r.get('detail', '')}", style=style))
+        table.add_row(*cells)
+    return table
 
 
 def blocks_table(blocks: list[dict[str, Any]]) -> Table:

@@ -18,7 +18,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,13 +44,13 @@ from llmos.memory.blocks import DEFAULT_BLOCK_LIMIT, Block, CoreMemory
 from llmos.memory.recall import RecallStorage, StoredMessage
 from llmos.memory.window import CompiledWindow, compile_window, message_tokens
 from llmos.storage.db import Database
-from llmos.storage.models import agents, blocks, messages
+from llmos.storage.models import agent_usage, agents, blocks, messages
 
 if TYPE_CHECKING:
     import numpy as np
 
     from llmos.agent.loop import EventSink, Turn
-    from llmos.llm.core import ChatResponse, Core
+    from llmos.llm.core import ChatResponse, Core, Usage
     from llmos.memory.embeddings import Embedder
 
 DEFAULT_PERSONA = (
@@ -87,6 +87,40 @@ class SyscallStats:
     count: int = 0
     seconds: float = 0.0
     tokens: int = 0
+    # llm syscalls only: prompt tokens and the part the provider served from its cache
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    """An agent's LLM usage summed over requests; persisted in `agent_usage`."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, usage: Usage | UsageTotals, requests: int = 1) -> None:
+        self.requests += usage.requests if isinstance(usage, UsageTotals) else requests
+        self.prompt_tokens += usage.prompt_tokens
+        self.cached_prompt_tokens += usage.cached_prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """Share of prompt tokens read from the provider's cache (None: no requests yet)."""
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.cache_hit_rate
+        return {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cache_hit_rate": None if rate is None else round(rate, 4),
+        }
 
 
 class Kernel:
@@ -120,6 +154,10 @@ class Kernel:
         self._ids: dict[tuple[str, str], str] = {}
         self.stats_by_kind: dict[str, SyscallStats] = {}
         self.stats_by_agent: dict[str, SyscallStats] = {}
+        # Per-agent LLM usage: totals as stored (loaded on first need) and what
+        # is not stored yet; the next commit_step of that agent writes it.
+        self._usage_saved: dict[str, UsageTotals] = {}
+        self._usage_pending: dict[str, UsageTotals] = {}
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> Kernel:
@@ -133,6 +171,10 @@ class Kernel:
         await self.close()
 
     async def close(self) -> None:
+        for agent_id in list(self._usage_pending):
+            # suppress: e.g. the agent was deleted meanwhile
+            with contextlib.suppress(Exception), self.db.begin() as conn:
+                self._write_usage(conn, agent_id)
         closed: set[int] = set()
         for core in [*self._cores.values(), *(c for cs in self._replicas.values() for c in cs)]:
             if id(core) not in closed:
@@ -227,7 +269,14 @@ class Kernel:
 
     async def sys_llm(self, call: LLMSyscall) -> ChatResponse:
         response = await self._pick_queue(call.core).run(call)
-        call.tokens = response.usage.prompt_tokens + response.usage.completion_tokens
+        u = response.usage
+        call.tokens = u.prompt_tokens + u.completion_tokens
+        stats = self.stats_by_agent.get(call.agent_id)
+        if stats is None:
+            stats = self.stats_by_agent[call.agent_id] = SyscallStats()
+        stats.prompt_tokens += u.prompt_tokens
+        stats.cached_tokens += u.cached_prompt_tokens
+        self._usage_pending.setdefault(call.agent_id, UsageTotals()).add(u)
         return response
 
     async def sys_memory(self, call: MemorySyscall) -> Any:
@@ -466,7 +515,61 @@ class Kernel:
         return self.procs.get(image.id, image.name), image
 
     def get_agent(self, name_or_id: str, owner: str = "local") -> dict[str, Any]:
-        return self._image(name_or_id, owner).describe()
+        image = self._image(name_or_id, owner)
+        return image.describe() | {"usage": self.agent_usage(image.id).as_dict()}
+
+    # --- usage and prompt-cache hit rate -----------------------------------------
+
+    def agent_usage(self, agent_id: str) -> UsageTotals:
+        """The agent's LLM usage over its lifetime (stored totals plus this session's)."""
+        saved = self._usage_saved.get(agent_id)
+        if saved is None:
+            with self.db.connect() as conn:
+                row = conn.execute(
+                    select(agent_usage).where(agent_usage.c.agent_id == agent_id)
+                ).first()
+            saved = UsageTotals()
+            if row is not None:
+                saved = UsageTotals(
+                    row.requests, row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens
+                )
+            self._usage_saved[agent_id] = saved
+        total = UsageTotals()
+        total.add(saved)
+        pending = self._usage_pending.get(agent_id)
+        if pending is not None:
+            total.add(pending)
+        return total
+
+    def _write_usage(self, conn: Any, agent_id: str) -> None:
+        """Add the agent's pending usage to its stored totals (inside `conn`'s transaction)."""
+        pending = self._usage_pending.pop(agent_id, None)
+        if pending is None or not pending.requests:
+            return
+        c = agent_usage.c
+        done = conn.execute(
+            update(agent_usage)
+            .where(c.agent_id == agent_id)
+            .values(
+                requests=c.requests + pending.requests,
+                prompt_tokens=c.prompt_tokens + pending.prompt_tokens,
+                cached_prompt_tokens=c.cached_prompt_tokens + pending.cached_prompt_tokens,
+                completion_tokens=c.completion_tokens + pending.completion_tokens,
+            )
+        ).rowcount
+        if not done:
+            conn.execute(
+                agent_usage.insert().values(
+                    agent_id=agent_id,
+                    requests=pending.requests,
+                    prompt_tokens=pending.prompt_tokens,
+                    cached_prompt_tokens=pending.cached_prompt_tokens,
+                    completion_tokens=pending.completion_tokens,
+                )
+            )
+        saved = self._usage_saved.get(agent_id)
+        if saved is not None:
+            saved.add(pending)
 
     async def delete_agent(self, name_or_id: str, owner: str = "local") -> None:
         proc, image = self.process(name_or_id, owner)
@@ -477,6 +580,8 @@ class Kernel:
             self.procs.forget(image.id)
             self._ids.pop((owner, image.name), None)
             self._ids.pop((owner, image.id), None)
+            self._usage_saved.pop(image.id, None)
+            self._usage_pending.pop(image.id, None)
 
     # --- messages -----------------------------------------------------------------
 
@@ -616,6 +721,8 @@ class Kernel:
         emb = self.embedder(image.embedder) if writes and writes.passages else None
         with self.db.begin() as conn:
             self.recall.append(conn, image.id, new_messages)
+            if image.id in self._usage_pending:
+                self._write_usage(conn, image.id)
             fields = dict(agent_fields or {})
             if writes:
                 for label in writes.blocks:
@@ -685,6 +792,80 @@ class Kernel:
         image.archival_count += len(ids)
         return ids
 
+    async def set_embedder(
+        self,
+        name_or_id: str,
+        spec: str,
+        owner: str = "local",
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        batch_size: int = 64,
+    ) -> dict[str, Any]:
+        """Switch the agent's embedder to `spec`, re-embedding its archival passages.
+
+        Passages are embedded in batches of `batch_size` (calling
+        `progress(done, total)` after each), then one transaction drops the
+        agent's old vectors (of any dimension), stores the new ones (in the
+        vector table for the new dimension) and records the new embedder: a
+        failure or crash before it leaves the agent on its old embedder,
+        untouched. The agent's turns wait meanwhile. Raises ValueError for an
+        unknown spec and the embedder's own errors (e.g. `EmbeddingError`).
+        """
+        import numpy as np
+
+        proc, image = self.process(name_or_id, owner)
+        new = self.embedder(spec)  # an unknown spec fails before anything happens
+        async with proc.lock:
+            image = self._image(image.id, owner)
+            previous = image.embedder
+            with self.db.connect() as conn:
+                total = self.archival.count(conn, image.id)
+            ids: list[int] = []
+            parts: list[np.ndarray] = []
+            if progress is not None:
+                progress(0, total)
+            while True:  # until no passage is left, including any added meanwhile
+                with self.db.connect() as conn:
+                    rows = self.archival.texts_after(
+                        conn, image.id, ids[-1] if ids else 0, batch_size
+                    )
+                if not rows:
+                    break
+                vectors = await asyncio.to_thread(new.embed, [t for _, t in rows])
+                if vectors.shape != (len(rows), new.dim):
+                    raise ValueError(
+                        f"embedder {spec} returned vectors of shape {vectors.shape} for "
+                        f"{len(rows)} texts; expected {new.dim}-d"
+                    )
+                ids.extend(pid for pid, _ in rows)
+                parts.append(vectors)
+                if progress is not None:
+                    progress(len(ids), max(total, len(ids)))
+            with self.db.begin() as conn:
+                all_vectors = np.concatenate(parts) if parts else np.zeros((0, new.dim))
+                self.archival.replace_vectors(conn, image.id, new.dim, ids, all_vectors)
+                conn.execute(
+                    update(agents)
+                    .where(agents.c.id == image.id)
+                    .values(embedder=spec, updated_at=time.time())
+                )
+            image.embedder = spec
+        return {
+            "agent": image.name,
+            "embedder": spec,
+            "previous": previous,
+            "dim": new.dim,
+            "passages": len(ids),
+        }
+
+    def agent_models(self) -> list[dict[str, Any]]:
+        """(name, model, base_url) of every agent of every owner: what `llmos models` lists."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(agents.c.name, agents.c.model, agents.c.base_url).order_by(agents.c.name)
+            ).fetchall()
+        return [dict(r._mapping) for r in rows]
+
     async def update_block(
         self, name_or_id: str, label: str, value: str, owner: str = "local"
     ) -> None:
@@ -701,12 +882,31 @@ class Kernel:
             self.commit_step(image, [note], fn.StepWrites(blocks={label}))
 
     def kernel_stats(self) -> dict[str, Any]:
+        cores = []
+        for q in self._queues.values():
+            row = q.stats()
+            prompt = int(row.get("prompt_tokens") or 0)  # type: ignore[call-overload]
+            cached = int(row.get("cached_prompt_tokens") or 0)  # type: ignore[call-overload]
+            row["cache_hit_rate"] = round(cached / prompt, 4) if prompt else None
+            cores.append(row)
         return {
             "processes": self.procs.snapshot(),
-            "cores": [q.stats() for q in self._queues.values()],
+            "cores": cores,
             "syscalls": {
                 k: {"count": s.count, "seconds": round(s.seconds, 4), "tokens": s.tokens}
                 for k, s in self.stats_by_kind.items()
+            },
+            # This session's LLM prompt tokens per agent and the share served from cache.
+            "agents": {
+                agent_id: {
+                    "prompt_tokens": s.prompt_tokens,
+                    "cached_prompt_tokens": s.cached_tokens,
+                    "cache_hit_rate": (
+                        round(s.cached_tokens / s.prompt_tokens, 4) if s.prompt_tokens else None
+                    ),
+                }
+                for agent_id, s in self.stats_by_agent.items()
+                if s.prompt_tokens
             },
         }
 

@@ -26,7 +26,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -176,8 +175,7 @@ def export_agent(kernel: Kernel, name: str, owner: str) -> dict[str, Any]:
             for m in msg_rows
         ],
         "passages": [
-            {"text": p.text, "source": p.source, "created_at": p.created_at}
-            for p in passage_rows
+            {"text": p.text, "source": p.source, "created_at": p.created_at} for p in passage_rows
         ],
     }
 
@@ -221,7 +219,7 @@ async def import_agent(
         raise AgentExists(f"an agent named {new_name!r} already exists")
 
     texts = [p.text for p in doc.passages]
-    vectors = []
+    vectors: list[Any] = []
     for i in range(0, len(texts), _EMBED_BATCH):
         # Embedding is CPU work: off the event loop, like the kernel's own embeds.
         vectors.extend(await asyncio.to_thread(emb.embed, texts[i : i + _EMBED_BATCH]))
@@ -281,9 +279,7 @@ async def import_agent(
                 update(agents).where(agents.c.id == agent_id).values(window_start=window_start)
             )
             if texts:
-                ids = kernel.archival.insert(
-                    conn, agent_id, emb, texts, vectors=np.stack(vectors)
-                )
+                ids = kernel.archival.insert(conn, agent_id, emb, texts, vectors=vectors)
                 for pid, p in zip(ids, doc.passages, strict=True):
                     conn.execute(
                         update(passages)

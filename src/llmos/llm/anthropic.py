@@ -81,6 +81,7 @@ _CONTEXT_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 _KEY_LIKE = re.compile(r"\bsk-ant-[A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
+_USERINFO = re.compile(r"//[^/@\s]+@")
 _MAX_ERROR_TEXT = 500
 
 
@@ -114,11 +115,13 @@ class AnthropicCore:
         self.estimate = CalibratedEstimate()
         self._api_key = api_key
         self._client: AsyncAnthropic | None = None
+        self._send_temperature = True
 
     # --- client ------------------------------------------------------------------
 
     def _where(self) -> str:
-        return self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
+        url = self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
+        return _USERINFO.sub("//***@", url)  # a gateway URL may carry user:password
 
     def _key(self) -> str:
         key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
@@ -202,7 +205,6 @@ class AnthropicCore:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.max_tokens,
-            "temperature": min(1.0, max(0.0, request.temperature)),
             "messages": [
                 {"role": t.role, "content": [_render(b) for b in t.blocks]} for t in turns
             ],
@@ -218,17 +220,33 @@ class AnthropicCore:
                 for t in request.tools
             ]
             body["tool_choice"] = _TOOL_CHOICE[request.tool_choice]
+        if self._send_temperature:
+            # In extra_body: recent SDKs dropped the argument, as some recent
+            # models reject it; a 400 naming it turns it off (see _degrade).
+            body["extra_body"] = {"temperature": min(1.0, max(0.0, request.temperature))}
         return body
 
+    def _degrade(self, error: BadRequest, body: dict[str, Any]) -> bool:
+        """Stop sending temperature if the server just rejected it; True to retry."""
+        if "temperature" in str(error).lower() and "extra_body" in body and self._send_temperature:
+            self._send_temperature = False
+            return True
+        return False
+
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        body = self.request_body(request)
         client = await self._get_client()
         import anthropic  # imported by _get_client: a dict lookup
 
-        try:
-            raw = await client.messages.with_raw_response.create(**body)
-        except anthropic.AnthropicError as exc:
-            raise self._map_error(exc) from None  # the SDK error carries request headers
+        while True:
+            body = self.request_body(request)
+            try:
+                raw = await client.messages.with_raw_response.create(**body)
+                break
+            except anthropic.AnthropicError as exc:
+                # `from None`: the SDK error carries the request and its headers.
+                error = self._map_error(exc)
+            if not (isinstance(error, BadRequest) and self._degrade(error, body)):
+                raise error from None
         try:
             data = raw.http_response.json()
         except ValueError:
@@ -260,12 +278,19 @@ class AnthropicCore:
         return response
 
     async def _events(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        body = self.request_body(request)
         client = await self._get_client()
         import anthropic
 
+        while True:
+            body = self.request_body(request)
+            try:
+                stream = await client.messages.create(**body, stream=True)
+                break
+            except anthropic.AnthropicError as exc:
+                error = self._map_error(exc)
+            if not (isinstance(error, BadRequest) and self._degrade(error, body)):
+                raise error from None
         try:
-            stream = await client.messages.create(**body, stream=True)
             async with stream:
                 async for event in stream:
                     yield event.to_dict()
@@ -462,7 +487,9 @@ class _StreamState:
             delta = event.get("delta") or {}
             self.stop_reason = str(delta.get("stop_reason") or self.stop_reason)
             # message_delta's usage is cumulative: it replaces, not adds.
-            self.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            self.usage.update(
+                {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+            )
         elif kind == "message_stop":
             self.done = True
         return None

@@ -8,8 +8,11 @@ maps its failures onto the error kinds below, so the kernel can react the same
 way whatever the backend: back off on `RateLimited`, flush memory and retry on
 `ContextLengthExceeded`, report `CoreUnavailable` and `AuthenticationFailed`.
 
-Left out: streaming (a later issue adds it as an optional method) and
-provider-specific options, which belong to each adapter's constructor.
+Streaming is optional and outside the protocol: cores that offer it
+(`anthropic`, `bedrock`) have `stream(request)`, an async iterator of text
+deltas, and `chat_stream(request, on_text)`, which returns the whole response.
+
+Left out: provider-specific options, which belong to each adapter's constructor.
 """
 
 from __future__ import annotations

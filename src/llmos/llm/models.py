@@ -177,10 +177,17 @@ def _override_for(model: str) -> dict[str, Any] | None:
     # The longest matching "prefix*" wins.
     best: tuple[int, dict[str, Any]] | None = None
     for key, value in overrides.items():
-        if key.endswith("*") and model.startswith(key[:-1]):
-            if best is None or len(key) > best[0]:
-                best = (len(key), value)
+        longer = best is None or len(key) > best[0]
+        if key.endswith("*") and model.startswith(key[:-1]) and longer:
+            best = (len(key), value)
     return best[1] if best else None
+
+
+def override_window(model: str) -> int | None:
+    """The context window the user set for `model` in the overrides file, if any."""
+    override = _override_for(model)
+    window = override.get("context_window") if override else None
+    return window if isinstance(window, int) else None
 
 
 def _from_table(rows: Sequence[_Row], name: str, model: str) -> ModelInfo | None:
@@ -215,9 +222,8 @@ def table_info(model: str) -> ModelInfo:
         window = known_context_window(name)
         # OpenAI caches prompts of 1,024+ tokens automatically; other servers
         # (vLLM, llama.cpp) reuse prefixes too, unreported.
-        return ModelInfo(
-            model, window, True, True, True, True, "table" if window != OPENAI_DEFAULT else "default"
-        )
+        source = "table" if window != OPENAI_DEFAULT else "default"
+        return ModelInfo(model, window, True, True, True, True, source)
     if provider.startswith("local"):
         return ModelInfo(model, 32_768, False, True, True, True, "table")
     return ModelInfo(model)
@@ -255,6 +261,44 @@ class Endpoint:
     @property
     def provider(self) -> str:
         return "local" if self.model.startswith("local") else self.model.partition("/")[0]
+
+    @property
+    def where(self) -> str:
+        """Where requests go, for people (never with credentials)."""
+        return re.sub(r"//[^/@\s]+@", "//***@", self._where())
+
+    def _where(self) -> str:
+        if self.base_url:
+            return self.base_url
+        provider = self.provider
+        if provider == "local":
+            return "embedded (llama.cpp)"
+        if provider == "openai":
+            return _env("OPENAI_BASE_URL") or "api.openai.com"
+        if provider == "ollama":
+            return _env("OLLAMA_BASE_URL") or "localhost:11434"
+        if provider == "anthropic":
+            return _env("ANTHROPIC_BASE_URL") or "api.anthropic.com"
+        if provider == "bedrock":
+            endpoint = _env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            region = _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")
+            return endpoint or (f"bedrock-runtime, {region}" if region else "bedrock-runtime")
+        return "-"
+
+    def as_dict(self, reach: Reachability | None = None) -> dict[str, Any]:
+        wildcard = self.model.endswith("/*")
+        out: dict[str, Any] = {
+            "model": self.model,
+            "endpoint": self.where,
+            "origin": self.origin,
+            "agents": list(self.agents),
+            "info": None if wildcard else lookup(self.model).as_dict(),
+        }
+        if reach is not None:
+            out["reachable"] = reach.ok
+            out["detail"] = reach.detail
+            out["seconds"] = reach.seconds
+        return out
 
 
 @dataclass(slots=True)
@@ -305,9 +349,9 @@ def configured(agents: Sequence[Mapping[str, Any]] = ()) -> list[Endpoint]:
     return sorted(found.values(), key=lambda e: (e.origin != "agent", e.model))
 
 
-async def check(endpoints: Sequence[Endpoint], deadline: float = CHECK_DEADLINE) -> list[
-    Reachability
-]:
+async def check(
+    endpoints: Sequence[Endpoint], deadline: float = CHECK_DEADLINE
+) -> list[Reachability]:
     """Probe every endpoint in parallel; whatever has not answered by `deadline` fails."""
 
     async def one(ep: Endpoint) -> Reachability:
@@ -368,7 +412,9 @@ async def _probe(ep: Endpoint) -> Reachability:
     if provider == "local":
         return _probe_local(ep.model)
     if provider in ("openai", "ollama"):
-        default = "http://localhost:11434/v1" if provider == "ollama" else "https://api.openai.com/v1"
+        default = (
+            "http://localhost:11434/v1" if provider == "ollama" else "https://api.openai.com/v1"
+        )
         base = (ep.base_url or default).rstrip("/")
         key = _env("OPENAI_API_KEY") if provider == "openai" else None
         if provider == "openai" and not key and not ep.base_url:

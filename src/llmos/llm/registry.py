@@ -7,11 +7,19 @@
 | `openai/MODEL`            | any OpenAI-compatible server: `OPENAI_BASE_URL` or |
 |                           | `--base-url` picks vLLM, llama.cpp, Groq, …        |
 | `ollama/MODEL`            | a local Ollama server (`OLLAMA_BASE_URL`)          |
+| `anthropic/MODEL`         | Claude on Anthropic's Messages API                 |
+|                           | (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`)        |
+| `bedrock/MODEL_ID`        | Amazon Bedrock Converse, e.g. an inference profile |
+|                           | `bedrock/us.anthropic.claude-sonnet-4-5-…`; AWS    |
+|                           | credential chain, `AWS_REGION`, endpoint override  |
 
 Adapters are imported only when a core of theirs is made, so listing agents
 never pays for the `openai` SDK or llama.cpp.
 
-Left out: `anthropic/` and `bedrock/` (the provider issue).
+A context window in the user's model overrides (`llm/models.py`) applies to
+every form, unless the caller passes one.
+
+Left out: per-model options beyond the window (each adapter's constructor has them).
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ import os
 from llmos.llm.core import Core
 
 DEFAULT_MODEL = "local/gemma-3-270m"
-FORMS = "local/gemma-3-270m, local:/path/model.gguf, openai/MODEL, ollama/MODEL"
+FORMS = (
+    "local/gemma-3-270m, local:/path/model.gguf, openai/MODEL, ollama/MODEL, "
+    "anthropic/MODEL, bedrock/MODEL_ID"
+)
 
 
 def make_core(
@@ -32,6 +43,10 @@ def make_core(
     context_window: int | None = None,
 ) -> Core:
     """Build the core a model string names. Raises ValueError for an unknown form."""
+    if context_window is None:
+        from llmos.llm.models import override_window
+
+        context_window = override_window(model)
     if model in ("local", DEFAULT_MODEL) or model.startswith("local:"):
         from llmos.llm.llamacpp import LlamaCppCore
 
@@ -60,4 +75,15 @@ def make_core(
         if context_window:
             core.context_window = context_window
         return core
+    if provider == "anthropic":
+        from llmos.llm.anthropic import AnthropicCore
+
+        return AnthropicCore(
+            name, base_url=base_url, api_key=api_key, context_window=context_window
+        )
+    if provider == "bedrock":
+        from llmos.llm.bedrock import BedrockCore
+
+        # base_url here is an endpoint override (else AWS_ENDPOINT_URL_BEDROCK_RUNTIME).
+        return BedrockCore(name, endpoint_url=base_url, context_window=context_window)
     raise ValueError(f"unknown provider {provider!r} in {model!r}; known forms: {FORMS}")

@@ -164,7 +164,10 @@ def _repair(text: str) -> Any | None:
             quote, j, buf = ch, i + 1, []
             while j < n and text[j] != quote:
                 c = text[j]
-                if c == "\\" and j + 1 < n:
+                if c == "\\" and j + 1 >= n:  # cut right after a backslash
+                    j += 1
+                    continue
+                if c == "\\":
                     nxt = text[j + 1]
                     # \' is not a JSON escape; other escapes pass through.
                     buf.append("'" if nxt == "'" else c + nxt)

@@ -7,8 +7,8 @@ semantic matches and exact keyword matches (names, numbers, codes that
 sentence embeddings blur) both surface, with no score calibration needed.
 
 Left out: Postgres/pgvector (the storage issue), approximate indexes (exact
-search is fast enough per agent; see FIELD-NOTES), and re-embedding when an
-agent's embedder changes (the provider issue).
+search is fast enough per agent; see FIELD-NOTES). Re-embedding under a new
+embedder is `texts_after` + `replace_vectors`, driven by `Kernel.set_embedder`.
 """
 
 from __future__ import annotations
@@ -116,6 +116,35 @@ class ArchivalStorage:
             for table in self.db.vec_tables():
                 conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid = ?", (passage_id,))
         return bool(gone)
+
+    def texts_after(
+        self, conn: Connection, agent_id: str, after_id: int = 0, limit: int = 256
+    ) -> list[tuple[int, str]]:
+        """(id, text) of the agent's passages with id > `after_id`, oldest first."""
+        rows = conn.execute(
+            select(passages.c.id, passages.c.text)
+            .where(passages.c.agent_id == agent_id, passages.c.id > after_id)
+            .order_by(passages.c.id)
+            .limit(limit)
+        ).fetchall()
+        return [(r.id, r.text) for r in rows]
+
+    def replace_vectors(
+        self, conn: Connection, agent_id: str, dim: int, ids: list[int], vectors: Any
+    ) -> None:
+        """Drop all of the agent's vectors (every dimension) and store `vectors` for `ids`.
+
+        Run in one transaction, so a crash leaves either the old index or the new one.
+        """
+        tables = self.db.vec_tables()
+        table = self.db.vec_table(dim, conn)
+        for old in {*tables, table}:
+            conn.exec_driver_sql(f"DELETE FROM {old} WHERE agent_id = ?", (agent_id,))
+        for pid, vec in zip(ids, vectors, strict=True):
+            conn.exec_driver_sql(
+                f"INSERT INTO {table}(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+                (pid, agent_id, _f32(vec)),
+            )
 
     def delete_agent(self, conn: Connection, agent_id: str) -> None:
         for table in self.db.vec_tables():

@@ -22,7 +22,8 @@ these statuses:
 | 413 | a body over the configured limit |
 | 422 | a body or parameter that fails validation; a message too long for the agent's window |
 | 429 | the user's rate limit; `Retry-After` says when to come back |
-| 503 | the agent's core failed (the message *was* stored: see `deps.py`) or the database is busy |
+| 502 | the model or embedding backend refused (bad provider key, bad request) |
+| 503 | the core failed (the message *was* stored; see `deps.py`), embedder or DB unavailable |
 
 Left out: the web console (a later step), AIOS's `POST /query`, tool and
 approval routes (their managers do not exist yet), TLS, CORS, and sharing one
@@ -49,6 +50,11 @@ from llmos.access.policy import AccessManager, RateLimiter
 from llmos.kernel.kernel import AgentExists, AgentNotFound, MessageTooLong
 from llmos.llm.core import CoreError, CoreUnavailable, RateLimited
 from llmos.memory.blocks import MemoryEditError
+from llmos.memory.embeddings import (
+    EmbeddingConnectionError,
+    EmbeddingError,
+    EmbeddingModelNotFoundError,
+)
 from llmos.server.deps import APIError, ServerConfig, ServerState, error_body
 from llmos.server.gate import Gate
 from llmos.server.routes import agents, memory, messages, openai
@@ -160,6 +166,14 @@ def _install_error_handlers(app: FastAPI) -> None:
             error_body(f"the model backend failed: {exc}", "core_unavailable"),
         )
 
+    @app.exception_handler(EmbeddingError)
+    async def embedding_error(_r: Request, exc: EmbeddingError) -> JSONResponse:
+        # The agent's embedder failed (archival insert/search, import).
+        busy = isinstance(exc, EmbeddingConnectionError | EmbeddingModelNotFoundError)
+        return _json(
+            503 if busy else 502, error_body(f"the embedder failed: {exc}", "core_unavailable")
+        )
+
     @app.exception_handler(StatementError)
     async def db_error(_r: Request, exc: StatementError) -> JSONResponse:
         if isinstance(exc.orig, UnicodeError):
@@ -168,7 +182,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _json(409, error_body("that conflicts with existing data", "conflict_error"))
         if isinstance(exc, OperationalError):
             return _json(
-                503, error_body("the database is busy; try again", "unavailable"), {"retry-after": "1"}
+                503,
+                error_body("the database is busy; try again", "unavailable"),
+                {"retry-after": "1"},
             )
         raise exc
 
@@ -192,9 +208,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _json(
-            exc.status_code, error_body(str(exc.detail), type_), dict(exc.headers or {})
-        )
+        return _json(exc.status_code, error_body(str(exc.detail), type_), dict(exc.headers or {}))
 
 
 def _text(exc: BaseException) -> str:

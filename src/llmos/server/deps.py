@@ -126,12 +126,14 @@ def error_body(message: str, type_: str, **more: Any) -> dict[str, Any]:
 _bearer = HTTPBearer(auto_error=False, description="An llmos API key: `llmos user create NAME`")
 
 
-def get_state(request: Request) -> ServerState:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in a
+# worker thread, and the kernel belongs to the event loop's thread.
+async def get_state(request: Request) -> ServerState:
     return request.app.state.llmos
 
 
-def get_kernel(request: Request) -> Kernel:
-    kernel = get_state(request).kernel
+async def get_kernel(request: Request) -> Kernel:
+    kernel = (await get_state(request)).kernel
     if kernel is None:  # only between startup and shutdown is there a kernel
         raise APIError(503, "the server is starting or stopping", "unavailable")
     return kernel
@@ -174,7 +176,8 @@ def check_choices(
         if config.models is None:
             if model.startswith("local:"):
                 raise APIError(
-                    403, "model files on the server's disk are the operator's to choose",
+                    403,
+                    "model files on the server's disk are the operator's to choose",
                     "permission_error",
                 )
         elif not any(fnmatch.fnmatchcase(model, p) for p in config.models):

@@ -47,7 +47,9 @@ _DRAIN_LIMIT = 16 << 20
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, body_done: bool = False) -> None:
+        super().__init__()
+        self.body_done = body_done  # the last chunk arrived: nothing left to drain
 
 
 class Gate:
@@ -84,7 +86,9 @@ class Gate:
             )
             if not started:
                 await _respond(
-                    tracking_send, 500, error_body("internal error; see the server log", "server_error")
+                    tracking_send,
+                    500,
+                    error_body("internal error; see the server log", "server_error"),
                 )
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
@@ -135,8 +139,8 @@ class Gate:
             if declared is not None and int(declared) > limit:
                 raise _TooLarge
             body = await _read_body(receive, limit)
-        except _TooLarge:
-            if declared is None or int(declared) <= _DRAIN_LIMIT:
+        except _TooLarge as too_large:
+            if not too_large.body_done and (declared is None or int(declared) <= _DRAIN_LIMIT):
                 await _drain(receive)
             await _respond(
                 send,
@@ -178,7 +182,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise _TooLarge(body_done=not message.get("more_body", False))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -8,7 +8,8 @@ Tables: `agents` (one row per agent process image: settings, summary, the
 window's start), `blocks` (core memory), `messages` (recall storage: every
 message ever), `passages` (archival storage text; vectors live in the vector
 index), `users` and `api_keys` (the access manager's principals and their
-hashed keys; see `access/policy.py`).
+hashed keys; see `access/policy.py`), `agent_usage` (each agent's LLM token
+totals, for its prompt-cache hit rate).
 """
 
 from __future__ import annotations
@@ -122,4 +123,16 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
     Index("ix_api_keys_user_id", "user_id"),
+)
+
+# Cumulative LLM usage per agent (every request: steps and summaries), so
+# `llmos agent show` can report the prompt-cache hit rate across sessions.
+agent_usage = Table(
+    "agent_usage",
+    metadata,
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("requests", Integer, nullable=False, default=0),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("cached_prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
 )

@@ -1,0 +1,285 @@
+"""Saved KV states of a llama.cpp sequence: in RAM up to a budget, then on disk, then gone.
+
+The embedded core keeps one sequence in the model's KV cache at a time. When
+another request needs the model, the state of the sequence in place is copied
+out with `llama_state_seq_get_data` (milliseconds, where re-evaluating its
+tokens takes seconds) and kept here under a key — a suspended generation, or an
+agent's cache key — together with the tokens it holds. Restoring it with
+`llama_state_seq_set_data` lets that sequence continue without evaluating any
+of those tokens again.
+
+* RAM: entries live in ctypes buffers, up to `ram_bytes` in all (free buffers
+  kept for reuse count too). Buffers are allocated with headroom and reused, so
+  a generation suspended again and again, or an agent whose prompt grows by a
+  few tokens per step, does not allocate (and zero) megabytes each time.
+* Disk: past the RAM budget the least recently used entries are written to
+  plain files of their state bytes under `directory`, up to `disk_bytes`;
+  past that the least recently used files are deleted. A lost entry costs a
+  re-evaluation later, never a wrong answer.
+* `restore` takes an entry out: once restored, the state lives in the model
+  again, and its owner saves it anew when it is displaced.
+
+Left out: sharing one copy of a common prefix between keys (two agents with
+the same system prompt each keep a whole copy), compression, and persistence
+across processes — a state is valid only for the model and context size it
+came from, so the directory is private to one store and removed by `close()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["KVStore", "default_kv_dir"]
+
+_MiB = 1 << 20
+
+
+def default_kv_dir() -> Path:
+    """`$LLMOS_HOME/kv` (default ~/.llmos/kv): a real disk, so spilling frees RAM.
+
+    /dev/shm would be faster but is memory too: spilling there would not bring
+    the process under its RAM budget.
+    """
+    home = os.environ.get("LLMOS_HOME") or str(Path.home() / ".llmos")
+    return Path(home).expanduser() / "kv"
+
+
+@dataclass(slots=True)
+class _Entry:
+    tokens: list[int]  # the tokens whose KV the state holds, from position 0
+    nbytes: int  # size of the state
+    buf: Any = None  # ctypes c_uint8 array while in RAM
+    path: Path | None = None  # file while on disk
+
+
+class KVStore:
+    """Sequence states by key, least recently used spilled to disk, then dropped.
+
+    Not thread-safe: the core calls it under its model lock.
+    """
+
+    def __init__(self, ram_bytes: int, disk_bytes: int, directory: Path | None = None) -> None:
+        self.ram_budget = max(0, ram_bytes)
+        self.disk_budget = max(0, disk_bytes)
+        self._base = directory
+        self._dir: Path | None = None  # created on first spill
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
+        self._free: list[Any] = []  # buffers for reuse
+        self._names = itertools.count()
+        self.ram_used = 0  # capacity of buffers held (entries + free)
+        self.disk_used = 0
+        # counters for stats()
+        self.saves = 0
+        self.restores = 0
+        self.failed = 0
+        self.spilled = 0
+        self.loaded_from_disk = 0
+        self.dropped = 0
+        self.save_seconds = 0.0
+        self.restore_seconds = 0.0
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        """Keys from least to most recently saved (a copy: safe to drop while iterating)."""
+        return iter(list(self._entries))
+
+    def tokens(self, key: str) -> list[int] | None:
+        """The tokens an entry holds (without making it recently used), or None."""
+        e = self._entries.get(key)
+        return e.tokens if e is not None else None
+
+    # --- the two verbs ---------------------------------------------------------------
+
+    def save(self, key: str, ctx: Any, tokens: Sequence[int]) -> bool:
+        """Copy sequence 0's state of `ctx` under `key` (replacing an older one)."""
+        import llama_cpp
+
+        t0 = time.perf_counter()
+        size = int(llama_cpp.llama_state_seq_get_size(ctx, 0))
+        old = self._entries.pop(key, None)
+        if old is not None and old.buf is not None and len(old.buf) >= size:
+            buf, old.buf = old.buf, None  # the common case: same key, a few tokens more
+        else:
+            buf = self._buffer(size)
+        if old is not None:
+            self._discard(old)
+        n = int(llama_cpp.llama_state_seq_get_data(ctx, buf, len(buf), 0))
+        if n <= 0 or n > len(buf):
+            self.failed += 1
+            self._release(buf)
+            return False
+        self._entries[key] = _Entry(tokens=list(tokens), nbytes=n, buf=buf)
+        self.saves += 1
+        self._enforce_budgets()
+        self.save_seconds += time.perf_counter() - t0
+        return True
+
+    def restore(self, key: str, ctx: Any) -> list[int] | None:
+        """Load `key`'s state into sequence 0 of `ctx` and remove the entry.
+
+        Returns the tokens it holds, or None when there is no such entry or the
+        load failed (then sequence 0 is empty).
+        """
+        import llama_cpp
+
+        e = self._entries.pop(key, None)
+        if e is None:
+            return None
+        t0 = time.perf_counter()
+        mem = llama_cpp.llama_get_memory(ctx)
+        # One sequence at a time: whatever is in the cache now has been saved
+        # by its owner (or given up) before this call.
+        llama_cpp.llama_memory_clear(mem, True)
+        buf = e.buf
+        if buf is None and e.path is not None:
+            buf = self._buffer(e.nbytes)
+            try:
+                with open(e.path, "rb") as f:
+                    ok = f.readinto(memoryview(buf)[: e.nbytes]) == e.nbytes
+            except OSError:
+                ok = False
+            self.loaded_from_disk += 1
+            if not ok:
+                self.failed += 1
+                self._release(buf)
+                self._discard(e)
+                return None
+            e.buf = buf
+        n = int(llama_cpp.llama_state_seq_set_data(ctx, buf, e.nbytes, 0))
+        self._discard(e)
+        if n == 0:
+            self.failed += 1
+            llama_cpp.llama_memory_clear(mem, True)
+            return None
+        self.restores += 1
+        self._enforce_budgets()  # a buffer read from disk joined the free list
+        self.restore_seconds += time.perf_counter() - t0
+        return e.tokens
+
+    def drop(self, key: str) -> None:
+        e = self._entries.pop(key, None)
+        if e is not None:
+            self._discard(e)
+
+    def clear(self) -> None:
+        for key in list(self._entries):
+            self.drop(key)
+        self._free.clear()
+        self.ram_used = 0
+
+    def close(self) -> None:
+        self.clear()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    # --- buffers and budgets ---------------------------------------------------------
+
+    def _buffer(self, size: int) -> Any:
+        """A buffer of at least `size` bytes: the smallest free one that fits, or a new one."""
+        fits = [b for b in self._free if len(b) >= size]
+        if fits:
+            buf = min(fits, key=len)
+            self._free.remove(buf)
+            return buf
+        # Headroom, so the same sequence a few hundred tokens longer still fits.
+        cap = -(-int(size * 1.25) // _MiB) * _MiB
+        self.ram_used += cap
+        return (ctypes.c_uint8 * cap)()
+
+    def _release(self, buf: Any) -> None:
+        """Return a buffer to the free list (trimmed by `_enforce_budgets`)."""
+        self._free.append(buf)
+
+    def _discard(self, e: _Entry) -> None:
+        if e.buf is not None:
+            self._release(e.buf)
+            e.buf = None
+        if e.path is not None:
+            with contextlib.suppress(OSError):
+                e.path.unlink()
+            self.disk_used -= e.nbytes
+            e.path = None
+
+    def _enforce_budgets(self) -> None:
+        # Free buffers go first: they hold nothing.
+        while self.ram_used > self.ram_budget and self._free:
+            self.ram_used -= len(self._free.pop())
+        if self.ram_used > self.ram_budget:
+            for key in list(self._entries):
+                if self.ram_used <= self.ram_budget:
+                    break
+                e = self._entries[key]
+                if e.buf is not None:
+                    self._spill(key, e)
+        if self.disk_used > self.disk_budget:
+            for key in list(self._entries):
+                if self.disk_used <= self.disk_budget:
+                    break
+                if self._entries[key].path is not None:
+                    self.drop(key)
+                    self.dropped += 1
+
+    def _spill(self, key: str, e: _Entry) -> None:
+        """Move an entry's bytes to a file (or drop it when disk is off or full)."""
+        buf, e.buf = e.buf, None
+        self.ram_used -= len(buf)
+        path = self._file() if e.nbytes <= self.disk_budget else None
+        if path is not None:
+            try:
+                with open(path, "wb") as f:
+                    f.write(memoryview(buf)[: e.nbytes])
+            except OSError:
+                path = None
+        if path is None:
+            del self._entries[key]
+            self.dropped += 1
+            return
+        e.path = path
+        self.disk_used += e.nbytes
+        self.spilled += 1
+
+    def _file(self) -> Path | None:
+        if self._dir is None:
+            base = self._base or default_kv_dir()
+            try:
+                base.mkdir(parents=True, exist_ok=True)
+                self._dir = Path(tempfile.mkdtemp(prefix=f"kv-{os.getpid()}-", dir=base))
+            except OSError:
+                return None
+        return self._dir / f"{next(self._names)}.kv"
+
+    def stats(self) -> dict[str, Any]:
+        in_ram = sum(1 for e in self._entries.values() if e.buf is not None)
+        return {
+            "entries_ram": in_ram,
+            "entries_disk": len(self._entries) - in_ram,
+            "ram_bytes": self.ram_used,
+            "ram_budget": self.ram_budget,
+            "disk_bytes": self.disk_used,
+            "disk_budget": self.disk_budget,
+            "saves": self.saves,
+            "restores": self.restores,
+            "spilled": self.spilled,
+            "loaded_from_disk": self.loaded_from_disk,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "save_seconds": round(self.save_seconds, 4),
+            "restore_seconds": round(self.restore_seconds, 4),
+        }

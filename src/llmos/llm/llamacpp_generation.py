@@ -1,0 +1,549 @@
+"""Preemptible generations on the embedded llama.cpp model: `LlamaCppCore.start(request)`.
+
+A `LlamaCppGeneration` is one request run in slices. `run(n)` evaluates the
+prompt on its first call (however long) and samples up to n more tokens, in a
+worker thread under the core's lock; `suspend()` copies the sequence's KV state
+out of the model into the core's `KVStore` (a few milliseconds) so another
+generation can use the model; `resume()` copies it back. `chat()` is `start`
+plus one `run` to the end.
+
+Exactness: every slice ends with its last sampled token not yet evaluated, and
+the next slice starts by evaluating it. A resumed generation therefore makes
+the same decode calls, in the same order, on a byte-identical KV cache as an
+uninterrupted one, and at temperature 0 produces the same tokens. What else
+sampling depends on lives in the generation and nobody else touches it: the
+grammar sampler (a llama.cpp object made for this generation from the core's
+compiled grammar text), the random generator, the tokens sampled so far.
+
+`ModelSlot` records whose tokens are in the model's one sequence: a live
+generation, or the finished request of an agent (`ChatRequest.cache_key`).
+Whoever needs the model next first displaces the occupant, saving its state:
+a live generation's as its snapshot, an agent's as that agent's prompt state,
+so when agents alternate (A, B, A, ...) A's next request restores A's state
+instead of re-evaluating A's prompt from the first token that differs from
+B's. A generation displaced without an explicit `suspend()` (two callers
+sharing a core outside the run queue) is saved the same way, so the lock is
+all that is needed for safety.
+
+With `snapshot_switches=False` a suspended generation keeps nothing: `resume()`
+re-evaluates its prompt and generated tokens (what a context switch costs
+without KV snapshots; the benchmark compares both). Batched and one-by-one
+evaluation may differ in the last bits, so exactness is promised only with
+snapshots.
+
+Left out: several sequences in one batch (continuous batching), preempting a
+prompt evaluation halfway (the first slice runs the whole prefill), and moving
+a suspended generation to another core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from llmos.llm.core import (
+    BadRequest,
+    ChatRequest,
+    ChatResponse,
+    ContextLengthExceeded,
+    CoreUnavailable,
+    Usage,
+)
+from llmos.llm.kvstore import KVStore
+from llmos.llm.toolcalls import parse_call
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+    from llmos.llm.llamacpp import LlamaCppCore
+
+__all__ = ["LlamaCppGeneration", "ModelSlot"]
+
+_ids = itertools.count(1)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _live_tokens(llm: Llama) -> list[int]:
+    """The tokens whose KV is in the model's sequence 0 (the Llama object tracks them)."""
+    return llm.input_ids[: llm.n_tokens].tolist()
+
+
+def _set_live_tokens(llm: Llama, tokens: list[int]) -> None:
+    """After a state restore: tell the Llama object which tokens its cache now holds."""
+    llm.input_ids[: len(tokens)] = tokens
+    llm.n_tokens = len(tokens)
+
+
+class ModelSlot:
+    """The model's one sequence: who occupies it, and the saved states of the others.
+
+    Every method is called with the core's `_lock` held; that lock guards all
+    fields here and the model's KV cache.
+    """
+
+    def __init__(self, store: KVStore, *, snapshots: bool) -> None:
+        self.store = store
+        self.snapshots = snapshots
+        # At most one of these is set: a live (unfinished) generation whose
+        # state is in the model, or the agent whose finished request left it.
+        self.gen: LlamaCppGeneration | None = None
+        self.agent: str | None = None
+        # counters for stats()
+        self.requests = 0
+        self.prompt_tokens = 0
+        self.prompt_tokens_evaluated = 0
+        self.prompt_tokens_reused = 0
+        self.reevaluated_tokens = 0  # evaluated again after a switch without a snapshot
+        self.completion_tokens = 0
+        self.hits = 0  # first prefill started from the agent's saved state
+        self.live_hits = 0  # ... from the agent's state still in the model
+        self.misses = 0  # ... from neither (the agent had a cache key)
+        self.suspends = 0
+        self.snapshot_restores = 0
+        self.resumes_without_snapshot = 0
+
+    def enter(self, gen: LlamaCppGeneration, llm: Llama) -> None:
+        """Put `gen`'s saved state (if any) in the model, displacing the occupant.
+
+        Afterwards the model holds some prefix of `gen`'s tokens (possibly
+        empty); the caller evaluates the rest.
+        """
+        if self.gen is gen:
+            return
+        own_agent_in_place = gen.cache_key is not None and self.agent == gen.cache_key
+        self.vacate(llm, incoming=gen)
+        self.gen = gen
+        if gen.snapshot is not None:
+            key, gen.snapshot = gen.snapshot, None
+            tokens = self.store.restore(key, llm.ctx)
+            if tokens is not None:
+                _set_live_tokens(llm, tokens)
+                self.snapshot_restores += 1
+                return
+            _set_live_tokens(llm, [])  # lost or failed: the sequence is empty now
+        elif gen.high > 0:
+            self.resumes_without_snapshot += 1
+        first = gen.high == 0
+        key = _agent_key(gen.cache_key)
+        saved = self.store.tokens(key) if key is not None else None
+        if saved is not None:
+            target = gen.target()
+            if _common_prefix(saved, target) > _common_prefix(_live_tokens(llm), target):
+                tokens = self.store.restore(key, llm.ctx)
+                _set_live_tokens(llm, tokens or [])
+                if first and tokens is not None:
+                    self.hits += 1
+                    return
+        if first and gen.cache_key is not None:
+            if own_agent_in_place:
+                self.live_hits += 1
+            else:
+                self.misses += 1
+
+    def vacate(self, llm: Llama, incoming: LlamaCppGeneration | None = None) -> None:
+        """Save the occupant's state so the model can be used by someone else.
+
+        The KV cache itself is left as it is: the next prompt may share a
+        prefix with it (`LlamaCppCore._prefill` reuses it).
+        """
+        gen, self.gen = self.gen, None
+        agent, self.agent = self.agent, None
+        if gen is not None:
+            if self.snapshots and llm.n_tokens > 0:
+                key = f"gen:{gen.id}"
+                if self.store.save(key, llm.ctx, _live_tokens(llm)):
+                    gen.snapshot = key
+            return
+        # An agent's next request extends its own state: nothing to keep then.
+        keep = agent is not None and (incoming is None or incoming.cache_key != agent)
+        if keep and llm.n_tokens > 0:
+            self.store.save(f"agent:{agent}", llm.ctx, _live_tokens(llm))
+
+    def leave(self, gen: LlamaCppGeneration) -> None:
+        """`gen` finished or was closed: its tokens stay as its agent's state."""
+        if self.gen is gen:
+            self.gen = None
+            self.agent = gen.cache_key
+
+    def lost(self, llm: Llama) -> None:
+        """A decode failed: the cache's content is unknown, so forget it."""
+        import llama_cpp
+
+        self.gen = None
+        self.agent = None
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
+        llm.n_tokens = 0
+
+    def clear(self, llm: Llama | None) -> None:
+        """Forget every agent's saved state and the model's content (suspended
+        generations keep their snapshots)."""
+        if llm is not None:
+            self.vacate(llm)
+            self.lost(llm)
+        for key in [k for k in self.store if k.startswith("agent:")]:
+            self.store.drop(key)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
+            "prompt_tokens_reused": self.prompt_tokens_reused,
+            "reevaluated_tokens": self.reevaluated_tokens,
+            "completion_tokens": self.completion_tokens,
+            "hits": self.hits,
+            "live_hits": self.live_hits,
+            "misses": self.misses,
+            "suspends": self.suspends,
+            "snapshot_restores": self.snapshot_restores,
+            "resumes_without_snapshot": self.resumes_without_snapshot,
+            "store": self.store.stats(),
+        }
+
+
+def _agent_key(cache_key: str | None) -> str | None:
+    return f"agent:{cache_key}" if cache_key is not None else None
+
+
+class LlamaCppGeneration:
+    """One request on a `LlamaCppCore`, run in slices. Implements `llmos.llm.core.Generation`."""
+
+    def __init__(self, core: LlamaCppCore, request: ChatRequest) -> None:
+        self.core = core
+        self.request = request
+        self.id = next(_ids)
+        self.use_tools = bool(request.tools) and request.tool_choice != "none"
+        self.tools = request.tools if self.use_tools else []
+        self.max_tokens = max(1, request.max_tokens)
+        if self.use_tools:
+            self.max_tokens = min(self.max_tokens, core.tool_max_tokens)
+        self.cache_key = request.cache_key
+        self.prompt: list[int] | None = None  # tokenized on the first run (needs the model)
+        self.out: list[int] = []
+        self.finish: str | None = None  # "stop" | "length" once finished
+        self.text: str | None = None
+        self.snapshot: str | None = None  # store key of the saved state while displaced
+        self.suspended = False
+        # Evaluation counters: tokens this generation evaluated at least once
+        # (`high`), prompt tokens it evaluated, and tokens evaluated again.
+        self.high = 0
+        self.cached_prompt_tokens = 0
+        self.prompt_evaluated = 0
+        self.reevaluated = 0
+        self.suspensions = 0
+        self._sampler: Any = None  # llama.cpp grammar sampler, this generation's own
+        self._picker: _Picker | None = None
+        self._epoch = -1  # the core's model generation the sampler belongs to
+        self._closed = False
+        self._cancel = threading.Event()  # set by close(): a running slice stops early
+
+    def target(self) -> list[int]:
+        """Every token whose KV this generation needs: prompt, then what it sampled."""
+        assert self.prompt is not None
+        return self.prompt + self.out
+
+    # --- the Generation protocol ---------------------------------------------------
+
+    async def run(self, max_new_tokens: int) -> bool:
+        # llama.cpp releases the GIL while it computes: the event loop stays free.
+        return await asyncio.to_thread(self.run_sync, max_new_tokens)
+
+    async def suspend(self) -> None:
+        await asyncio.to_thread(self.suspend_sync)
+
+    async def resume(self) -> None:
+        await asyncio.to_thread(self.resume_sync)
+
+    async def close(self) -> None:
+        self._cancel.set()
+        await asyncio.to_thread(self.close_sync)
+
+    def result(self) -> ChatResponse:
+        if self.finish is None or self.prompt is None or self.text is None:
+            raise RuntimeError("result() before the generation finished")
+        usage = Usage(
+            prompt_tokens=len(self.prompt),
+            completion_tokens=len(self.out),
+            cached_prompt_tokens=self.cached_prompt_tokens,
+        )
+        if not self.use_tools:
+            return ChatResponse(content=self.text.strip(), usage=usage, finish_reason=self.finish)
+        call = parse_call(self.text, self.request.tools)
+        return ChatResponse(
+            content=None,
+            tool_calls=[call],
+            usage=usage,
+            finish_reason="length" if self.finish == "length" else "tool_calls",
+        )
+
+    # --- the same, in the calling thread -------------------------------------------
+
+    def run_sync(self, max_new_tokens: int) -> bool:
+        core = self.core
+        with core._lock:
+            self._check_usable()
+            if self.finish is not None or max_new_tokens <= 0:
+                return self.finish is not None
+            llm = core._load()
+            if self.prompt is None:
+                self._begin(llm)
+            self.suspended = False
+            try:
+                core._slot.enter(self, llm)
+                self._evaluate(llm, len(self.target()))
+                return self._sample(llm, max_new_tokens)
+            except RuntimeError as exc:  # llama_decode failed: the cache is unknown
+                core._slot.lost(llm)
+                self._free_sampler()
+                self._closed = True
+                raise CoreUnavailable(f"llama.cpp failed ({core.name}): {exc}") from exc
+
+    def suspend_sync(self) -> None:
+        core = self.core
+        with core._lock:
+            if self._closed or self.finish is not None or self.suspended:
+                return
+            self.suspended = True
+            self.suspensions += 1
+            core._slot.suspends += 1
+            if core._slot.gen is self and core._llm is not None:
+                core._slot.vacate(core._llm)
+
+    def resume_sync(self) -> None:
+        """Put the saved state back (or, without a snapshot, re-evaluate it) now,
+        so the switch's cost is paid here rather than inside the next slice."""
+        core = self.core
+        with core._lock:
+            self._check_usable()
+            self.suspended = False
+            if self.finish is not None or self.prompt is None or core._slot.gen is self:
+                return
+            llm = core._load()
+            try:
+                core._slot.enter(self, llm)
+                # The last sampled token is evaluated by the next slice.
+                self._evaluate(llm, len(self.target()) - 1)
+            except RuntimeError as exc:
+                core._slot.lost(llm)
+                raise CoreUnavailable(f"llama.cpp failed ({core.name}): {exc}") from exc
+
+    def close_sync(self) -> None:
+        core = self.core
+        with core._lock:
+            if self._closed and self._sampler is None and self.snapshot is None:
+                return
+            self._closed = True
+            core._slot.leave(self)
+            if self.snapshot is not None:
+                core._slot.store.drop(self.snapshot)
+                self.snapshot = None
+            self._free_sampler()
+            core._live.discard(self)
+
+    # --- inside the lock -----------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed and self.finish is None:
+            raise CoreUnavailable("the generation was closed")
+        if self.prompt is not None and self.finish is None and self._epoch != self.core._epoch:
+            raise CoreUnavailable(f"the model was unloaded ({self.core.name})")
+
+    def _begin(self, llm: Llama) -> None:
+        """First run: tokenize, check the window, make this generation's sampler."""
+        core = self.core
+        prompt = core._tokenize_prompt(llm, core._segments(self.request.messages, self.tools))
+        if len(prompt) + self.max_tokens > core.context_window:
+            raise ContextLengthExceeded(
+                f"prompt of {len(prompt)} tokens + {self.max_tokens} to generate exceeds "
+                f"the context window of {core.context_window} tokens ({core.name})"
+            )
+        if self.use_tools:
+            import llama_cpp
+
+            grammar = core._grammar(self.tools)
+            # A sampler of its own: the grammar's parse state advances with
+            # every accepted token and must not be shared with another request.
+            self._sampler = llama_cpp.llama_sampler_init_grammar(
+                llm._model.vocab, grammar._grammar.encode(), grammar._root.encode()
+            )
+            if not self._sampler:
+                self._sampler = None
+                raise BadRequest("llama.cpp could not parse the tool-call grammar")
+        self._picker = _Picker(llm.n_vocab(), self._sampler, self.request.temperature, core.seed)
+        self.prompt = prompt
+        self._epoch = core._epoch
+        core._live.add(self)
+        slot = core._slot
+        slot.requests += 1
+        slot.prompt_tokens += len(prompt)
+
+    def _evaluate(self, llm: Llama, upto: int) -> None:
+        """Make the model hold the first `upto` tokens of `target()`, evaluating
+        only what it lacks (at least one token when logits are needed: upto = all)."""
+        target = self.target()[:upto]
+        need_logits = upto == len(self.target())
+        if upto <= 0 or (not need_logits and llm.n_tokens == upto and _live_tokens(llm) == target):
+            return
+        reuse = self.core._prefill(llm, target)
+        assert self.prompt is not None
+        slot = self.core._slot
+        evaluated_prompt = max(0, len(self.prompt) - reuse)
+        again = max(0, min(self.high, upto) - reuse)
+        if self.high == 0:
+            self.cached_prompt_tokens = reuse
+            slot.prompt_tokens_reused += min(reuse, len(self.prompt))
+        self.prompt_evaluated += evaluated_prompt
+        slot.prompt_tokens_evaluated += evaluated_prompt
+        self.reevaluated += again
+        slot.reevaluated_tokens += again
+        self.high = max(self.high, upto)
+
+    def _sample(self, llm: Llama, n: int) -> bool:
+        """Sample up to `n` tokens after the evaluated ones; True once finished.
+
+        Each token is evaluated before the next is sampled, except the last of
+        the slice: the next slice evaluates it (see the module docstring).
+        """
+        import llama_cpp
+
+        core = self.core
+        vocab = llm._model.vocab
+        ctx = llm.ctx
+        n_vocab = llm.n_vocab()
+        sot = core._start_of_turn_id
+        picker = self._picker
+        assert picker is not None
+        for i in range(n):
+            if self._cancel.is_set():
+                return False
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)
+            )
+            if self._sampler is not None and sot is not None:
+                # The grammar lets a turn marker through inside a JSON string
+                # (its piece is plain characters); it would vanish from the text
+                # anyway. The buffer is rewritten by the next decode.
+                logits[sot] = -np.inf
+            token = picker(logits)
+            # A base model may open a new turn instead of closing its own;
+            # -1: the grammar allows nothing more.
+            while token >= 0 and (token == sot or llama_cpp.llama_vocab_is_eog(vocab, token)):
+                if not core.ignore_eos:
+                    break
+                logits[token] = -np.inf  # benchmarks: generate exactly max_tokens
+                token = picker(logits)
+            if token < 0 or token == sot or llama_cpp.llama_vocab_is_eog(vocab, token):
+                self._finish(llm, "stop")
+                return True
+            if self._sampler is not None:
+                llama_cpp.llama_sampler_accept(self._sampler, token)
+            self.out.append(token)
+            core._slot.completion_tokens += 1
+            if len(self.out) >= self.max_tokens:
+                self._finish(llm, "length")
+                return True
+            if i < n - 1:
+                llm.eval([token])
+                self.high = len(self.target())
+        return False
+
+    def _finish(self, llm: Llama, reason: str) -> None:
+        self.finish = reason
+        self.text = llm.detokenize(self.out).decode("utf-8", errors="replace")
+        self._free_sampler()
+        self.core._slot.leave(self)
+
+    def _free_sampler(self) -> None:
+        if self._sampler is not None:
+            import llama_cpp
+
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+            if self._picker is not None:
+                self._picker.grammar = None
+
+
+_TOP_K = 40
+
+
+class _Picker:
+    """Chooses the next token: greedy or top-k with temperature, under an optional grammar.
+
+    The grammar sampler is applied to small candidate arrays first (the
+    argmax, then the top-k) and to the whole vocabulary only when none of them
+    is allowed. Buffers are allocated once per generation (about 3 MB).
+    """
+
+    def __init__(self, n_vocab: int, grammar: Any, temperature: float, seed: int) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self.n_vocab = n_vocab
+        self.grammar = grammar
+        self.temperature = temperature
+        self.rng = np.random.default_rng(seed)
+        self.dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+        self._full: np.ndarray | None = None
+
+    def _apply(self, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Logits of `ids` after the grammar: -inf where the token is not allowed."""
+        lc = self._llama_cpp
+        if len(ids) == self.n_vocab:
+            if self._full is None:
+                self._full = np.empty(self.n_vocab, dtype=self.dtype)
+            buf = self._full
+        else:
+            buf = np.empty(len(ids), dtype=self.dtype)
+        buf["id"] = ids
+        buf["logit"] = logits
+        buf["p"] = 0.0
+        arr = lc.llama_token_data_array(
+            data=buf.ctypes.data_as(lc.llama_token_data_p),
+            size=len(buf),
+            selected=-1,
+            sorted=False,
+        )
+        lc.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        # The grammar only masks logits; it neither reorders nor shrinks the array.
+        return buf["logit"].copy()
+
+    def __call__(self, logits: np.ndarray) -> int:
+        greedy = self.temperature <= 0
+        if greedy and self.grammar is None:
+            return int(np.argmax(logits))
+        if greedy:
+            best = np.array([int(np.argmax(logits))], dtype=np.int32)
+            if np.isfinite(self._apply(best, logits[best]))[0]:
+                return int(best[0])
+        k = min(_TOP_K, self.n_vocab)
+        ids = np.argpartition(logits, -k)[-k:].astype(np.int32)
+        vals = logits[ids].astype(np.float32)
+        if self.grammar is not None:
+            vals = self._apply(ids, vals)
+            if not np.isfinite(vals).any():
+                # None of the likely tokens fits: mask the whole vocabulary.
+                masked = self._apply(np.arange(self.n_vocab, dtype=np.int32), logits)
+                ids = np.argpartition(masked, -k)[-k:].astype(np.int32)
+                vals = masked[ids]
+        ok = np.isfinite(vals)
+        ids, vals = ids[ok], vals[ok]
+        if len(ids) == 0:  # the grammar allows nothing (not even end of text)
+            return -1
+        if greedy:
+            return int(ids[np.argmax(vals)])
+        z = (vals - vals.max()) / self.temperature
+        p = np.exp(z)
+        return int(self.rng.choice(ids, p=p / p.sum()))

@@ -1,0 +1,1 @@
+"""The HTTP server: `create_app(kernel)` in `app.py`; routes in `routes/`."""

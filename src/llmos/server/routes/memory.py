@@ -1,0 +1,208 @@
+"""Memory routes: core memory blocks, archival passages, recall search, the context window.
+
+A user's edit of a block goes through `Kernel.update_block`, so the agent
+sees it as an event in its window (and the prompt prefix stays cacheable).
+Archival inserts embed with the agent's embedder; search is the kernel's
+hybrid (vector + keyword) search. `GET .../context` is the window the
+agent's next step would see, section by section, with token counts.
+
+Left out: creating or deleting blocks after the agent exists, changing a
+block's limit, recall search by date (the agent's own function has it), and
+editing passages in place (delete and insert).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from llmos.server.deps import APIError, CurrentUser, KernelDep
+
+router = APIRouter(tags=["memory"])
+
+AgentName = Annotated[str, Path(description="The agent's name or id.", max_length=128)]
+Label = Annotated[str, Path(description="The block's label.", max_length=64)]
+SearchQuery = Annotated[str, Query(min_length=1, max_length=10_000, description="what to look for")]
+# The vector index answers at most 4,096 nearest neighbours, and the kernel
+# asks for twice the depth of the page it returns.
+MAX_ARCHIVAL_DEPTH = 2000
+PassageText = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+
+
+class BlockSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(max_length=100_000, description="the block's new text")
+
+
+class BlockPatch(BaseModel):
+    """Exactly one of `value` (replace the text) or `append` (add a line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str | None = Field(None, max_length=100_000)
+    append: str | None = Field(None, min_length=1, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _one(self) -> BlockPatch:
+        if (self.value is None) == (self.append is None):
+            raise ValueError("give exactly one of value or append")
+        return self
+
+
+class ArchivalInsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[PassageText] = Field(min_length=1, max_length=256)
+    source: str | None = Field(None, max_length=512, description="where the texts came from")
+
+
+# --- blocks -------------------------------------------------------------------------
+
+
+def _block_dict(label: str, value: str, limit: int) -> dict[str, Any]:
+    return {"label": label, "value": value, "limit": limit, "chars": len(value)}
+
+
+@router.get("/agents/{agent}/blocks", summary="The agent's core memory blocks")
+async def list_blocks(agent: AgentName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
+    _, image = kernel.process(agent, user.owner)
+    return {
+        "blocks": [_block_dict(b.label, b.value, b.limit) for b in image.memory.blocks.values()]
+    }
+
+
+def _block(kernel: Any, agent: str, label: str, owner: str) -> Any:
+    _, image = kernel.process(agent, owner)
+    block = image.memory.blocks.get(label)
+    if block is None:
+        raise APIError(404, f"the agent has no block labelled {label!r}", "not_found_error")
+    return image, block
+
+
+@router.get("/agents/{agent}/blocks/{label}", summary="One core memory block")
+async def get_block(
+    agent: AgentName, label: Label, user: CurrentUser, kernel: KernelDep
+) -> dict[str, Any]:
+    _, block = _block(kernel, agent, label, user.owner)
+    return _block_dict(block.label, block.value, block.limit)
+
+
+@router.put("/agents/{agent}/blocks/{label}", summary="Set a block's text")
+async def put_block(
+    agent: AgentName, label: Label, body: BlockSet, user: CurrentUser, kernel: KernelDep
+) -> dict[str, Any]:
+    return await _set_block(kernel, agent, label, body.value, user.owner, None)
+
+
+@router.patch("/agents/{agent}/blocks/{label}", summary="Replace or append to a block's text")
+async def patch_block(
+    agent: AgentName, label: Label, body: BlockPatch, user: CurrentUser, kernel: KernelDep
+) -> dict[str, Any]:
+    return await _set_block(kernel, agent, label, body.value, user.owner, body.append)
+
+
+async def _set_block(
+    kernel: Any, agent: str, label: str, value: str | None, owner: str, append: str | None
+) -> dict[str, Any]:
+    image, block = _block(kernel, agent, label, owner)
+    if append is not None:
+        value = f"{block.value}\n{append}" if block.value else append
+    assert value is not None
+    if len(value) > block.limit:
+        raise APIError(
+            422,
+            f"block {label!r} allows {block.limit} characters; the new text has {len(value)}",
+            code="memory_edit",
+        )
+    if value != block.value:
+        await kernel.update_block(image.id, label, value, owner=owner)
+    _, block = _block(kernel, image.id, label, owner)
+    return _block_dict(block.label, block.value, block.limit)
+
+
+# --- archival -----------------------------------------------------------------------
+
+
+@router.post("/agents/{agent}/archival", status_code=201, summary="Insert archival passages")
+async def insert_archival(
+    agent: AgentName, body: ArchivalInsert, user: CurrentUser, kernel: KernelDep
+) -> dict[str, Any]:
+    ids = await kernel.insert_archival(
+        agent, list(body.texts), owner=user.owner, source=body.source
+    )
+    return {"ids": ids}
+
+
+@router.get("/agents/{agent}/archival", summary="List archival passages, oldest first")
+async def list_archival(
+    agent: AgentName,
+    user: CurrentUser,
+    kernel: KernelDep,
+    offset: Annotated[int, Query(ge=0, le=1 << 40)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    _, image = kernel.process(agent, user.owner)
+    # The kernel has no listing verb yet; archival storage has, per agent id.
+    with kernel.db.connect() as conn:
+        found = kernel.archival.list(conn, image.id, offset, limit)
+        total = kernel.archival.count(conn, image.id)
+    return {"passages": [p.as_dict() for p in found], "total": total, "offset": offset}
+
+
+@router.get("/agents/{agent}/archival/search", summary="Search archival memory (hybrid)")
+async def search_archival(
+    agent: AgentName,
+    query: SearchQuery,
+    user: CurrentUser,
+    kernel: KernelDep,
+    page: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    page_size: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> dict[str, Any]:
+    if (page + 1) * page_size > MAX_ARCHIVAL_DEPTH:
+        raise APIError(422, f"search results go {MAX_ARCHIVAL_DEPTH} deep; ask for an earlier page")
+    found, total = await kernel.search_archival(
+        agent, query, page, owner=user.owner, page_size=page_size
+    )
+    return {"results": [p.as_dict() for p in found], "total": total, "page": page}
+
+
+@router.delete("/agents/{agent}/archival/{passage_id}", status_code=204, summary="Delete a passage")
+async def delete_archival(
+    agent: AgentName,
+    passage_id: Annotated[int, Path(ge=0, le=1 << 62)],
+    user: CurrentUser,
+    kernel: KernelDep,
+) -> Response:
+    _, image = kernel.process(agent, user.owner)
+    with kernel.db.begin() as conn:
+        gone = kernel.archival.delete(conn, image.id, passage_id)
+    if not gone:
+        raise APIError(404, f"the agent has no passage {passage_id}", "not_found_error")
+    image.archival_count = max(0, image.archival_count - 1)
+    return Response(status_code=204)
+
+
+# --- recall and the window ---------------------------------------------------------
+
+
+@router.get("/agents/{agent}/recall/search", summary="Search the conversation history")
+async def search_recall(
+    agent: AgentName,
+    query: SearchQuery,
+    user: CurrentUser,
+    kernel: KernelDep,
+    page: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> dict[str, Any]:
+    found, total = await kernel.search_recall(agent, query, page, owner=user.owner)
+    return {"results": [m.as_dict() for m in found], "total": total, "page": page}
+
+
+@router.get(
+    "/agents/{agent}/context",
+    summary="The compiled context window: sections and token counts",
+)
+async def context(agent: AgentName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
+    return kernel.context(agent, user.owner).as_dict()

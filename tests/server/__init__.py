@@ -1,0 +1,1 @@
+"""Tests of the HTTP server (`llmos serve`), through a real uvicorn on loopback."""
