@@ -190,7 +190,10 @@ async def test_malformed_output_never_crashes_a_turn(kernel: Kernel) -> None:
 
 
 async def test_step_cap_ends_runaway_heartbeats(kernel: Kernel) -> None:
-    core = ScriptedCore(lambda req: call("conversation_search", query="x", request_heartbeat=True))
+    queries = iter(range(100))
+    core = ScriptedCore(
+        lambda req: call("conversation_search", query=f"x{next(queries)}", request_heartbeat=True)
+    )
     kernel.add_core(core, model="scripted/loop")
     await kernel.create_agent(
         "loopy", model="scripted/loop", embedder="test/hash", settings={"max_steps": 4}
@@ -198,6 +201,16 @@ async def test_step_cap_ends_runaway_heartbeats(kernel: Kernel) -> None:
     turn = await kernel.send("loopy", "go")
     assert turn.stop_reason == "max_steps"
     assert turn.steps == 4 and len(core.requests) == 4
+
+
+async def test_identical_calls_in_a_row_end_the_turn(kernel: Kernel) -> None:
+    # What the embedded base model does: echo the same call with a heartbeat.
+    core = ScriptedCore(lambda req: call("send_message", message="hi", request_heartbeat=True))
+    kernel.add_core(core, model="scripted/echo")
+    await kernel.create_agent("echo", model="scripted/echo", embedder="test/hash")
+    turn = await kernel.send("echo", "hello")
+    assert turn.stop_reason == "repeated_call"
+    assert turn.steps == 2 and turn.replies == ["hi", "hi"]
 
 
 async def test_core_memory_limit_is_reported_to_the_model(kernel: Kernel) -> None:

@@ -194,12 +194,20 @@ async def test_backoff_on_one_core_does_not_stall_another(kernel: Kernel) -> Non
 
     await asyncio.gather(talk("slow"), *(talk(f"fast{i}") for i in range(3)))
     assert finished["slow"] >= 0.55
-    assert all(finished[f"fast{i}"] < 0.3 for i in range(3))
+    # The fast core's agents did not wait for the throttled core's backoff.
+    assert all(finished[f"fast{i}"] < finished["slow"] - 0.3 for i in range(3))
 
 
 async def test_replicas_share_the_load(kernel: Kernel) -> None:
+    in_flight = 0
+    most = 0
+
     async def slow(req: ChatRequest) -> ChatResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
         await asyncio.sleep(0.05)
+        in_flight -= 1
         return call("send_message", message="ok")
 
     a = ScriptedCore(slow, name="scripted/rep")
@@ -207,10 +215,9 @@ async def test_replicas_share_the_load(kernel: Kernel) -> None:
     kernel.add_core(a, model="scripted/rep", replicas=[b])
     for i in range(6):
         await kernel.create_agent(f"r{i}", model="scripted/rep", embedder="test/hash")
-    t0 = time.monotonic()
     await asyncio.gather(*(kernel.send(f"r{i}", "hi") for i in range(6)))
     assert len(a.requests) == 3 and len(b.requests) == 3
-    assert time.monotonic() - t0 < 6 * 0.05  # in parallel, not one after another
+    assert most == 2  # each replica (capacity 1) served one request at a time, both at once
 
 
 async def test_concurrent_sends_keep_per_agent_order(kernel: Kernel) -> None:

@@ -15,7 +15,8 @@ one ends the turn:
 
 A backend's "context length exceeded" flushes the window and retries once.
 Every turn ends with a stop reason: `end_turn`, `max_steps`, `error`,
-`context_overflow`, `cancelled`.
+`context_overflow`, `cancelled`, `waiting_approval` (an irreversible tool's
+call waits for its owner; the decision comes back as a new event).
 
 Left out: timers and other interrupt sources (the kernel issue), streaming.
 """
@@ -142,6 +143,7 @@ async def _steps(
     kernel: Kernel, proc: Process, image: AgentImage, core: Core, turn: Turn, emit: EventSink
 ) -> None:
     alerts: list[str] = []
+    previous_calls: list[tuple[str, str]] = []
     overflow_retried = False
     max_steps = int(image.setting("max_steps"))
 
@@ -187,6 +189,18 @@ async def _steps(
         chain, failed = await _run_step(kernel, proc, image, core, response, turn, emit)
         if failed == "no_call":
             alerts = [NO_CALL_ALERT]
+        if failed == "waiting_approval":
+            # the decision arrives later as its own event (Kernel.decide)
+            turn.stop_reason = "waiting_approval"
+            break
+        calls = [(c.name, c.arguments) for c in response.tool_calls]
+        if chain and calls and calls == previous_calls:
+            # The same calls twice in a row cannot make progress (a weak model
+            # echoing itself, or a retry of an identical failing call): stop
+            # rather than burn the remaining steps.
+            turn.stop_reason = "repeated_call"
+            break
+        previous_calls = calls
         if not chain:
             turn.stop_reason = "end_turn"
             break
@@ -197,14 +211,15 @@ async def _prepare_window(
 ) -> CompiledWindow:
     """The step's window: flushed first above the flush fraction, with a
     memory-pressure alert the first time it passes the warning fraction."""
-    window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens, trim=False)
+    specs = kernel.tool_specs(image)  # built-ins + the agent's attached tools
+    window = compile_window(image, core, specs, alerts, image.max_tokens, trim=False)
     if window.total > image.setting("flush_fraction") * window.budget:
         await flush(kernel, image, core, turn)
     elif not image.warned and window.total > image.setting("warning_fraction") * window.budget:
         image.warned = True
         pct = round(100 * window.total / window.budget)
         alerts = [*alerts, PRESSURE_ALERT.format(pct=pct)]
-    window = compile_window(image, core, fn.TOOL_SPECS, alerts, image.max_tokens)
+    window = compile_window(image, core, specs, alerts, image.max_tokens)
     window.request.temperature = float(image.setting("temperature"))
     return window
 
@@ -237,6 +252,7 @@ async def _run_step(
     ctx = fn.FunctionContext(kernel, image, writes)
     results: list[StoredMessage] = []
     chain = False
+    waiting = False
     if text:
         emit({"type": "reasoning", "text": text})
     proc.set(ProcState.WAITING_TOOL)
@@ -255,6 +271,7 @@ async def _run_step(
             }
         )
         chain = chain or result.heartbeat
+        waiting = waiting or result.waiting_approval is not None
         if result.reply is not None:
             turn.replies.append(result.reply)
             emit({"type": "reply", "text": result.reply})
@@ -267,6 +284,8 @@ async def _run_step(
     proc.set(ProcState.RUNNING)
     kernel.commit_step(image, [assistant, *results], writes)
     turn.messages.extend([assistant, *results])
+    if waiting:
+        return False, "waiting_approval"
     return chain, None
 
 
@@ -278,7 +297,8 @@ async def flush(
     Returns how many messages left the window. `force` evicts even when the
     window looks small enough (the backend said otherwise).
     """
-    window = compile_window(image, core, fn.TOOL_SPECS, [], image.max_tokens, trim=False)
+    specs = kernel.tool_specs(image)
+    window = compile_window(image, core, specs, [], image.max_tokens, trim=False)
     fixed = window.total - window.sections["messages"]
     # The target is a share of the room left for messages, not of the whole
     # budget: on a small window the fixed part alone may be half of it.
