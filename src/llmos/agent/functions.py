@@ -48,6 +48,8 @@ class FunctionResult:
     message: str
     heartbeat: bool = False
     reply: str | None = None  # what send_message said to the user
+    # an irreversible tool's call stored for approval: the turn ends after this step
+    waiting_approval: str | None = None
 
     def to_content(self) -> str:
         status = "OK" if self.ok else "Failed"

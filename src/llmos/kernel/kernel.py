@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 import uuid
@@ -27,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 
+from llmos.access.approvals import Approvals
+from llmos.access.audit import AuditLog
+from llmos.access.grants import Grants
 from llmos.agent import functions as fn
 from llmos.kernel.process import AgentImage, Process, ProcessTable, ProcState
 from llmos.kernel.scheduler import RunQueue
@@ -45,12 +49,13 @@ from llmos.memory.recall import RecallStorage, StoredMessage
 from llmos.memory.window import CompiledWindow, compile_window, message_tokens
 from llmos.storage.db import Database
 from llmos.storage.models import agent_usage, agents, blocks, messages
+from llmos.tools.registry import ToolManager
 
 if TYPE_CHECKING:
     import numpy as np
 
     from llmos.agent.loop import EventSink, Turn
-    from llmos.llm.core import ChatResponse, Core, Usage
+    from llmos.llm.core import ChatResponse, Core, ToolSpec, Usage
     from llmos.memory.embeddings import Embedder
 
 DEFAULT_PERSONA = (
@@ -158,6 +163,14 @@ class Kernel:
         # is not stored yet; the next commit_step of that agent writes it.
         self._usage_saved: dict[str, UsageTotals] = {}
         self._usage_pending: dict[str, UsageTotals] = {}
+        # The tool, access and approval managers (issue 6); all on this database.
+        self.tools = ToolManager(db)
+        self.grants = Grants(db)
+        self.audit_log = AuditLog(db)
+        self.approval_store = Approvals(db)
+        # agent id -> calls waiting for approval that this kernel saw made or
+        # loaded: an idle agent with some shows as waiting_approval.
+        self._awaiting: dict[str, int] = {}
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> Kernel:
@@ -308,7 +321,15 @@ class Kernel:
 
     async def sys_tool(self, call: ToolSyscall) -> fn.FunctionResult:
         call.started_at = time.perf_counter()
-        return await fn.execute(call.ctx, call.call)
+        if call.call.name in fn.BUILTINS:  # the fast path: in-process, no grant needed
+            return await fn.execute(call.ctx, call.call)
+        from llmos.tools.executor import execute_user_tool
+
+        return await execute_user_tool(self, call.ctx, call.call)
+
+    def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
+        """The functions the agent's requests offer: built-ins plus its attached tools."""
+        return self.tools.specs_for(image.id, image.owner, fn.TOOL_SPECS)
 
     # helpers the built-in functions use: each is one syscall
     async def memory_search_recall(
@@ -508,6 +529,8 @@ class Kernel:
             )
         proc.image = image
         self.procs.touch(proc)
+        # calls left waiting for approval by an earlier kernel (a restart)
+        self._awaiting[image.id] = self.approval_store.pending_count(image.id)
         return image
 
     def process(self, name_or_id: str, owner: str = "local") -> tuple[Process, AgentImage]:
@@ -604,7 +627,8 @@ class Kernel:
         finally:
             proc.task = None
             proc.cancel_requested = False
-            proc.set(ProcState.READY)
+            waiting = self._awaiting.get(proc.agent_id, 0) > 0
+            proc.set(ProcState.WAITING_APPROVAL if waiting else ProcState.READY)
             proc.lock.release()
 
     def cancel(self, name_or_id: str, owner: str = "local") -> bool:
@@ -755,7 +779,7 @@ class Kernel:
         """The window the agent's next step would see, with its sections' token counts."""
         image = self._image(name_or_id, owner)
         core = self.core(image.model, image.base_url)
-        return compile_window(image, core, fn.TOOL_SPECS, [], image.max_tokens)
+        return compile_window(image, core, self.tool_specs(image), [], image.max_tokens)
 
     def messages(
         self, name_or_id: str, owner: str = "local", *, before: int | None = None, limit: int = 50
@@ -912,3 +936,125 @@ class Kernel:
 
     def usage_of(self, agent_id: str) -> SyscallStats:
         return self.stats_by_agent.get(agent_id, SyscallStats())
+
+    # --- tools, grants, approvals, audit (issue 6) -------------------------------
+
+    async def add_tool(
+        self,
+        source: str,
+        owner: str = "local",
+        *,
+        exclusive: bool | None = None,
+        irreversible: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """Register the public functions of Python `source` as tools of `owner`.
+
+        Schemas come from the signatures and docstrings, computed in the sandbox.
+        Raises ToolError (bad file, a built-in's name).
+        """
+        return await self.tools.add(
+            source,
+            owner,
+            exclusive=exclusive,
+            irreversible=irreversible,
+            reserved=set(fn.BUILTINS),
+        )
+
+    def attach_tool(self, agent: str, tool_name: str, owner: str = "local") -> None:
+        """Give the agent a tool (and the grant to call it). Raises ToolNotFound."""
+        image = self._image(agent, owner)
+        self.tools.attach(image.id, owner, tool_name)
+
+    def detach_tool(self, agent: str, tool_name: str, owner: str = "local") -> bool:
+        return self.tools.detach(self._image(agent, owner).id, tool_name)
+
+    def list_tools(self, owner: str = "local", agent: str | None = None) -> list[dict[str, Any]]:
+        """The owner's tools, or the tools attached to one agent."""
+        if agent is None:
+            return self.tools.list(owner)
+        image = self._image(agent, owner)
+        return [t.describe() for t in self.tools.attached(image.id, owner)]
+
+    def remove_tool(self, name: str, owner: str = "local") -> None:
+        self.tools.remove(owner, name)
+
+    def grant(
+        self, agent: str, kind: str, target: str, mode: str = "rw", owner: str = "local"
+    ) -> None:
+        """Let the agent message another agent (kind "agent") or use a shared file area."""
+        self.grants.grant(self._image(agent, owner).id, kind, target, mode)
+
+    def revoke(self, agent: str, kind: str, target: str, owner: str = "local") -> bool:
+        return self.grants.revoke(self._image(agent, owner).id, kind, target)
+
+    def note_pending_approval(self, agent_id: str, delta: int) -> None:
+        self._awaiting[agent_id] = max(0, self._awaiting.get(agent_id, 0) + delta)
+
+    def approvals(self, owner: str = "local", status: str | None = "pending") -> list[dict]:
+        """Calls of irreversible tools waiting for `owner` (status None: all, decided too)."""
+        return self.approval_store.list(owner, status)
+
+    def audit(
+        self, owner: str = "local", agent: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The owner's audit log, newest first."""
+        return self.audit_log.query(owner, agent=agent, limit=limit)
+
+    async def decide(
+        self,
+        approval_id: str,
+        approve: bool,
+        reason: str | None = None,
+        owner: str = "local",
+        on_event: EventSink | None = None,
+    ) -> Turn:
+        """Approve or deny a pending call; the agent gets the outcome as an event and a turn.
+
+        Approved: the tool runs now (in the sandbox) and its result is in the
+        event. Denied: the event says so, with `reason`. Works after a restart:
+        the pending call is read from the database. Raises ApprovalNotFound,
+        AlreadyDecided.
+        """
+        from llmos.agent.loop import run_turn
+        from llmos.tools.executor import clip
+
+        record = self.approval_store.decide(approval_id, owner, approve, reason)
+        image = self._image(record["agent_id"], owner)
+        self.audit_log.record(
+            owner,
+            "approval",
+            "approved" if approve else "denied",
+            agent_id=image.id,
+            agent_name=image.name,
+            target=record["tool"],
+            detail=f"{approval_id}" + (f": {reason}" if reason else ""),
+        )
+        call_text = f"{record['tool']}({record['arguments']})"
+        if approve:
+            tool = self.tools.get(owner, record["tool"])
+            if tool is None:
+                outcome = "The tool no longer exists; nothing was run."
+            else:
+                ran = await self.tools.run(tool, json.loads(record["arguments"]))
+                outcome = (
+                    f"Result: {ran.message()}" if ran.ok else f"The tool failed: {ran.message()}"
+                )
+            text = f"Your owner approved your call {call_text} (approval {approval_id}). {outcome}"
+        else:
+            outcome = "Denied" + (f": {reason}" if reason else ".")
+            text = (
+                f"Your owner denied your call {call_text} (approval {approval_id}); it was not "
+                f"run. Reason: {reason or 'none given'}."
+            )
+        self.approval_store.finish(approval_id, outcome, delivered=False)
+        self.note_pending_approval(image.id, -1)
+        proc, image = self.process(image.id, owner)
+        core = self.core(image.model, image.base_url)
+        event = StoredMessage("user", clip(f"[system event] {text}"))
+        event.tokens = message_tokens(core, event.to_message())
+        async with self._running(proc):
+            image = self._image(image.id, owner)
+            proc.core = core.name
+            turn = await run_turn(self, proc, image, core, [event], on_event)
+        self.approval_store.finish(approval_id, outcome, delivered=True)
+        return turn

@@ -66,7 +66,7 @@ class _Entry:
 class KVStore:
     """Sequence states by key, least recently used spilled to disk, then dropped.
 
-    Not thread-safe: the core calls it under its model lock.
+    Not thread-safe, except `stats()`: the core calls it under its model lock.
     """
 
     def __init__(self, ram_bytes: int, disk_bytes: int, directory: Path | None = None) -> None:
@@ -79,6 +79,7 @@ class KVStore:
         self._names = itertools.count()
         self.ram_used = 0  # capacity of buffers held (entries + free)
         self.disk_used = 0
+        self.on_disk = 0  # entries spilled (kept as a count so stats() never iterates)
         # counters for stats()
         self.saves = 0
         self.restores = 0
@@ -215,6 +216,7 @@ class KVStore:
             with contextlib.suppress(OSError):
                 e.path.unlink()
             self.disk_used -= e.nbytes
+            self.on_disk -= 1
             e.path = None
 
     def _enforce_budgets(self) -> None:
@@ -253,6 +255,7 @@ class KVStore:
             return
         e.path = path
         self.disk_used += e.nbytes
+        self.on_disk += 1
         self.spilled += 1
 
     def _file(self) -> Path | None:
@@ -266,10 +269,10 @@ class KVStore:
         return self._dir / f"{next(self._names)}.kv"
 
     def stats(self) -> dict[str, Any]:
-        in_ram = sum(1 for e in self._entries.values() if e.buf is not None)
+        """Counters only: safe to call from another thread while the store is in use."""
         return {
-            "entries_ram": in_ram,
-            "entries_disk": len(self._entries) - in_ram,
+            "entries_ram": len(self._entries) - self.on_disk,
+            "entries_disk": self.on_disk,
             "ram_bytes": self.ram_used,
             "ram_budget": self.ram_budget,
             "disk_bytes": self.disk_used,

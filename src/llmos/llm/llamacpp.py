@@ -107,7 +107,6 @@ class LlamaCppCore:
         self.n_threads = n_threads or os.cpu_count() or 1
         self.seed = seed
         self.tool_max_tokens = tool_max_tokens
-        self.snapshot_switches = snapshot_switches
         self.ignore_eos = ignore_eos
         self._llm: Llama | None = None
         self._n_swa = 0
@@ -127,6 +126,15 @@ class LlamaCppCore:
         # Compiled grammars by schema text: the tool set rarely changes between
         # steps, so the schema-to-GBNF conversion is done once per tool set.
         self._grammars: dict[str, LlamaGrammar] = {}
+
+    @property
+    def snapshot_switches(self) -> bool:
+        """Whether a suspended generation keeps its KV state (else: re-evaluated on resume)."""
+        return self._slot.snapshots
+
+    @snapshot_switches.setter
+    def snapshot_switches(self, on: bool) -> None:
+        self._slot.snapshots = on
 
     # --- loading ---------------------------------------------------------------
 
@@ -331,9 +339,12 @@ class LlamaCppCore:
             return len(llm.tokenize(text.encode(), add_bos=False, special=True))
 
     def stats(self) -> dict[str, Any]:
-        """Prompt-state cache and context-switch counters (hits, misses, bytes, ...)."""
-        with self._lock:
-            return self._slot.stats()
+        """Prompt-state cache and context-switch counters (hits, misses, bytes, ...).
+
+        Without the lock: counters are read as they are, so a status page never
+        waits for a prompt evaluation to finish.
+        """
+        return self._slot.stats()
 
     def clear_kv_cache(self) -> None:
         """Forget every agent's saved prompt state and the model's content

@@ -136,3 +136,128 @@ agent_usage = Table(
     Column("cached_prompt_tokens", Integer, nullable=False, default=0),
     Column("completion_tokens", Integer, nullable=False, default=0),
 )
+
+# --- tools (tools/registry.py) ------------------------------------------------
+
+# User tools: Python source registered by an owner; its schema was computed in
+# the sandbox when it was added. Re-adding a name bumps `version`.
+tools = Table(
+    "tools",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("source", Text, nullable=False),
+    Column("function", String(64), nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("schema", JSON, nullable=False),
+    Column("exclusive", Integer, nullable=False, default=0),
+    Column("irreversible", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("owner", "name", name="uq_tools_owner_name"),
+)
+
+# Which user tools an agent has (by name, so a new version applies at once).
+agent_tools = Table(
+    "agent_tools",
+    metadata,
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("tool_name", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
+# --- access: grants, approvals, audit (access/grants.py, approvals.py, audit.py)
+
+# What an agent may do beyond its own memory: kind "agent" (message that
+# agent, target a name or "*"), "files" (a shared area, mode "r" or "rw").
+grants = Table(
+    "grants",
+    metadata,
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("target", String(256), primary_key=True),
+    Column("mode", String(8), nullable=False, default="rw"),
+    Column("created_at", Float, nullable=False),
+)
+
+# A call of an irreversible tool waiting for its owner's decision; kept after
+# the decision (status approved/denied, then delivered_at) as a record.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    Column("tool_name", String(64), nullable=False),
+    Column("arguments", Text, nullable=False),
+    Column("call_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("reason", Text),
+    Column("result", Text),
+    Column("created_at", Float, nullable=False),
+    Column("decided_at", Float),
+    Column("delivered_at", Float),
+    Index("ix_approvals_owner_status", "owner", "status"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(64), nullable=False),
+    Column("agent_id", String(40)),  # no foreign key: the record outlives the agent
+    Column("agent_name", String(128)),
+    Column("syscall", String(32), nullable=False),
+    Column("target", String(256)),
+    Column("decision", String(24), nullable=False),
+    Column("detail", Text),
+    Column("created_at", Float, nullable=False),
+    Index("ix_audit_owner_id", "owner", "id"),
+)
+
+# --- files (storage/files.py) -----------------------------------------------------
+
+# A file of an area ("agent:<id>" for an agent's own files, "shared:<name>"
+# for a shared area of one owner); every write adds a row to file_versions.
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(64), nullable=False),
+    Column("area", String(128), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("owner", "area", "path", name="uq_files_area_path"),
+)
+
+file_versions = Table(
+    "file_versions",
+    metadata,
+    Column("file_id", Integer, ForeignKey("files.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+)
+
+# Documents loaded into an agent's archival memory (`llmos load`): one row per
+# source and content hash, with how many chunks are in, so a load resumes
+# where it stopped and the same content is never loaded twice.
+load_sources = Table(
+    "load_sources",
+    metadata,
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("content_hash", String(64), primary_key=True),
+    Column("source", String(512), nullable=False),
+    Column("chunks_total", Integer, nullable=False),
+    Column("chunks_done", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+)

@@ -1,0 +1,274 @@
+"""Tool, access and approval commands of the shell.
+
+    llmos tool add FILE.py [--exclusive] [--irreversible]   register a file's functions
+    llmos tool list [--agent NAME]                           the owner's or an agent's tools
+    llmos tool attach|detach AGENT TOOL                      give or take an agent's tool
+    llmos tool remove TOOL                                   delete a tool
+    llmos grant AGENT KIND TARGET [--mode r|rw] [--revoke]   agent / shared-files grants
+    llmos approvals [list|approve ID|deny ID] [--reason R]   pending irreversible calls
+    llmos audit [--agent NAME] [--limit N]                   the audit log
+
+They register themselves on the apps of `cli/main.py` when it imports this
+module and import the kernel only when they run. The CLI acts as the user
+"local" (the owner of the CLI's agents).
+
+Left out: acting as another user from the CLI (the HTTP API does that).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from llmos.cli import render
+from llmos.cli.main import _dump, _fail, _run, app, out
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+
+T = TypeVar("T")
+
+tool_app = typer.Typer(
+    help="User tools: Python functions agents can call (run in a sandbox).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(tool_app, name="tool")
+
+
+@contextmanager
+def _lookups() -> Iterator[None]:
+    # main's handler covers ValueError/OSError; tool and approval lookups are LookupErrors
+    try:
+        yield
+    except LookupError as e:
+        _fail(str(e.args[0]) if e.args else str(e))
+
+
+def _go(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
+    with _lookups():
+        return _run(ctx, body)
+
+
+@tool_app.command("add")
+def tool_add(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A .py file; each public function is a tool.")],
+    exclusive: Annotated[
+        bool | None, typer.Option("--exclusive/--shared", help="One call at a time.")
+    ] = None,
+    irreversible: Annotated[
+        bool | None,
+        typer.Option("--irreversible/--reversible", help="Each call needs your approval."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Register the functions of FILE as tools (schema from signature and docstring).
+
+    Example: llmos tool add weather.py && llmos tool attach alice get_weather
+    """
+    try:
+        source = file.expanduser().read_text(encoding="utf-8")
+    except OSError as e:
+        _fail(f"cannot read {file}: {e.strerror or e}")
+
+    async def body(kernel: Kernel) -> list[dict[str, Any]]:
+        return await kernel.add_tool(source, exclusive=exclusive, irreversible=irreversible)
+
+    added = _go(ctx, body)
+    if as_json:
+        _dump(added)
+        return
+    for t in added:
+        flags = [f for f in ("exclusive", "irreversible") if t[f]]
+        extra = f" [{', '.join(flags)}]" if flags else ""
+        out.print(f"added [bold]{t['name']}[/] v{t['version']}{extra}: {escape(t['description'])}")
+
+
+@tool_app.command("list")
+def tool_list(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List your tools, or the tools attached to an agent."""
+
+    async def body(kernel: Kernel) -> list[dict[str, Any]]:
+        return kernel.list_tools(agent=agent)
+
+    rows = _go(ctx, body)
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("name", "version", "flags", "arguments", "description")
+    for t in rows:
+        flags = ", ".join(f for f in ("exclusive", "irreversible") if t[f])
+        args = ", ".join(
+            k for k in t["parameters"].get("properties", {}) if k != "request_heartbeat"
+        )
+        table.add_row(t["name"], str(t["version"]), flags, args, escape(t["description"]))
+    out.print(table if rows else "no tools")
+
+
+@tool_app.command("attach")
+def tool_attach(ctx: typer.Context, agent: str, tool: str) -> None:
+    """Give AGENT the tool TOOL (and the grant to call it)."""
+
+    async def body(kernel: Kernel) -> None:
+        kernel.attach_tool(agent, tool)
+
+    _go(ctx, body)
+    out.print(f"attached {tool} to {agent}")
+
+
+@tool_app.command("detach")
+def tool_detach(ctx: typer.Context, agent: str, tool: str) -> None:
+    """Take TOOL away from AGENT."""
+
+    async def body(kernel: Kernel) -> bool:
+        return kernel.detach_tool(agent, tool)
+
+    if not _go(ctx, body):
+        _fail(f"{agent} does not have the tool {tool}")
+    out.print(f"detached {tool} from {agent}")
+
+
+@tool_app.command("remove")
+def tool_remove(ctx: typer.Context, tool: str) -> None:
+    """Delete a tool (every agent loses it)."""
+
+    async def body(kernel: Kernel) -> None:
+        kernel.remove_tool(tool)
+
+    _go(ctx, body)
+    out.print(f"removed {tool}")
+
+
+class GrantKind(enum.StrEnum):
+    agent = "agent"
+    files = "files"
+
+
+@app.command("grant")
+def grant(
+    ctx: typer.Context,
+    agent: str,
+    kind: Annotated[GrantKind, typer.Argument(help="agent: may message TARGET; files: area")],
+    target: Annotated[str, typer.Argument(help="An agent name, a shared area, or '*'.")],
+    mode: Annotated[str, typer.Option("--mode", help="For files: r or rw.")] = "rw",
+    revoke: Annotated[bool, typer.Option("--revoke", help="Remove the grant.")] = False,
+) -> None:
+    """Grant AGENT access to message another agent or to use a shared file area.
+
+    Example: llmos grant alice agent bob · llmos grant alice files team --mode r
+    """
+
+    async def body(kernel: Kernel) -> Any:
+        if revoke:
+            return kernel.revoke(agent, kind.value, target)
+        kernel.grant(agent, kind.value, target, mode)
+        return kernel.grants.list(kernel.get_agent(agent)["id"])
+
+    result = _go(ctx, body)
+    if revoke:
+        out.print(f"revoked {kind.value} {target} from {agent}" if result else "no such grant")
+    else:
+        out.print(
+            f"{agent} now holds: "
+            + ", ".join(f"{g['kind']}:{g['target']}({g['mode']})" for g in result)
+        )
+
+
+class ApprovalAction(enum.StrEnum):
+    list = "list"
+    approve = "approve"
+    deny = "deny"
+
+
+@app.command("approvals")
+def approvals(
+    ctx: typer.Context,
+    action: Annotated[ApprovalAction, typer.Argument()] = ApprovalAction.list,
+    approval_id: Annotated[str | None, typer.Argument(help="For approve/deny.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", "-r", help="Told to the agent.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Decided ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List, approve or deny calls of irreversible tools; the agent gets the decision.
+
+    Example: llmos approvals approve appr-1234 · llmos approvals deny appr-1234 -r "no"
+    """
+    if action is ApprovalAction.list:
+
+        async def listing(kernel: Kernel) -> list[dict[str, Any]]:
+            return kernel.approvals(status=None if show_all else "pending")
+
+        rows = _go(ctx, listing)
+        if as_json:
+            _dump(rows)
+            return
+        if not rows:
+            out.print("no pending approvals")
+            return
+        table = Table("id", "agent", "tool", "arguments", "status", "asked")
+        for a in rows:
+            table.add_row(
+                a["id"],
+                a["agent"] or "",
+                a["tool"],
+                escape(a["arguments"]),
+                a["status"],
+                render.when(a["created_at"]),
+            )
+        out.print(table)
+        return
+    if not approval_id:
+        _fail(f"`llmos approvals {action.value}` needs an approval id (see `llmos approvals`)")
+
+    async def deciding(kernel: Kernel) -> Any:
+        return await kernel.decide(approval_id, action is ApprovalAction.approve, reason)
+
+    turn = _go(ctx, deciding)
+    if as_json:
+        print(json.dumps(turn.as_dict(), ensure_ascii=False, default=str))
+        return
+    out.print(f"{action.value}d {approval_id}; the agent's turn:")
+    render.turn_view(out, turn)
+
+
+@app.command("audit")
+def audit(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the audit log: tool calls, denials, approvals (newest first)."""
+
+    async def body(kernel: Kernel) -> list[dict[str, Any]]:
+        return kernel.audit(agent=agent, limit=limit)
+
+    rows = _go(ctx, body)
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("time", "user", "agent", "syscall", "target", "decision", "detail")
+    for e in rows:
+        table.add_row(
+            render.when(e["time"]),
+            e["user"],
+            e["agent"] or "",
+            e["syscall"],
+            e["target"] or "",
+            e["decision"],
+            escape(render.preview(e["detail"], 60)),
+        )
+    out.print(table if rows else "the audit log is empty")

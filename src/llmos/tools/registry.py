@@ -1,0 +1,247 @@
+"""The tool manager: user tools registered from Python source, stored, attached to agents.
+
+`ToolManager.add(source, owner)` runs the file in the sandbox once to find its
+public functions and build each one's schema from its signature and docstring
+(`schema.py`), then stores one row per function in `tools` (re-adding a name
+bumps its version). Tools are attached to agents by name (`agent_tools`); an
+agent's request tools are the built-ins plus its attached tools
+(`specs_for`), and an attached tool is what the agent is granted to call.
+`run()` executes one call in a fresh sandbox off the event loop; a tool
+declared exclusive runs one call at a time (an asyncio lock per tool), others
+run in parallel across agents.
+
+Flags: a file may set `__exclusive__` / `__irreversible__` to True (every tool
+in it) or to a set of tool names; `add(..., exclusive=, irreversible=)`
+overrides. Irreversible tools need their owner's approval per call (see
+`access/approvals.py` and `tools/executor.py`).
+
+Left out: tool dependencies (a tool can import what the kernel's Python has,
+nothing else), sharing tools between owners, and a per-process cache of the
+attached set (it is read from the database at each step, so a `llmos tool
+attach` in another process applies at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from llmos.llm.core import ToolSpec
+from llmos.storage.models import agent_tools, tools
+from llmos.tools import sandbox
+
+if TYPE_CHECKING:
+    from llmos.storage.db import Database
+
+
+class ToolError(ValueError):
+    """A tool file that cannot be registered, or a bad attach; the message says why."""
+
+
+class ToolNotFound(LookupError):
+    """No tool of that name for this owner."""
+
+
+@dataclass(slots=True, frozen=True)
+class UserTool:
+    id: int
+    owner: str
+    name: str
+    description: str
+    source: str
+    function: str
+    version: int
+    parameters: dict[str, Any]
+    exclusive: bool
+    irreversible: bool
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.parameters)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "version": self.version,
+            "description": self.description,
+            "parameters": self.parameters,
+            "exclusive": self.exclusive,
+            "irreversible": self.irreversible,
+        }
+
+
+def _row_tool(r: Any) -> UserTool:
+    return UserTool(
+        r.id,
+        r.owner,
+        r.name,
+        r.description,
+        r.source,
+        r.function,
+        r.version,
+        r.schema,
+        bool(r.exclusive),
+        bool(r.irreversible),
+    )
+
+
+class ToolManager:
+    def __init__(self, db: Database, limits: sandbox.Limits | None = None) -> None:
+        self.db = db
+        self.limits = limits or sandbox.Limits()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # ToolSpecs by (tool id, version): rebuilt only when a tool changes
+        self._specs: dict[tuple[int, int], ToolSpec] = {}
+
+    async def add(
+        self,
+        source: str,
+        owner: str = "local",
+        *,
+        exclusive: bool | None = None,
+        irreversible: bool | None = None,
+        reserved: frozenset[str] | set[str] = frozenset(),
+    ) -> list[dict[str, Any]]:
+        """Register every public function of `source` as a tool of `owner`. Raises ToolError."""
+        found = await sandbox.arun({"mode": "describe", "source": source}, self.limits)
+        if not found.ok or not found.tools:
+            raise ToolError(f"cannot register the tool file: {found.error}")
+        clash = [t["name"] for t in found.tools if t["name"] in reserved]
+        if clash:
+            raise ToolError(f"{', '.join(clash)}: the name of a built-in function; rename it")
+        now = time.time()
+        out = []
+        with self.db.begin() as conn:
+            for t in found.tools:
+                flags = {
+                    "exclusive": int(t["exclusive"] if exclusive is None else exclusive),
+                    "irreversible": int(
+                        t["irreversible"] if irreversible is None else irreversible
+                    ),
+                }
+                old = conn.execute(
+                    select(tools.c.id, tools.c.version).where(
+                        tools.c.owner == owner, tools.c.name == t["name"]
+                    )
+                ).first()
+                values = {
+                    "description": t["description"],
+                    "source": source,
+                    "function": t["name"],
+                    "schema": t["parameters"],
+                    "updated_at": now,
+                    **flags,
+                }
+                if old is None:
+                    conn.execute(
+                        tools.insert().values(
+                            owner=owner, name=t["name"], version=1, created_at=now, **values
+                        )
+                    )
+                    version = 1
+                else:
+                    version = old.version + 1
+                    conn.execute(
+                        tools.update().where(tools.c.id == old.id).values(version=version, **values)
+                    )
+                out.append(
+                    {"name": t["name"], "version": version, "description": t["description"]}
+                    | {k: bool(v) for k, v in flags.items()}
+                )
+        return out
+
+    def get(self, owner: str, name: str) -> UserTool | None:
+        with self.db.connect() as conn:
+            r = conn.execute(
+                select(tools).where(tools.c.owner == owner, tools.c.name == name)
+            ).first()
+        return None if r is None else _row_tool(r)
+
+    def list(self, owner: str = "local") -> list[dict[str, Any]]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(tools).where(tools.c.owner == owner).order_by(tools.c.name)
+            ).fetchall()
+        return [_row_tool(r).describe() for r in rows]
+
+    def remove(self, owner: str, name: str) -> None:
+        """Delete a tool; agents that had it attached lose it."""
+        with self.db.begin() as conn:
+            done = conn.execute(
+                delete(tools).where(tools.c.owner == owner, tools.c.name == name)
+            ).rowcount
+            if not done:
+                raise ToolNotFound(f"no tool named {name!r}")
+            # agent_tools is by name, and only agents of this owner can have it
+            conn.execute(delete(agent_tools).where(agent_tools.c.tool_name == name))
+
+    def attach(self, agent_id: str, owner: str, name: str) -> None:
+        if self.get(owner, name) is None:
+            raise ToolNotFound(f"no tool named {name!r}; add it first with `llmos tool add`")
+        with self.db.begin() as conn:
+            exists = conn.execute(
+                select(agent_tools.c.tool_name).where(
+                    agent_tools.c.agent_id == agent_id, agent_tools.c.tool_name == name
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    agent_tools.insert().values(
+                        agent_id=agent_id, tool_name=name, created_at=time.time()
+                    )
+                )
+
+    def detach(self, agent_id: str, name: str) -> bool:
+        with self.db.begin() as conn:
+            return bool(
+                conn.execute(
+                    delete(agent_tools).where(
+                        agent_tools.c.agent_id == agent_id, agent_tools.c.tool_name == name
+                    )
+                ).rowcount
+            )
+
+    def attached(self, agent_id: str, owner: str) -> list[UserTool]:
+        """The agent's attached tools (owned by its owner), by name."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(tools)
+                .select_from(
+                    agent_tools.join(
+                        tools, (tools.c.name == agent_tools.c.tool_name) & (tools.c.owner == owner)
+                    )
+                )
+                .where(agent_tools.c.agent_id == agent_id)
+                .order_by(tools.c.name)
+            ).fetchall()
+        return [_row_tool(r) for r in rows]
+
+    def attached_tool(self, agent_id: str, owner: str, name: str) -> UserTool | None:
+        return next((t for t in self.attached(agent_id, owner) if t.name == name), None)
+
+    def specs_for(self, agent_id: str, owner: str, builtins: list[ToolSpec]) -> list[ToolSpec]:
+        """Built-ins plus attached tools; the built-in list itself when none is attached."""
+        attached = self.attached(agent_id, owner)
+        if not attached:
+            return builtins
+        out = list(builtins)
+        for t in attached:
+            key = (t.id, t.version)
+            spec = self._specs.get(key)
+            if spec is None:
+                spec = self._specs[key] = t.spec()
+            out.append(spec)
+        return out
+
+    async def run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
+        """One call in a fresh sandbox; exclusive tools wait for their previous call."""
+        request = {"mode": "call", "source": tool.source, "function": tool.function, "args": args}
+        if not tool.exclusive:
+            return await sandbox.arun(request, self.limits)
+        lock = self._locks.setdefault((tool.owner, tool.name), asyncio.Lock())
+        async with lock:
+            return await sandbox.arun(request, self.limits)
