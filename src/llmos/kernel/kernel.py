@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from llmos.access.approvals import Approvals
 from llmos.access.audit import AuditLog
@@ -126,6 +126,27 @@ class UsageTotals:
             "completion_tokens": self.completion_tokens,
             "cache_hit_rate": None if rate is None else round(rate, 4),
         }
+
+
+# Statements of the per-step path, built once (building one costs more than
+# running it on SQLite).
+_USAGE_ADD = (
+    update(agent_usage)
+    .where(agent_usage.c.agent_id == bindparam("aid"))
+    .values(
+        requests=agent_usage.c.requests + bindparam("requests"),
+        prompt_tokens=agent_usage.c.prompt_tokens + bindparam("prompt_tokens"),
+        cached_prompt_tokens=agent_usage.c.cached_prompt_tokens
+        + bindparam("cached_prompt_tokens"),
+        completion_tokens=agent_usage.c.completion_tokens + bindparam("completion_tokens"),
+    )
+)
+_USAGE_NEW = agent_usage.insert().values(agent_id=bindparam("aid"))
+_BLOCK_SET = (
+    update(blocks)
+    .where(blocks.c.agent_id == bindparam("aid"), blocks.c.label == bindparam("lbl"))
+    .values(value=bindparam("val"))
+)
 
 
 class Kernel:
@@ -569,27 +590,15 @@ class Kernel:
         pending = self._usage_pending.pop(agent_id, None)
         if pending is None or not pending.requests:
             return
-        c = agent_usage.c
-        done = conn.execute(
-            update(agent_usage)
-            .where(c.agent_id == agent_id)
-            .values(
-                requests=c.requests + pending.requests,
-                prompt_tokens=c.prompt_tokens + pending.prompt_tokens,
-                cached_prompt_tokens=c.cached_prompt_tokens + pending.cached_prompt_tokens,
-                completion_tokens=c.completion_tokens + pending.completion_tokens,
-            )
-        ).rowcount
-        if not done:
-            conn.execute(
-                agent_usage.insert().values(
-                    agent_id=agent_id,
-                    requests=pending.requests,
-                    prompt_tokens=pending.prompt_tokens,
-                    cached_prompt_tokens=pending.cached_prompt_tokens,
-                    completion_tokens=pending.completion_tokens,
-                )
-            )
+        row = {
+            "aid": agent_id,
+            "requests": pending.requests,
+            "prompt_tokens": pending.prompt_tokens,
+            "cached_prompt_tokens": pending.cached_prompt_tokens,
+            "completion_tokens": pending.completion_tokens,
+        }
+        if not conn.execute(_USAGE_ADD, row).rowcount:
+            conn.execute(_USAGE_NEW, row)
         saved = self._usage_saved.get(agent_id)
         if saved is not None:
             saved.add(pending)
@@ -751,9 +760,8 @@ class Kernel:
             if writes:
                 for label in writes.blocks:
                     conn.execute(
-                        update(blocks)
-                        .where(blocks.c.agent_id == image.id, blocks.c.label == label)
-                        .values(value=image.memory.blocks[label].value)
+                        _BLOCK_SET,
+                        {"aid": image.id, "lbl": label, "val": image.memory.blocks[label].value},
                     )
                 if writes.passages and emb is not None:
                     self.archival.insert(
