@@ -13,10 +13,10 @@ average, bursts of up to `burst`. `redact()` blanks anything that looks like a
 secret (llmos keys, provider keys, bearer tokens) in text bound for a
 response or a log.
 
-Left out, for later issues: per-agent tool grants, approval of irreversible
-tools, an audit log, roles/admins, key expiry, and sharing agents between
-users. Rate-limit state lives in the server process (not shared between
-nodes).
+Per-agent grants, approvals of irreversible tools and the audit log live
+next door in `grants.py`, `approvals.py` and `audit.py`. Left out:
+roles/admins, key expiry, and sharing agents between users. Rate-limit
+state lives in the server process (not shared between nodes).
 """
 
 from __future__ import annotations

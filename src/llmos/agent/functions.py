@@ -11,8 +11,10 @@ Handlers do not touch the database. They change the agent's in-memory image
 and queue writes on the step (`StepWrites`), which the agent loop commits in
 one transaction with the step's messages; searches are read-only syscalls.
 
-Left out: user-defined tools (the tool manager issue) and agent-to-agent
-messaging.
+User tools run elsewhere (`tools/executor.py`, in a sandbox); the file
+functions are in `file_functions.py`, run by this executor on their own table.
+
+Left out: agent-to-agent messaging.
 """
 
 from __future__ import annotations
@@ -305,11 +307,15 @@ def _validation_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def execute(ctx: FunctionContext, call: ToolCall) -> FunctionResult:
-    """Run one call; every failure becomes a failed result with a heartbeat."""
-    fn = BUILTINS.get(call.name)
+async def execute(
+    ctx: FunctionContext, call: ToolCall, table: dict[str, Function] | None = None
+) -> FunctionResult:
+    """Run one call of `table` (default: the built-ins); every failure becomes a
+    failed result with a heartbeat."""
+    table = BUILTINS if table is None else table
+    fn = table.get(call.name)
     if fn is None:
-        known = ", ".join(BUILTINS)
+        known = ", ".join(table)
         shown = call.name or "(no function name)"
         return FunctionResult(
             call.name, False, f"unknown function {shown!r}; available: {known}", heartbeat=True

@@ -656,7 +656,9 @@ def serve(
 
 
 # `llmos models` and `llmos agent set-embedder` live in their own module.
+from llmos.cli import files_cmds as _files_cmds  # noqa: E402, F401
 from llmos.cli import providers as _providers  # noqa: E402, F401
+
 # `llmos tool|grant|approvals|audit` (issue 6) too.
 from llmos.cli import tools_cmds as _tools_cmds  # noqa: E402, F401
 

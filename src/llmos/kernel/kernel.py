@@ -6,9 +6,13 @@ what is in an agent's memory. Inside, it keeps the process table, one run
 queue per core, and the stores (recall, archival) on one database; each agent
 step goes through `agent/loop.py`, which reaches the kernel only by syscalls.
 
-Left out: scheduling policies other than FIFO, preemption, users and keys,
-and tool/file managers — later issues, each behind the seams already here
-(`RunQueue.run`, the `owner` column, `DISPATCH`).
+It also owns the tool manager (`self.tools`), grants, approvals, the audit
+log and the file store; `add_tool`, `attach_tool`, `approvals`, `decide`,
+`audit` and `file_area` are their Python API.
+
+Left out: scheduling policies other than FIFO, preemption, users and keys —
+later issues, each behind the seams already here (`RunQueue.run`, the
+`owner` column, `DISPATCH`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from llmos.memory.blocks import DEFAULT_BLOCK_LIMIT, Block, CoreMemory
 from llmos.memory.recall import RecallStorage, StoredMessage
 from llmos.memory.window import CompiledWindow, compile_window, message_tokens
 from llmos.storage.db import Database
+from llmos.storage.files import FileStore
 from llmos.storage.models import agent_usage, agents, blocks, messages
 from llmos.tools.registry import ToolManager
 
@@ -136,8 +141,7 @@ _USAGE_ADD = (
     .values(
         requests=agent_usage.c.requests + bindparam("requests"),
         prompt_tokens=agent_usage.c.prompt_tokens + bindparam("prompt_tokens"),
-        cached_prompt_tokens=agent_usage.c.cached_prompt_tokens
-        + bindparam("cached_prompt_tokens"),
+        cached_prompt_tokens=agent_usage.c.cached_prompt_tokens + bindparam("cached_prompt_tokens"),
         completion_tokens=agent_usage.c.completion_tokens + bindparam("completion_tokens"),
     )
 )
@@ -189,6 +193,7 @@ class Kernel:
         self.grants = Grants(db)
         self.audit_log = AuditLog(db)
         self.approval_store = Approvals(db)
+        self.files = FileStore(db)
         # agent id -> calls waiting for approval that this kernel saw made or
         # loaded: an idle agent with some shows as waiting_approval.
         self._awaiting: dict[str, int] = {}
@@ -344,13 +349,22 @@ class Kernel:
         call.started_at = time.perf_counter()
         if call.call.name in fn.BUILTINS:  # the fast path: in-process, no grant needed
             return await fn.execute(call.ctx, call.call)
+        if call.call.name.startswith("file_") and call.ctx.agent.settings.get("file_tools"):
+            from llmos.agent.file_functions import FILE_FUNCTIONS
+
+            return await fn.execute(call.ctx, call.call, FILE_FUNCTIONS)
         from llmos.tools.executor import execute_user_tool
 
         return await execute_user_tool(self, call.ctx, call.call)
 
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer: built-ins plus its attached tools."""
-        return self.tools.specs_for(image.id, image.owner, fn.TOOL_SPECS)
+        builtins = fn.TOOL_SPECS
+        if image.settings.get("file_tools"):
+            from llmos.agent.file_functions import FILE_SPECS
+
+            builtins = [*builtins, *FILE_SPECS]
+        return self.tools.specs_for(image.id, image.owner, builtins)
 
     # helpers the built-in functions use: each is one syscall
     async def memory_search_recall(
@@ -994,6 +1008,18 @@ class Kernel:
 
     def revoke(self, agent: str, kind: str, target: str, owner: str = "local") -> bool:
         return self.grants.revoke(self._image(agent, owner).id, kind, target)
+
+    def file_area(
+        self, agent: str | None = None, shared: str | None = None, owner: str = "local"
+    ) -> str:
+        """The file area of an agent (its own files) or of a shared area, for `self.files`."""
+        from llmos.storage.files import agent_area, shared_area
+
+        if shared:
+            return shared_area(shared)
+        if agent is None:
+            raise ValueError("name an agent or a shared area")
+        return agent_area(self._image(agent, owner).id)
 
     def note_pending_approval(self, agent_id: str, delta: int) -> None:
         self._awaiting[agent_id] = max(0, self._awaiting.get(agent_id, 0) + delta)

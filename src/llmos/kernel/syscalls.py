@@ -13,8 +13,11 @@ report per-agent and per-core totals.
 | `StorageSyscall` | archival search, embeddings                          |
 | `ToolSyscall`    | one function call through the function executor      |
 
-Left out: access checks per syscall (the access-manager issue) and
-agent-to-agent messages.
+A `ToolSyscall` of a built-in runs in-process; any other name goes to
+`tools/executor.py`, which checks the agent's grant (an attached tool),
+holds irreversible calls for approval, runs the sandbox and audits.
+
+Left out: agent-to-agent messages.
 """
 
 from __future__ import annotations

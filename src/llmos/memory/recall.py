@@ -88,8 +88,12 @@ def _row_to_message(row: Any) -> StoredMessage:
     )
 
 
-# Built once: constructing an insert per message costs more than executing it.
-_INSERT = messages.insert()
+# The hottest statement of a step, as plain SQL: SQLAlchemy's per-execute
+# compilation and caching cost several times SQLite's own work here.
+_INSERT_SQL = (
+    "INSERT INTO messages (agent_id, role, content, tool_calls, tool_call_id, name, text, "
+    "tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -109,25 +113,24 @@ class RecallStorage:
         now = time.time()
         for m in items:
             m.created_at = m.created_at or now
-            result = conn.execute(
-                _INSERT,
-                {
-                    "agent_id": agent_id,
-                    "role": m.role,
-                    "content": m.content,
-                    "tool_calls": [
-                        {"id": c.id, "name": c.name, "arguments": c.arguments}
-                        for c in m.tool_calls
-                    ]
-                    or None,
-                    "tool_call_id": m.tool_call_id,
-                    "name": m.name,
-                    "text": m.searchable_text(),
-                    "tokens": m.tokens,
-                    "created_at": m.created_at,
-                },
+            calls = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+            ]
+            cursor = conn.exec_driver_sql(
+                _INSERT_SQL,
+                (
+                    agent_id,
+                    m.role,
+                    m.content,
+                    json.dumps(calls) if calls else None,
+                    m.tool_call_id,
+                    m.name,
+                    m.searchable_text(),
+                    m.tokens,
+                    m.created_at,
+                ),
             )
-            m.id = result.inserted_primary_key[0]
+            m.id = cursor.lastrowid
 
     def load(self, conn: Connection, agent_id: str, start_id: int = 0) -> list[StoredMessage]:
         rows = conn.execute(

@@ -55,6 +55,7 @@ from llmos.memory.embeddings import (
     EmbeddingError,
     EmbeddingModelNotFoundError,
 )
+from llmos.server.console import mount_console
 from llmos.server.deps import APIError, ServerConfig, ServerState, error_body
 from llmos.server.gate import Gate
 from llmos.server.routes import agents, memory, messages, openai
@@ -121,6 +122,7 @@ def create_app(
 
     for module in (agents, messages, memory, kernel_status, openai):
         app.include_router(module.router, prefix="/v1")
+    mount_console(app)  # the web console at /
     return app
 
 

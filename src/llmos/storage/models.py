@@ -9,7 +9,10 @@ window's start), `blocks` (core memory), `messages` (recall storage: every
 message ever), `passages` (archival storage text; vectors live in the vector
 index), `users` and `api_keys` (the access manager's principals and their
 hashed keys; see `access/policy.py`), `agent_usage` (each agent's LLM token
-totals, for its prompt-cache hit rate).
+totals, for its prompt-cache hit rate), `tools` and `agent_tools` (user tools
+and which agents have them), `grants`, `approvals` and `audit_log` (the access
+manager), `files` and `file_versions` (versioned files), `load_sources`
+(documents loaded into archival memory).
 """
 
 from __future__ import annotations
