@@ -1,0 +1,55 @@
+"""`llmos ps` and `llmos kernel stats`, against a live server and against the local database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from llmos.cli.main import app
+from tests.server.conftest import LiveServer
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_ps_and_stats_from_a_live_server(live: LiveServer, alice: httpx.Client, agent: str) -> None:
+    assert alice.post(f"/v1/agents/{agent}/messages", json={"text": "hi"}).status_code == 200
+    key = live.users["alice"]
+    ps = run("ps", "--url", live.url, "--key", key, "--json")
+    assert ps.exit_code == 0, ps.output
+    rows = json.loads(ps.stdout)
+    mine = [r for r in rows if r["name"] == agent]
+    assert mine and mine[0]["state"] == "ready"
+    stats = run("kernel", "stats", "--url", live.url, "--key", key, "--json")
+    data = json.loads(stats.stdout)
+    assert agent in data["usage"] and data["cores"]
+    # bob's key shows none of alice's agents
+    other = json.loads(run("ps", "--url", live.url, "--key", live.users["bob"], "--json").stdout)
+    assert all(r["name"] != agent for r in other)
+    bad = run("ps", "--url", live.url, "--key", "llmos-wrong")
+    assert bad.exit_code == 1 and "rejected" in bad.stderr
+
+
+def test_ps_locally_lists_idle_agents(tmp_path: Path) -> None:
+    created = run(
+        "--home",
+        str(tmp_path),
+        "agent",
+        "create",
+        "solo",
+        "--model",
+        "openai/x",
+        "--embedder",
+        "test/hash",
+        "--context-window",
+        "4096",
+    )
+    assert created.exit_code == 0, created.output
+    ps = run("--home", str(tmp_path), "ps", "--json")
+    assert [(r["name"], r["state"]) for r in json.loads(ps.stdout)] == [("solo", "ready")]
+    table = run("--home", str(tmp_path), "kernel", "stats")
+    assert "solo" in table.stdout
