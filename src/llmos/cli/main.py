@@ -630,6 +630,21 @@ def serve(
             help="Let users choose an agent's base_url (the server's provider key goes there).",
         ),
     ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            envvar="LLMOS_POLICY",
+            help="Scheduling of LLM calls on each core: fifo, rr (round robin; preempts the "
+            "embedded model every --quantum tokens) or priority (with aging).",
+        ),
+    ] = None,
+    quantum: Annotated[
+        int | None,
+        typer.Option(
+            "--quantum", envvar="LLMOS_QUANTUM", min=1, help="Round-robin quantum, tokens."
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API: many users, one kernel; OpenAPI docs at /docs.
 
@@ -649,6 +664,14 @@ def serve(
         models=tuple(allow_model) if allow_model else None,
         allow_base_url=allow_base_url,
     )
+    if policy is not None:
+        from llmos.kernel.policies import POLICIES
+
+        if policy not in POLICIES:
+            _fail(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        os.environ["LLMOS_POLICY"] = policy  # the kernel reads these when it boots
+    if quantum is not None:
+        os.environ["LLMOS_QUANTUM"] = str(quantum)
     with _user_errors():
         application = create_app(config=config, home=_home(ctx))
         err.print(f"llmos serving on http://{host}:{port} (docs at /docs)")

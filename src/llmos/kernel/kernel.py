@@ -164,7 +164,7 @@ class Kernel:
         embedders: dict[str, Embedder] | None = None,
         max_images: int = 256,
         policy: str | None = None,
-        quantum: int = 32,
+        quantum: int | None = None,
     ) -> None:
         self.db = db
         self.recall = RecallStorage()
@@ -178,7 +178,7 @@ class Kernel:
         self._queues: dict[int, RunQueue] = {}
         self._replicas: dict[int, list[Core]] = {}
         self.policy = policy or os.environ.get("LLMOS_POLICY", "fifo")
-        self.quantum = quantum
+        self.quantum = quantum or int(os.environ.get("LLMOS_QUANTUM", "32"))
         self._embedders: dict[str, Embedder] = dict(embedders or {})
         # (owner, name or id) -> agent id, so a loaded agent is found without SQL
         self._ids: dict[tuple[str, str], str] = {}
