@@ -127,14 +127,14 @@ class ModelSlot:
         self.vacate(llm, incoming=gen)
         self.gen = gen
         if gen.snapshot is not None:
-            key, gen.snapshot = gen.snapshot, None
-            tokens = self.store.restore(key, llm.ctx)
+            snap, gen.snapshot = gen.snapshot, None
+            tokens = self.store.restore(snap, llm.ctx)
             if tokens is not None:
                 _set_live_tokens(llm, tokens)
                 self.snapshot_restores += 1
                 return
             _set_live_tokens(llm, [])  # lost or failed: the sequence is empty now
-        elif gen.high > 0:
+        if gen.high > 0:  # displaced before, and nothing saved: re-evaluated
             self.resumes_without_snapshot += 1
         first = gen.high == 0
         key = _agent_key(gen.cache_key)

@@ -25,7 +25,7 @@ these statuses:
 | 502 | the model or embedding backend refused (bad provider key, bad request) |
 | 503 | the core failed (the message *was* stored; see `deps.py`), embedder or DB unavailable |
 
-Left out: the web console (a later step), AIOS's `POST /query`, tool and
+Left out: approvals and tools in the console, AIOS's `POST /query`, tool and
 approval routes (their managers do not exist yet), TLS, CORS, and sharing one
 rate limiter between server nodes.
 """
