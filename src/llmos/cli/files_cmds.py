@@ -1,0 +1,144 @@
+"""File commands of the shell: an agent's files or a shared area, with versions.
+
+    llmos files list    (--agent A | --shared AREA) [PREFIX]
+    llmos files read    (--agent A | --shared AREA) PATH [--version N]
+    llmos files write   (--agent A | --shared AREA) PATH [FILE | -]   (stdin with -)
+    llmos files delete|versions (--agent A | --shared AREA) PATH
+    llmos files rollback (--agent A | --shared AREA) PATH VERSION
+    llmos files search  (--agent A | --shared AREA) QUERY
+
+Registered on `cli/main.py`'s app when it imports this module. Left out:
+quotas from the command line (a user's own writes are not capped).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from llmos.cli import render
+from llmos.cli.main import _dump, _fail, _run, app, out
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+
+files_app = typer.Typer(
+    help="Versioned files of agents and shared areas.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(files_app, name="files")
+
+Agent = Annotated[str | None, typer.Option("--agent", "-a", help="An agent's own files.")]
+Shared = Annotated[str | None, typer.Option("--shared", "-s", help="A shared area.")]
+
+
+def _with_area(ctx: typer.Context, agent: str | None, shared: str | None, op: Any) -> Any:
+    if bool(agent) == bool(shared):
+        _fail("name exactly one of --agent or --shared")
+
+    async def body(kernel: Kernel) -> Any:
+        from llmos.storage.files import FileError
+
+        try:
+            return op(kernel, kernel.file_area(agent, shared))
+        except FileError as e:
+            raise ValueError(str(e)) from None
+
+    return _run(ctx, body)
+
+
+@files_app.command("list")
+def files_list(
+    ctx: typer.Context,
+    prefix: str = "",
+    agent: Agent = None,
+    shared: Shared = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List files."""
+    rows = _with_area(ctx, agent, shared, lambda k, a: k.files.list("local", a, prefix))
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("path", "bytes", "version", "updated")
+    for r in rows:
+        table.add_row(r["path"], str(r["size"]), str(r["version"]), render.when(r["updated_at"]))
+    out.print(table if rows else "no files")
+
+
+@files_app.command("read")
+def files_read(
+    ctx: typer.Context,
+    path: str,
+    version: int | None = None,
+    agent: Agent = None,
+    shared: Shared = None,
+) -> None:
+    """Print a file (or one of its versions)."""
+    f = _with_area(ctx, agent, shared, lambda k, a: k.files.read("local", a, path, version))
+    sys.stdout.write(f["content"])
+
+
+@files_app.command("write")
+def files_write(
+    ctx: typer.Context,
+    path: str,
+    source: Annotated[str, typer.Argument(help="A local file, or - for stdin.")] = "-",
+    agent: Agent = None,
+    shared: Shared = None,
+) -> None:
+    """Write a file from a local file or stdin (a new version)."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as e:
+        _fail(f"cannot read {source}: {e.strerror or e}")
+    v = _with_area(ctx, agent, shared, lambda k, a: k.files.write("local", a, path, text))
+    out.print(f"wrote {escape(path)} (version {v})")
+
+
+@files_app.command("delete")
+def files_delete(ctx: typer.Context, path: str, agent: Agent = None, shared: Shared = None) -> None:
+    """Delete a file (its versions stay)."""
+    v = _with_area(ctx, agent, shared, lambda k, a: k.files.delete("local", a, path))
+    out.print(f"deleted {escape(path)} (version {v})")
+
+
+@files_app.command("versions")
+def files_versions(
+    ctx: typer.Context, path: str, agent: Agent = None, shared: Shared = None
+) -> None:
+    """List a file's versions."""
+    rows = _with_area(ctx, agent, shared, lambda k, a: k.files.versions("local", a, path))
+    table = Table("version", "bytes", "deleted", "when")
+    for r in rows:
+        table.add_row(
+            str(r["version"]), str(r["size"]), "yes" if r["deleted"] else "", render.when(r["at"])
+        )
+    out.print(table)
+
+
+@files_app.command("rollback")
+def files_rollback(
+    ctx: typer.Context, path: str, version: int, agent: Agent = None, shared: Shared = None
+) -> None:
+    """Make an old version current again (as a new version)."""
+    v = _with_area(ctx, agent, shared, lambda k, a: k.files.rollback("local", a, path, version))
+    out.print(f"{escape(path)} is back at version {version}'s content (now version {v})")
+
+
+@files_app.command("search")
+def files_search(
+    ctx: typer.Context, query: str, agent: Agent = None, shared: Shared = None
+) -> None:
+    """Find files by name or content."""
+    rows = _with_area(ctx, agent, shared, lambda k, a: k.files.search("local", a, query))
+    for r in rows:
+        out.print(f"[bold]{escape(r['path'])}[/]: {escape(r['snippet'])}")
+    if not rows:
+        out.print("no matches")
