@@ -11,6 +11,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from llmos import ChatRequest, ChatResponse, Kernel, Message
 from llmos.llm.replay import ScriptedCore, call, raw_call, say
 from tests.conftest import HashEmbedder
@@ -285,8 +287,9 @@ async def test_oversize_function_result_is_trimmed_to_fit(kernel: Kernel) -> Non
 
     core = ScriptedCore(policy, context_window=2048)
     kernel.add_core(core, model="scripted/giant")
-    await kernel.create_agent("g", model="scripted/giant", embedder="test/hash",
-                              context_window=2048)
+    await kernel.create_agent(
+        "g", model="scripted/giant", embedder="test/hash", context_window=2048
+    )
     await kernel.insert_archival("g", [f"giant passage {i} " + "word " * 700 for i in range(5)])
     turn = await kernel.send("g", "search")
     assert turn.stop_reason == "end_turn" and turn.reply == "found a lot"
@@ -297,3 +300,21 @@ async def test_oversize_function_result_is_trimmed_to_fit(kernel: Kernel) -> Non
     # Recall keeps the whole result; only the request was shortened.
     stored = [m for m in kernel.messages("g") if m.name == "archival_memory_search"]
     assert len(stored[0].content or "") > 10_000
+
+
+@pytest.mark.slow
+async def test_archival_search_by_meaning_with_the_real_embedder(home: Path) -> None:
+    """500 passages through the default all-MiniLM-L6-v2: a paraphrase finds its passage."""
+    k = Kernel.open(home)  # the default embedder, as a user gets it
+    k.add_core(ScriptedCore(memgpt_policy), model="scripted/memgpt")
+    await k.create_agent("real", model="scripted/memgpt")
+    assert k.get_agent("real")["embedder"] == "local/all-MiniLM-L6-v2"
+    subjects = ["the weather", "a football match", "baking bread", "tax forms", "a train delay"]
+    texts = [f"Note {i}: a short remark about {subjects[i % 5]}, number {i}." for i in range(500)]
+    texts[123] = "My sister Clara moved to Lisbon last spring to work as a marine biologist."
+    await k.insert_archival("real", texts)
+    found, _ = await k.search_archival(
+        "real", "Which relative relocated to Portugal for ocean research?"
+    )
+    assert found[0].text == texts[123]
+    await k.close()
