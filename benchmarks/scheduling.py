@@ -210,13 +210,14 @@ async def run_mode(
     jobs = await prepare(core, scenario, first_jobs)
     s0 = core.stats()
     queue = RunQueue(core, policy="fifo" if mode == "fifo" else "rr", quantum=quantum)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
 
     async def one(job: Job) -> tuple[float, ChatResponse]:
         resp = await queue.run(LLMSyscall(agent_id=job.agent, core=core, request=job.request))
         return time.perf_counter() - t0, resp
 
     done = await asyncio.gather(*(one(j) for j in jobs))
+    cpu = time.process_time() - cpu0
     s1 = core.stats()
     turnaround = [t for t, _ in done]
     short = [t for (t, _), j in zip(done, jobs, strict=True) if not j.long]
@@ -233,6 +234,10 @@ async def run_mode(
         "all_mean_s": statistics.mean(turnaround),
         "all_max_s": makespan,
         "tokens_per_s": generated / makespan,
+        # CPU seconds of this process: the work done, less sensitive than wall
+        # time to other processes on the machine (spinning threads still count).
+        "cpu_s": cpu,
+        "loadavg_1min": (loadavg() or [0.0])[0],
         "generated_tokens": generated,
         "context_switches": queue.context_switches,
         "switch_seconds": queue.switch_seconds,
@@ -317,7 +322,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, fl
 def print_table(summary: dict[str, dict[str, float]]) -> None:
     head = (
         f"{'mode':<13}{'short mean':>11}{'short max':>10}{'all mean':>10}{'all max':>9}"
-        f"{'tok/s':>7}{'switches':>9}{'switch s':>9}{'ms each':>8}{'prompt ev':>10}"
+        f"{'tok/s':>7}{'cpu s':>7}{'switches':>9}{'switch s':>9}{'ms each':>8}{'prompt ev':>10}"
     )
     print(head)
     print("-" * len(head))
@@ -326,6 +331,7 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
         print(
             f"{mode:<13}{m['short_mean_s']:>10.2f}s{m['short_max_s']:>9.2f}s"
             f"{m['all_mean_s']:>9.2f}s{m['all_max_s']:>8.2f}s{m['tokens_per_s']:>7.1f}"
+            f"{m['cpu_s']:>7.0f}"
             f"{m['context_switches']:>9.0f}{m['switch_seconds']:>8.2f}s"
             f"{m['switch_ms_each']:>8.1f}{m['prompt_tokens_evaluated']:>10.0f}"
         )

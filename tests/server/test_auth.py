@@ -10,6 +10,8 @@ import pytest
 
 from tests.server.conftest import LiveServer, unique
 
+PLANTED_TOOL = 'def planted() -> str:\n    """Plant."""\n    return "x"\n'
+
 # Every route under /v1: (method, path, json body). `test_table_is_complete`
 # fails when a route is added without a row here.
 ROUTES: list[tuple[str, str, Any]] = [
@@ -43,6 +45,34 @@ ROUTES: list[tuple[str, str, Any]] = [
     ),
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/{model}", None),
+    # tools, grants, approvals, audit (routes/tools.py)
+    ("POST", "/v1/tools", {"source": PLANTED_TOOL}),
+    ("GET", "/v1/tools", None),
+    ("GET", "/v1/tools/{tool}", None),
+    ("DELETE", "/v1/tools/{tool}", None),
+    ("GET", "/v1/agents/{agent}/tools", None),
+    ("PUT", "/v1/agents/{agent}/tools/{tool}", None),
+    ("DELETE", "/v1/agents/{agent}/tools/{tool}", None),
+    ("GET", "/v1/agents/{agent}/grants", None),
+    ("POST", "/v1/agents/{agent}/grants", {"kind": "files", "target": "*"}),
+    ("DELETE", "/v1/agents/{agent}/grants/{kind}/{target}", None),
+    ("GET", "/v1/approvals", None),
+    ("GET", "/v1/approvals/{approval_id}", None),
+    ("POST", "/v1/approvals/{approval_id}", {"approve": True}),
+    ("GET", "/v1/audit", None),
+    # files (routes/files.py): an agent's area and a shared area
+    ("GET", "/v1/agents/{agent}/files", None),
+    ("GET", "/v1/agents/{agent}/files/{path}", None),
+    ("PUT", "/v1/agents/{agent}/files/{path}", {"content": "overwritten"}),
+    ("DELETE", "/v1/agents/{agent}/files/{path}", None),
+    ("GET", "/v1/agents/{agent}/file-versions/{path}", None),
+    ("POST", "/v1/agents/{agent}/file-rollback/{path}", {"version": 1}),
+    ("GET", "/v1/shared/{area}/files", None),
+    ("GET", "/v1/shared/{area}/files/{path}", None),
+    ("PUT", "/v1/shared/{area}/files/{path}", {"content": "overwritten"}),
+    ("DELETE", "/v1/shared/{area}/files/{path}", None),
+    ("GET", "/v1/shared/{area}/file-versions/{path}", None),
+    ("POST", "/v1/shared/{area}/file-rollback/{path}", {"version": 1}),
 ]
 IDS = [f"{m} {p}" for m, p, _ in ROUTES]
 
@@ -56,11 +86,28 @@ def target(live: LiveServer) -> dict[str, Any]:
         alice.post(f"/v1/agents/{name}/messages", json={"text": "the secret is 42"})
         pid = alice.post(f"/v1/agents/{name}/archival", json={"texts": ["secret 42"]}).json()
         export = alice.get(f"/v1/agents/{name}/export").json()
+        # her tool (attached), a pending approval, her agent's file, a shared file
+        tool = unique("secret_tool").replace("-", "_")
+        source = f'def {tool}(x: int) -> int:\n    """Echo x."""\n    return x\n'
+        assert alice.post("/v1/tools", json={"source": source}).status_code == 201
+        assert alice.put(f"/v1/agents/{name}/tools/{tool}").status_code == 200
+        agent_id = alice.get(f"/v1/agents/{name}").json()["id"]
+        approval_id = live.kernel.approval_store.create("alice", agent_id, tool, "{}", "call_1")
+        area = unique("vault")
+        path = "notes/secret.txt"
+        assert alice.put(f"/v1/agents/{name}/files/{path}", json={"content": "42"}).is_success
+        assert alice.put(f"/v1/shared/{area}/files/{path}", json={"content": "42"}).is_success
+        r = alice.post(f"/v1/agents/{name}/grants", json={"kind": "files", "target": area})
+        assert r.status_code == 201
         return {
             "name": name,
             "passage_id": pid["ids"][0],
             "export": export,
             "snapshot": _snapshot(alice, name),
+            "tool": tool,
+            "approval_id": approval_id,
+            "area": area,
+            "path": path,
         }
 
 
@@ -79,6 +126,12 @@ def _fill(path: str, body: Any, target: dict[str, Any]) -> tuple[str, Any]:
         .replace("{model}", target["name"])
         .replace("{label}", "human")
         .replace("{passage_id}", str(target["passage_id"]))
+        .replace("{tool}", target["tool"])
+        .replace("{approval_id}", target["approval_id"])
+        .replace("{kind}", "files")
+        .replace("{target}", target["area"])
+        .replace("{area}", target["area"])
+        .replace("{path}", target["path"])
     )
     if body == "EXPORT":
         body = target["export"]
@@ -151,8 +204,26 @@ AGENT_ROUTES = [
     for r in ROUTES
     if "{agent}" in r[1]
     or "{model}" in r[1]
+    or "{tool}" in r[1]
+    or "{approval_id}" in r[1]
+    # a shared area's name is per user: bob writing or listing "his" area of
+    # that name is his own (checked in test_shared_areas_are_per_user)
+    or ("{area}" in r[1] and "{path}" in r[1] and r[0] != "PUT")
     or (isinstance(r[2], dict) and r[2].get("model") == "{agent}")
 ]
+
+
+def _owned(alice: httpx.Client, target: dict[str, Any]) -> dict[str, Any]:
+    """Alice's tool, approval and files, as bob must leave them."""
+    path, area = target["path"], target["area"]
+    return {
+        "tool": alice.get(f"/v1/tools/{target['tool']}").json(),
+        "attached": alice.get(f"/v1/agents/{target['name']}/tools").json(),
+        "approval": alice.get(f"/v1/approvals/{target['approval_id']}").json()["status"],
+        "grants": alice.get(f"/v1/agents/{target['name']}/grants").json(),
+        "file": alice.get(f"/v1/agents/{target['name']}/file-versions/{path}").json(),
+        "shared": alice.get(f"/v1/shared/{area}/file-versions/{path}").json(),
+    }
 
 
 @pytest.mark.parametrize(
@@ -161,15 +232,34 @@ AGENT_ROUTES = [
 def test_another_users_agent_is_404(
     live: LiveServer, bob: httpx.Client, target: dict[str, Any], method: str, path: str, body: Any
 ) -> None:
+    with live.client("alice") as alice:
+        before = _owned(alice, target)
     path, body = _fill(path, body, target)
     r = bob.request(method, path, json=body)
     assert r.status_code == 404, r.text
-    assert (
-        target["name"] in r.json()["error"]["message"] or "passage" in r.text or ("model" in r.text)
-    )
-    # and alice's agent is untouched
+    message = r.json()["error"]["message"]
+    names = (target["name"], target["tool"], target["approval_id"], target["path"])
+    assert any(n in message for n in names) or "passage" in r.text or ("model" in r.text)
+    # and alice's agent, tool, approval and files are untouched
     with live.client("alice") as alice:
         assert _snapshot(alice, target["name"]) == target["snapshot"]
+        assert _owned(alice, target) == before
+        assert before["approval"] == "pending"
+
+
+def test_shared_areas_are_per_user(
+    live: LiveServer, bob: httpx.Client, target: dict[str, Any]
+) -> None:
+    area, path = target["area"], target["path"]
+    assert bob.get(f"/v1/shared/{area}/files").json()["files"] == []
+    assert bob.put(f"/v1/shared/{area}/files/{path}", json={"content": "bob's"}).is_success
+    assert bob.get(f"/v1/shared/{area}/files/{path}").json()["content"] == "bob's"
+    with live.client("alice") as alice:
+        assert alice.get(f"/v1/shared/{area}/files/{path}").json()["content"] == "42"
+    # bob's own lists show none of alice's tools, approvals or audit entries
+    assert target["tool"] not in str(bob.get("/v1/tools").json())
+    assert target["approval_id"] not in str(bob.get("/v1/approvals?status=all").json())
+    assert target["name"] not in str(bob.get("/v1/audit").json())
 
 
 def test_agent_routes_reach_only_the_callers_agents(

@@ -54,9 +54,17 @@ class AuditLog:
             )
 
     def query(
-        self, owner: str, *, agent: str | None = None, limit: int = 100
+        self,
+        owner: str,
+        *,
+        agent: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Newest first; `before` (an entry id) pages back through older entries."""
         q = select(audit_log).where(audit_log.c.owner == owner)
+        if before is not None:
+            q = q.where(audit_log.c.id < before)
         if agent:
             q = q.where((audit_log.c.agent_name == agent) | (audit_log.c.agent_id == agent))
         with self.db.connect() as conn:

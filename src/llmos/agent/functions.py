@@ -12,9 +12,8 @@ and queue writes on the step (`StepWrites`), which the agent loop commits in
 one transaction with the step's messages; searches are read-only syscalls.
 
 User tools run elsewhere (`tools/executor.py`, in a sandbox); the file
-functions are in `file_functions.py`, run by this executor on their own table.
-
-Left out: agent-to-agent messaging.
+functions are in `file_functions.py` and the agent-to-agent message functions
+in `agent_functions.py`, run by this executor on their own tables.
 """
 
 from __future__ import annotations

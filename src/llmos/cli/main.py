@@ -681,6 +681,12 @@ def serve(
 # `llmos models` and `llmos agent set-embedder` live in their own module.
 from llmos.cli import files_cmds as _files_cmds  # noqa: E402, F401
 from llmos.cli import kernel_cmds as _kernel_cmds  # noqa: E402, F401
+
+# `llmos load AGENT PATH...`: documents into archival memory.
+from llmos.cli import load_cmds as _load_cmds  # noqa: E402, F401
+
+# `llmos mcp add|list|remove`: MCP servers' tools.
+from llmos.cli import mcp_cmds as _mcp_cmds  # noqa: E402, F401
 from llmos.cli import providers as _providers  # noqa: E402, F401
 
 # `llmos tool|grant|approvals|audit` (issue 6) too.

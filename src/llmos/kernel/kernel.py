@@ -8,7 +8,9 @@ step goes through `agent/loop.py`, which reaches the kernel only by syscalls.
 
 It also owns the tool manager (`self.tools`), grants, approvals, the audit
 log and the file store; `add_tool`, `attach_tool`, `approvals`, `decide`,
-`audit` and `file_area` are their Python API.
+`audit` and `file_area` are their Python API. `load_documents` fills an
+agent's archival memory from files (`memory/loader.py`); agents message each
+other by `AgentSyscall`s served by `kernel/messaging.py` (`messenger`).
 
 Left out: scheduling policies other than FIFO, preemption, users and keys —
 later issues, each behind the seams already here (`RunQueue.run`, the
@@ -40,6 +42,7 @@ from llmos.kernel.process import AgentImage, Process, ProcessTable, ProcState
 from llmos.kernel.scheduler import RunQueue
 from llmos.kernel.syscalls import (
     DISPATCH,
+    AgentSyscall,
     LLMSyscall,
     MemorySyscall,
     StorageSyscall,
@@ -54,6 +57,7 @@ from llmos.memory.window import CompiledWindow, compile_window, message_tokens
 from llmos.storage.db import Database
 from llmos.storage.files import FileStore
 from llmos.storage.models import agent_usage, agents, blocks, messages
+from llmos.tools.mcp import McpManager
 from llmos.tools.registry import ToolManager
 
 if TYPE_CHECKING:
@@ -190,6 +194,8 @@ class Kernel:
         self._usage_pending: dict[str, UsageTotals] = {}
         # The tool, access and approval managers (issue 6); all on this database.
         self.tools = ToolManager(db)
+        # MCP servers' tools run through their sessions, started on first use
+        self.mcp = self.tools.mcp = McpManager(db)
         self.grants = Grants(db)
         self.audit_log = AuditLog(db)
         self.approval_store = Approvals(db)
@@ -197,6 +203,8 @@ class Kernel:
         # agent id -> calls waiting for approval that this kernel saw made or
         # loaded: an idle agent with some shows as waiting_approval.
         self._awaiting: dict[str, int] = {}
+        # Agent-to-agent messages (kernel/messaging.py), made on first use.
+        self._messenger: Any = None
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> Kernel:
@@ -210,6 +218,9 @@ class Kernel:
         await self.close()
 
     async def close(self) -> None:
+        await self.mcp.aclose()
+        if self._messenger is not None:
+            await self._messenger.close()
         for agent_id in list(self._usage_pending):
             # suppress: e.g. the agent was deleted meanwhile
             with contextlib.suppress(Exception), self.db.begin() as conn:
@@ -353,9 +364,45 @@ class Kernel:
             from llmos.agent.file_functions import FILE_FUNCTIONS
 
             return await fn.execute(call.ctx, call.call, FILE_FUNCTIONS)
+        if call.call.name.startswith("send_message_to_agent") and call.ctx.agent.settings.get(
+            "agent_tools"
+        ):
+            from llmos.agent.agent_functions import AGENT_FUNCTIONS
+
+            return await fn.execute(call.ctx, call.call, AGENT_FUNCTIONS)
         from llmos.tools.executor import execute_user_tool
 
         return await execute_user_tool(self, call.ctx, call.call)
+
+    @property
+    def messenger(self) -> Any:
+        """The agent-to-agent message service (`kernel/messaging.py`)."""
+        if self._messenger is None:
+            from llmos.kernel.messaging import AgentMessenger
+
+            self._messenger = AgentMessenger(self)
+        return self._messenger
+
+    async def sys_agent(self, call: AgentSyscall) -> str:
+        call.started_at = time.perf_counter()
+        return await self.messenger.serve(call)
+
+    async def message_agent(
+        self, caller: AgentImage, target: str, message: str, *, wait: bool
+    ) -> str:
+        """One agent messages another (the agent functions' syscall); raises FunctionError."""
+        return await self.syscall(
+            AgentSyscall(
+                agent_id=caller.id,
+                op="ask" if wait else "send",
+                args={"caller": caller, "target": target, "message": message},
+            )
+        )
+
+    async def settle_agent_messages(self, timeout: float | None = None) -> None:
+        """Wait for agent messages delivered in the background (and their turns) to finish."""
+        if self._messenger is not None:
+            await self._messenger.settle(timeout)
 
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer: built-ins plus its attached tools."""
@@ -364,6 +411,10 @@ class Kernel:
             from llmos.agent.file_functions import FILE_SPECS
 
             builtins = [*builtins, *FILE_SPECS]
+        if image.settings.get("agent_tools"):
+            from llmos.agent.agent_functions import AGENT_SPECS
+
+            builtins = [*builtins, *AGENT_SPECS]
         return self.tools.specs_for(image.id, image.owner, builtins)
 
     # helpers the built-in functions use: each is one syscall
@@ -837,6 +888,34 @@ class Kernel:
             )
         image.archival_count += len(ids)
         return ids
+
+    async def load_documents(
+        self,
+        name_or_id: str,
+        paths: list[str | Path],
+        owner: str = "local",
+        *,
+        progress: Callable[[Any], None] | None = None,
+        chunk_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+    ) -> Any:
+        """Load documents (text, Markdown, HTML, PDF; directories recursively) into
+        the agent's archival memory: chunked, embedded in batches, resumable and
+        idempotent (see `memory/loader.py`). `progress` gets a `LoadProgress`
+        after each committed batch. Returns a `LoadReport`; a file that cannot be
+        read is reported as failed, an embedder failure raises (rerun to resume)."""
+        from llmos.memory import loader
+
+        image = self._image(name_or_id, owner)
+        return await loader.DocumentLoader(
+            self,
+            image,
+            chunk_size=chunk_size or loader.CHUNK_SIZE,
+            overlap=loader.CHUNK_OVERLAP if overlap is None else overlap,
+            batch_size=batch_size or loader.BATCH_SIZE,
+            progress=progress,
+        ).load(paths)
 
     async def set_embedder(
         self,

@@ -12,12 +12,12 @@ report per-agent and per-core totals.
 | `MemorySyscall`  | recall search (by words or dates), core memory edits |
 | `StorageSyscall` | archival search, embeddings                          |
 | `ToolSyscall`    | one function call through the function executor      |
+| `AgentSyscall`   | a message to another agent (grant-checked, hop-limited) |
 
 A `ToolSyscall` of a built-in runs in-process; any other name goes to
 `tools/executor.py`, which checks the agent's grant (an attached tool),
-holds irreversible calls for approval, runs the sandbox and audits.
-
-Left out: agent-to-agent messages.
+holds irreversible calls for approval, runs the sandbox and audits. An
+`AgentSyscall` is served by `kernel/messaging.py`.
 """
 
 from __future__ import annotations
@@ -75,12 +75,19 @@ class ToolSyscall(Syscall):
     call: ToolCall
 
 
+@dataclass(slots=True, kw_only=True)
+class AgentSyscall(Syscall):
+    op: str  # "send" (fire-and-forget) | "ask" (wait for the reply)
+    args: dict[str, Any]  # caller (AgentImage), target (a name), message
+
+
 #: syscall type -> name of the Kernel method that serves it.
 DISPATCH: dict[type[Syscall], str] = {
     LLMSyscall: "sys_llm",
     MemorySyscall: "sys_memory",
     StorageSyscall: "sys_storage",
     ToolSyscall: "sys_tool",
+    AgentSyscall: "sys_agent",
 }
 
 KIND: dict[type[Syscall], str] = {
@@ -88,4 +95,5 @@ KIND: dict[type[Syscall], str] = {
     MemorySyscall: "memory",
     StorageSyscall: "storage",
     ToolSyscall: "tool",
+    AgentSyscall: "agent",
 }

@@ -7,8 +7,9 @@ Either way the kernel runs in that one event loop: its database calls are
 synchronous SQLite and short, and its LLM calls are awaited.
 
 Routes live in `routes/`: agents (and export/import), messages (with SSE),
-memory (blocks, archival, recall, the context window), kernel status, and
-the OpenAI-compatible chat completions. Every route under `/v1` needs an API
+memory (blocks, archival, recall, the context window), kernel status, the
+OpenAI-compatible chat completions, tools/grants/approvals/audit
+(`tools.py`) and versioned files (`files.py`). Every route under `/v1` needs an API
 key (see `gate.py`). Errors are JSON, `{"error": {"type", "message"}}`, with
 these statuses:
 
@@ -25,9 +26,8 @@ these statuses:
 | 502 | the model or embedding backend refused (bad provider key, bad request) |
 | 503 | the core failed (the message *was* stored; see `deps.py`), embedder or DB unavailable |
 
-Left out: approvals and tools in the console, AIOS's `POST /query`, tool and
-approval routes (their managers do not exist yet), TLS, CORS, and sharing one
-rate limiter between server nodes.
+Left out: approvals and tools in the console, AIOS's `POST /query`, TLS,
+CORS, and sharing one rate limiter between server nodes.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from llmos.memory.embeddings import (
 from llmos.server.console import mount_console
 from llmos.server.deps import APIError, ServerConfig, ServerState, error_body
 from llmos.server.gate import Gate
-from llmos.server.routes import agents, memory, messages, openai
+from llmos.server.routes import agents, files, memory, messages, openai, tools
 from llmos.server.routes import kernel as kernel_status
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def create_app(
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": llmos.__version__}
 
-    for module in (agents, messages, memory, kernel_status, openai):
+    for module in (agents, messages, memory, kernel_status, openai, tools, files):
         app.include_router(module.router, prefix="/v1")
     mount_console(app)  # the web console at /
     return app

@@ -264,3 +264,18 @@ load_sources = Table(
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
 )
+
+
+# MCP servers an owner registered (`llmos mcp add`, see tools/mcp.py): their
+# tools are rows of `tools` whose source names the server.
+mcp_servers = Table(
+    "mcp_servers",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("transport", String(16), nullable=False),  # stdio | http
+    Column("command", Text),
+    Column("args", JSON),
+    Column("url", Text),
+    Column("created_at", Float, nullable=False),
+)

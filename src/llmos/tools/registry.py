@@ -33,9 +33,11 @@ from sqlalchemy import delete, select
 from llmos.llm.core import ToolSpec
 from llmos.storage.models import agent_tools, tools
 from llmos.tools import sandbox
+from llmos.tools.mcp import mcp_server_of
 
 if TYPE_CHECKING:
     from llmos.storage.db import Database
+    from llmos.tools.mcp import McpManager
 
 
 class ToolError(ValueError):
@@ -96,6 +98,8 @@ class ToolManager:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # ToolSpecs by (tool id, version): rebuilt only when a tool changes
         self._specs: dict[tuple[int, int], ToolSpec] = {}
+        # set by the kernel: runs the tools of MCP servers (tools/mcp.py)
+        self.mcp: McpManager | None = None
 
     async def add(
         self,
@@ -239,9 +243,14 @@ class ToolManager:
 
     async def run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
         """One call in a fresh sandbox; exclusive tools wait for their previous call."""
-        request = {"mode": "call", "source": tool.source, "function": tool.function, "args": args}
         if not tool.exclusive:
-            return await sandbox.arun(request, self.limits)
+            return await self._run(tool, args)
         lock = self._locks.setdefault((tool.owner, tool.name), asyncio.Lock())
         async with lock:
-            return await sandbox.arun(request, self.limits)
+            return await self._run(tool, args)
+
+    async def _run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
+        if self.mcp is not None and mcp_server_of(tool) is not None:
+            return await self.mcp.call_tool(tool, args)
+        request = {"mode": "call", "source": tool.source, "function": tool.function, "args": args}
+        return await sandbox.arun(request, self.limits)

@@ -1,0 +1,116 @@
+"""MCP commands of the shell: register MCP servers whose tools agents can attach.
+
+    llmos mcp add NAME -- COMMAND ARGS...   a stdio server (started when first called)
+    llmos mcp add NAME --url URL            a streamable-HTTP server
+    llmos mcp list [--json]                 servers and their tools (llmos names, arguments)
+    llmos mcp remove NAME                   forget a server; agents lose its tools
+
+`add` connects once to list the server's tools, then stores them as tools
+named `NAME__tool`: `llmos tool attach AGENT NAME__tool` gives one to an
+agent. Registers itself on `cli/main.py`'s app when that imports it.
+
+Left out: headers or auth for HTTP servers, and environment variables for
+stdio servers (the server inherits llmos's environment).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from llmos.cli.main import _dump, _fail, _run, app, out
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+
+mcp_app = typer.Typer(
+    help="MCP servers: their tools become tools agents can attach.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("add")
+def mcp_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A short name; tools are named NAME__tool.")],
+    command: Annotated[
+        list[str] | None, typer.Argument(help="After --: the command that runs a stdio server.")
+    ] = None,
+    url: Annotated[str | None, typer.Option("--url", help="A streamable-HTTP server.")] = None,
+    irreversible: Annotated[
+        bool, typer.Option("--irreversible", help="Every call of its tools needs your approval.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Register an MCP server and its tools.
+
+    Example: llmos mcp add fs -- npx -y @modelcontextprotocol/server-filesystem /tmp
+    """
+    if bool(command) == bool(url):
+        _fail("give a command after -- (stdio) or --url URL (streamable HTTP), not both")
+
+    async def body(kernel: Kernel) -> dict[str, Any]:
+        cmd, *args = command or [None]
+        return await kernel.mcp.add(
+            name, command=cmd, args=args, url=url, irreversible=irreversible
+        )
+
+    added = _run(ctx, body)
+    if as_json:
+        _dump(added)
+        return
+    out.print(f"added MCP server [bold]{escape(name)}[/] with {len(added['tools'])} tools:")
+    for t in added["tools"]:
+        out.print(f"  {t['name']}: {escape(t['description'])}")
+
+
+@mcp_app.command("list")
+def mcp_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List your MCP servers and their tools."""
+
+    async def body(kernel: Kernel) -> list[dict[str, Any]]:
+        return kernel.mcp.list()
+
+    rows = _run(ctx, body)
+    if as_json:
+        _dump(rows)
+        return
+    if not rows:
+        out.print("no MCP servers")
+        return
+    table = Table("server", "transport", "target", "tool", "arguments", "description")
+    for s in rows:
+        for i, t in enumerate(s["tools"] or [{}]):
+            args = ", ".join(
+                k for k in t.get("parameters", {}).get("properties", {}) if k != "request_heartbeat"
+            )
+            first = i == 0
+            table.add_row(
+                s["name"] if first else "",
+                s["transport"] if first else "",
+                escape(s["target"]) if first else "",
+                t.get("name", ""),
+                args,
+                escape(t.get("description", "")),
+            )
+    out.print(table)
+
+
+@mcp_app.command("remove")
+def mcp_remove(ctx: typer.Context, name: str) -> None:
+    """Forget the MCP server NAME; agents lose its tools."""
+    from llmos.tools.mcp import McpServerNotFound
+
+    async def body(kernel: Kernel) -> None:
+        await kernel.mcp.remove(name)
+
+    try:
+        _run(ctx, body)
+    except McpServerNotFound as e:
+        _fail(str(e.args[0]))
+    out.print(f"removed MCP server {name}")
