@@ -58,9 +58,15 @@ when p/t < 28 (prompts under about 190 tokens here, or cached ones: warm).
 
 Run: python benchmarks/scheduling.py [--quick] [--scenario both] [--quantum 16]
 [--rounds 1] [--threads 2]   (--quick: 64- and 8-token jobs, quantum 8).
-Writes benchmarks/results/scheduling.json. Other processes on the machine
-slow every mode alike only if they run the whole time: the modes of a round
-run back to back, and the load average is recorded before and after.
+Writes benchmarks/results/scheduling.json.
+
+On a shared machine: the modes of a round run back to back in an order that
+rotates from round to round, the table shows medians over rounds, and the
+load average and the process's CPU seconds are recorded with each run. When
+other processes keep the cores busy, use `--threads 1`: with 2 llama.cpp
+threads on 2 busy cores, a thread descheduled at a barrier stalls the other
+(measured under a load average of 4: 31-37 ms per token at best but up to
+2 s per token, against a steady 47-50 ms with one thread).
 """
 
 from __future__ import annotations
@@ -365,13 +371,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         prompt_lengths = [
             core.count_tokens(core.render_prompt(j.request.messages)) + 1 for j in jobs
         ]
-        # Warm up (the first decode after loading is slow), then forget it.
-        await core.chat(ChatRequest([Message("user", "Hello.")], tool_choice="none", max_tokens=4))
+        # Warm up: the first prompt evaluation and decodes after loading are
+        # slow (allocations, page faults); then forget it.
+        await core.chat(replace(jobs[-1].request, max_tokens=short_tokens))
         for scenario in scenarios:
             rounds: list[dict[str, dict[str, Any]]] = []
             for r in range(args.rounds):
                 row = {}
-                for mode in MODES:
+                # Rotate the order each round, so no mode is always first.
+                for mode in MODES[r % 3 :] + MODES[: r % 3]:
                     row[mode] = await run_mode(core, scenario, mode, jobs, quantum)
                     print(
                         f"{scenario} round {r + 1} {mode}: short mean "
@@ -390,7 +398,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "benchmark": "scheduling",
-        "command": "python benchmarks/scheduling.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/scheduling.py", *sys.argv[1:]]),
         "machine": {
             "cpus": os.cpu_count(),
             "threads": args.threads,
