@@ -219,6 +219,10 @@ async def _prepare_window(
         image.warned = True
         pct = round(100 * window.total / window.budget)
         alerts = [*alerts, PRESSURE_ALERT.format(pct=pct)]
+    elif window.total <= window.budget:
+        # The common step: nothing changed since measuring, and it fits.
+        window.request.temperature = float(image.setting("temperature"))
+        return window
     window = compile_window(image, core, specs, alerts, image.max_tokens)
     window.request.temperature = float(image.setting("temperature"))
     return window

@@ -196,6 +196,7 @@ class Kernel:
         self.tools = ToolManager(db)
         # MCP servers' tools run through their sessions, started on first use
         self.mcp = self.tools.mcp = McpManager(db)
+        self.mcp.on_change = self.tools.invalidate
         self.grants = Grants(db)
         self.audit_log = AuditLog(db)
         self.approval_store = Approvals(db)
@@ -800,6 +801,7 @@ class Kernel:
             if msg is None:
                 raise ValueError("there is no assistant message in the window to rethink")
             msg.content = thought
+            msg._message = None  # the cached chat message is stale now
             msg.tokens = message_tokens(core, msg.to_message())
             with self.db.begin() as conn:
                 conn.execute(

@@ -36,15 +36,20 @@ class StoredMessage:
     tokens: int = 0
     created_at: float = 0.0
     id: int = 0
+    # The chat message, built once: every step's window reuses it. Whoever
+    # changes content or calls after creation must reset it to None.
+    _message: Message | None = field(default=None, repr=False, compare=False)
 
     def to_message(self) -> Message:
-        return Message(
-            role=self.role,  # type: ignore[arg-type]
-            content=self.content,
-            tool_calls=self.tool_calls,
-            tool_call_id=self.tool_call_id,
-            name=self.name,
-        )
+        if self._message is None:
+            self._message = Message(
+                role=self.role,  # type: ignore[arg-type]
+                content=self.content,
+                tool_calls=self.tool_calls,
+                tool_call_id=self.tool_call_id,
+                name=self.name,
+            )
+        return self._message
 
     def searchable_text(self) -> str:
         parts = [self.content or ""]

@@ -35,6 +35,7 @@ import json
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -253,6 +254,8 @@ class McpManager:
         self.call_timeout = call_timeout
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Called after the tools table changes, so cached tool lists refresh.
+        self.on_change: Callable[[], None] | None = None
 
     # --- configuration ----------------------------------------------------------------
 
@@ -360,6 +363,8 @@ class McpManager:
                             owner=config.owner, name=llmos_name, version=1, created_at=now, **values
                         )
                     )
+        if self.on_change is not None:
+            self.on_change()
 
     @staticmethod
     def _detach(conn: Any, owner: str, names: list[str]) -> None:
@@ -436,6 +441,8 @@ class McpManager:
             )
 
     # --- sessions and calls -------------------------------------------------------------
+        if self.on_change is not None:
+            self.on_change()
 
     async def _session(self, owner: str, name: str) -> _Session:
         """The live session to a server, started (or restarted) if needed."""

@@ -93,6 +93,9 @@ def _row_tool(r: Any) -> UserTool:
 
 class ToolManager:
     def __init__(self, db: Database, limits: sandbox.Limits | None = None) -> None:
+        # (agent id, owner) -> attached tools: read on every step, changed rarely.
+        # Every change made through this process clears it (`invalidate`).
+        self._attached: dict[tuple[str, str], list[UserTool]] = {}
         self.db = db
         self.limits = limits or sandbox.Limits()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -156,6 +159,7 @@ class ToolManager:
                     {"name": t["name"], "version": version, "description": t["description"]}
                     | {k: bool(v) for k, v in flags.items()}
                 )
+        self.invalidate()  # a new version's schema must reach the agents using it
         return out
 
     def get(self, owner: str, name: str) -> UserTool | None:
@@ -182,6 +186,7 @@ class ToolManager:
                 raise ToolNotFound(f"no tool named {name!r}")
             # agent_tools is by name, and only agents of this owner can have it
             conn.execute(delete(agent_tools).where(agent_tools.c.tool_name == name))
+        self.invalidate()
 
     def attach(self, agent_id: str, owner: str, name: str) -> None:
         if self.get(owner, name) is None:
@@ -198,19 +203,26 @@ class ToolManager:
                         agent_id=agent_id, tool_name=name, created_at=time.time()
                     )
                 )
+        self.invalidate()
 
     def detach(self, agent_id: str, name: str) -> bool:
         with self.db.begin() as conn:
-            return bool(
-                conn.execute(
-                    delete(agent_tools).where(
-                        agent_tools.c.agent_id == agent_id, agent_tools.c.tool_name == name
-                    )
-                ).rowcount
-            )
+            gone = conn.execute(
+                delete(agent_tools).where(
+                    agent_tools.c.agent_id == agent_id, agent_tools.c.tool_name == name
+                )
+            ).rowcount
+        self.invalidate()
+        return bool(gone)
+
+    def invalidate(self) -> None:
+        self._attached.clear()
 
     def attached(self, agent_id: str, owner: str) -> list[UserTool]:
         """The agent's attached tools (owned by its owner), by name."""
+        cached = self._attached.get((agent_id, owner))
+        if cached is not None:
+            return cached
         with self.db.connect() as conn:
             rows = conn.execute(
                 select(tools)
@@ -222,7 +234,8 @@ class ToolManager:
                 .where(agent_tools.c.agent_id == agent_id)
                 .order_by(tools.c.name)
             ).fetchall()
-        return [_row_tool(r) for r in rows]
+        found = self._attached[(agent_id, owner)] = [_row_tool(r) for r in rows]
+        return found
 
     def attached_tool(self, agent_id: str, owner: str, name: str) -> UserTool | None:
         return next((t for t in self.attached(agent_id, owner) if t.name == name), None)
