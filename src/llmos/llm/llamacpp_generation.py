@@ -416,6 +416,13 @@ class LlamaCppGeneration:
 
         Each token is evaluated before the next is sampled, except the last of
         the slice: the next slice evaluates it (see the module docstring).
+
+        Why not `Llama.create_completion(grammar=...)`: its sampler runs the
+        grammar over all 262k vocabulary entries for every token (7.8 tokens/s
+        measured on 2 cores). Here the grammar first checks only the model's
+        best candidates and masks the whole vocabulary only when none of them
+        fits, as llama.cpp's own common sampler does: 36 tokens/s, about the
+        unconstrained speed, and for greedy decoding the same output.
         """
         import llama_cpp
 
