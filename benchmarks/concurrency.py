@@ -109,7 +109,10 @@ async def run(agents: int, turns: int, delay: float, capacity: int) -> dict[str,
             t0 = time.perf_counter()
             for i in range(agents):
                 await kernel.create_agent(
-                    f"a{i}", model="openai/bench", base_url=base_url, context_window=32768,
+                    f"a{i}",
+                    model="openai/bench",
+                    base_url=base_url,
+                    context_window=32768,
                     embedder="none",
                 )
             create_s = time.perf_counter() - t0

@@ -107,7 +107,7 @@ def agent_details(console: Console, desc: dict[str, Any]) -> None:
 
 
 def cache_line(usage: dict[str, Any]) -> str:
-    """"93.1% hit rate: 120,400 of 129,300 prompt tokens cached over 42 requests"."""
+    """ "93.1% hit rate: 120,400 of 129,300 prompt tokens cached over 42 requests"."""
     if not usage.get("requests"):
         return "no requests yet"
     rate = usage.get("cache_hit_rate")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from llmos.memory.embeddings import Embedder
     from llmos.storage.db import Database
 
+
 def _f32(vector: np.ndarray) -> bytes:
     """sqlite-vec's float32 blob for a vector."""
     import numpy as np  # deferred: start-up of commands that never embed stays fast

@@ -118,9 +118,7 @@ class RecallStorage:
         now = time.time()
         for m in items:
             m.created_at = m.created_at or now
-            calls = [
-                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
-            ]
+            calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
             cursor = conn.exec_driver_sql(
                 _INSERT_SQL,
                 (

@@ -440,7 +440,7 @@ class McpManager:
                 delete(mcp_servers).where(mcp_servers.c.owner == owner, mcp_servers.c.name == name)
             )
 
-    # --- sessions and calls -------------------------------------------------------------
+        # --- sessions and calls -------------------------------------------------------------
         if self.on_change is not None:
             self.on_change()
 
