@@ -35,11 +35,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.fakes.caching import (
@@ -53,6 +51,7 @@ from tests.fakes.caching import (
     dumps,
     tokens,
 )
+from tests.fakes.loopback import LoopbackHandler, LoopbackServer
 from tests.fakes.openai_server import Fail, Hang
 
 __all__ = ["Fail", "FakeAnthropicServer", "Hang", "StreamError", "segments"]
@@ -126,13 +125,10 @@ def _check(body: dict[str, Any]) -> None:
     check_turns(turns)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+class FakeAnthropicServer(LoopbackServer):
+    url_suffix = ""
+    label = "fake-anthropic"
 
-
-class FakeAnthropicServer:
     """An Anthropic Messages API server in a background thread."""
 
     def __init__(
@@ -153,54 +149,11 @@ class FakeAnthropicServer:
         self.chunk_chars = chunk_chars  # size of streamed text and JSON deltas
         self.requests: list[dict[str, Any]] = []
         self.usages: list[CacheUsage] = []
-        self.base_url = ""
-        self._script: list[Outcome] = []
-        self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._cache = BreakpointCache()
-        self._stopping = threading.Event()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._init_loopback()
 
     # --- lifecycle ---------------------------------------------------------------
-
-    def start(self) -> FakeAnthropicServer:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = _HTTPServer(("127.0.0.1", 0), handler)
-        port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-anthropic-{port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeAnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def script(self, *outcomes: Outcome) -> None:
-        with self._lock:
-            self._script.extend(outcomes)
 
     # --- request handling ----------------------------------------------------------
 
@@ -361,12 +314,8 @@ def _bearer(headers: Any) -> str | None:
     return value[7:] if value.startswith("Bearer ") else None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     fake: FakeAnthropicServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def _send(self, status: int, headers: dict[str, str], body: Any) -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -453,3 +402,6 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0)  # let the client see events one by one
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+FakeAnthropicServer.handler_class = _Handler

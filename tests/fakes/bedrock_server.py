@@ -43,12 +43,10 @@ import itertools
 import json
 import math
 import re
-import threading
 import urllib.parse
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.fakes.caching import (
@@ -62,6 +60,7 @@ from tests.fakes.caching import (
     dumps,
     tokens,
 )
+from tests.fakes.loopback import LoopbackHandler, LoopbackServer
 from tests.fakes.openai_server import Hang
 
 __all__ = [
@@ -226,13 +225,9 @@ def _vector(text: str, dim: int) -> list[float]:
     return [x / norm for x in out]
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+class FakeBedrockServer(LoopbackServer):
+    label = "fake-bedrock"
 
-
-class FakeBedrockServer:
     """A Bedrock runtime endpoint in a background thread."""
 
     def __init__(
@@ -254,52 +249,14 @@ class FakeBedrockServer:
         #: (operation, model id, body) of every request
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         self.usages: list[CacheUsage] = []
-        self.endpoint_url = ""
-        self._script: list[Outcome] = []
-        self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._cache = BreakpointCache()
-        self._stopping = threading.Event()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._init_loopback()
 
-    def start(self) -> FakeBedrockServer:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = _HTTPServer(("127.0.0.1", 0), handler)
-        port = self._server.server_address[1]
-        self.endpoint_url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-bedrock-{port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeBedrockServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def script(self, *outcomes: Outcome) -> None:
-        with self._lock:
-            self._script.extend(outcomes)
+    @property
+    def endpoint_url(self) -> str:
+        """What AWS_ENDPOINT_URL_BEDROCK_RUNTIME (or endpoint_url=) should be."""
+        return self.base_url
 
     def chat_requests(self) -> list[dict[str, Any]]:
         return [body for op, _, body in self.requests if op != "invoke"]
@@ -438,12 +395,8 @@ def _chunks(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     fake: FakeBedrockServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
@@ -535,3 +488,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+FakeBedrockServer.handler_class = _Handler

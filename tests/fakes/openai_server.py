@@ -45,8 +45,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.loopback import LoopbackHandler, LoopbackServer
 
 __all__ = [
     "CACHE_BLOCK_TOKENS",
@@ -156,13 +157,10 @@ class _PrefixCache:
         return hit
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # a hung handler must not keep the test process alive
-    allow_reuse_address = True
-    request_queue_size = 256  # benchmarks open many connections at once
+class FakeOpenAIServer(LoopbackServer):
+    url_suffix = "/v1"
+    label = "fake-openai"
 
-
-class FakeOpenAIServer:
     """An OpenAI-compatible chat completions server in a background thread."""
 
     def __init__(
@@ -190,58 +188,12 @@ class FakeOpenAIServer:
         self.requests: list[dict[str, Any]] = []
         #: most chat requests ever in flight at once (for scheduler benchmarks).
         self.max_in_flight = 0
-        self.base_url = ""
-        self._script: list[Outcome] = []
-        self._lock = threading.Lock()
         self._in_flight = 0
         self._ids = itertools.count(1)
         self._cache = _PrefixCache()
-        self._stopping = threading.Event()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._init_loopback()
 
     # --- lifecycle ---------------------------------------------------------------
-
-    def start(self) -> FakeOpenAIServer:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = _HTTPServer(("127.0.0.1", 0), handler)
-        port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-openai-{port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()  # releases Hang and delay waits
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # --- test API ----------------------------------------------------------------
-
-    def script(self, *responses: Outcome) -> None:
-        """Queue outcomes for the next chat requests, used before the policy."""
-        with self._lock:
-            self._script.extend(responses)
 
     def prompt_tokens(self, request: dict[str, Any]) -> int:
         """What this server reports as `prompt_tokens` for `request`."""
@@ -418,16 +370,8 @@ def _vector(text: str) -> list[float]:
     return [x / norm for x in ints]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     fake: FakeOpenAIServer  # set on the per-server subclass
-    # Keep-alive: the openai client reuses connections, as against a real server.
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle's algorithm the body
-    # waits for the client's delayed ACK (~40 ms per response on loopback).
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests stay quiet
 
     def _path(self) -> str:
         path = self.path.split("?", 1)[0].rstrip("/")
@@ -489,3 +433,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _hang(self, hang: Hang) -> None:
         self.fake._stopping.wait(hang.seconds)
         self.close_connection = True  # drop the connection without an answer
+
+
+FakeOpenAIServer.handler_class = _Handler
