@@ -1,8 +1,10 @@
 """A real llmos server on loopback for the API tests: uvicorn in a background thread.
 
 `LiveServer` opens a kernel on a temporary home with scripted cores (no model
-is loaded) and the test hash embedder, creates two users (alice and bob),
-and serves `create_app(kernel, config)` with uvicorn on 127.0.0.1 at a free
+is loaded) and the test hash embedder, creates two users (alice and bob) —
+or, given the keys of an earlier server on the same home (`users=`), reuses
+them, so a test can stop a server and start another (a restart) — and
+serves `create_app(kernel, config)` with uvicorn on 127.0.0.1 at a free
 port. Its event loop is the server's own thread; tests talk to it only over
 HTTP.
 
@@ -84,7 +86,14 @@ TEST_CONFIG = ServerConfig(
 class LiveServer:
     """uvicorn serving llmos on 127.0.0.1 in a daemon thread."""
 
-    def __init__(self, home: Path, config: ServerConfig = TEST_CONFIG) -> None:
+    def __init__(
+        self,
+        home: Path,
+        config: ServerConfig = TEST_CONFIG,
+        users: dict[str, str] | None = None,
+    ) -> None:
+        """`users`: name -> API key of users already on `home` (from an earlier
+        LiveServer's `users`); without it, alice and bob are created."""
         self.kernel = Kernel.open(home, embedders={"test/hash": HashEmbedder()})
         for model, policy in {
             "scripted/echo": echo,
@@ -98,9 +107,10 @@ class LiveServer:
         # failure now.
         self.kernel.queue(self.kernel.core("scripted/down")).retries = 0
         access = AccessManager(self.kernel.db)
-        self.users: dict[str, str] = {}
+        self.users: dict[str, str] = dict(users or {})
         for name in ("alice", "bob"):
-            _, self.users[name] = access.create_user(name)
+            if name not in self.users:
+                _, self.users[name] = access.create_user(name)
         self.access = access
         self.app = create_app(self.kernel, config)
         self.server = uvicorn.Server(
