@@ -72,6 +72,18 @@ async def make_agent(kernel: Kernel, core: ScriptedCore, window: int = 2048) -> 
     )
 
 
+async def test_agents_share_their_system_prompt_up_to_their_name(kernel: Kernel) -> None:
+    """The name comes last in the base prompt, so every agent's prompt starts with
+    the same text: one cached prefix serves all agents on a core."""
+    kernel.add_core(ScriptedCore(memgpt_policy), model="scripted/memgpt")
+    for name in ("ann", "bo"):
+        await kernel.create_agent(name, model="scripted/memgpt", embedder="test/hash")
+    ann, bo = (kernel.context(n).request.messages[0].content or "" for n in ("ann", "bo"))
+    assert "Your name is ann." in ann and "Your name is bo." in bo
+    shared = next(i for i, (a, b) in enumerate(zip(ann, bo, strict=False)) if a != b)
+    assert shared == ann.index("Your name is ann.") + len("Your name is ")
+
+
 async def test_core_memory_fact_survives_50_turns_and_restart(kernel: Kernel, home: Path) -> None:
     core = ScriptedCore(memgpt_policy, context_window=4096)
     await make_agent(kernel, core)

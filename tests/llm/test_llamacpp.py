@@ -258,3 +258,19 @@ async def test_over_long_prompt_raises_context_length_exceeded(core: LlamaCppCor
                 max_tokens=4096 - n,
             )
         )
+
+
+@pytest.mark.slow
+async def test_tool_choice_none_keeps_the_tools_in_the_prompt(core: LlamaCppCore) -> None:
+    """As in OpenAI's API, tool_choice "none" forbids calls but keeps the tools in
+    context: the request then shares its cached prefix with tool-calling ones."""
+    plain = await core.chat(ChatRequest(messages=FIRST, tool_choice="none", max_tokens=1))
+    none = await core.chat(
+        ChatRequest(messages=FIRST, tools=TOOLS, tool_choice="none", max_tokens=1)
+    )
+    assert none.tool_calls == []
+    assert none.usage.prompt_tokens > plain.usage.prompt_tokens + 50  # the tool listing
+    calling = await core.chat(ChatRequest(messages=FIRST, tools=TOOLS, max_tokens=8))
+    # The same prompt: all of it reused but the token that yields fresh logits.
+    assert calling.usage.prompt_tokens == none.usage.prompt_tokens
+    assert calling.usage.cached_prompt_tokens == calling.usage.prompt_tokens - 1

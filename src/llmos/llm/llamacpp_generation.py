@@ -225,8 +225,12 @@ class LlamaCppGeneration:
         self.core = core
         self.request = request
         self.id = next(_ids)
+        # Tools are rendered into the prompt even with tool_choice "none" (as
+        # OpenAI's API keeps them in context): the prompt then shares its
+        # cached prefix with the agent's tool-calling requests. Only the
+        # grammar that forces a call depends on tool_choice.
         self.use_tools = bool(request.tools) and request.tool_choice != "none"
-        self.tools = request.tools if self.use_tools else []
+        self.tools = request.tools
         self.max_tokens = max(1, request.max_tokens)
         if self.use_tools:
             self.max_tokens = min(self.max_tokens, core.tool_max_tokens)
