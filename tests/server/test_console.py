@@ -5,7 +5,12 @@ instant and exact).
 Playwright's own browser download is not used: the test launches
 /usr/bin/chromium (Debian's `chromium` package; `.ci/run` installs it) and is
 skipped when that is missing. Set LLMOS_CONSOLE_SCREENSHOT=PATH to keep a
-screenshot of the console after the chat.
+screenshot of the console after the chat (and PATH with `-approvals` before
+its suffix, of the Approvals tab).
+
+The approvals test makes a pending call over the API (an agent on a scripted
+model that calls the irreversible tool its message names), then decides it in
+the console and checks the decision over the API.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmos.llm.replay import ScriptedCore
 from tests.server.conftest import LiveServer, unique
+from tests.server.test_tools_api import LAUNCH, tooluser
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -42,6 +49,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 10_000
+#: the scripted model of the approvals test: calls the tool its message names
+TOOLS_MODEL = "scripted/console-tooluser"
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +190,67 @@ def test_sign_in_create_chat_and_inspect(page: sync_api.Page, live: LiveServer) 
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("API key")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('llmos.key')") is None
+
+
+def test_approvals_panel_denies_and_approves(page: sync_api.Page, live: LiveServer) -> None:
+    live.kernel.add_core(ScriptedCore(tooluser, name=TOOLS_MODEL), model=TOOLS_MODEL)
+    agent, tool = unique("launcher"), unique("launch").replace("-", "_")
+    target = "the <b>moon</b> & back"  # markup in the arguments must show as text
+    with live.client("alice") as api:
+        assert api.post("/v1/agents", json={"name": agent, "model": TOOLS_MODEL}).is_success
+        source = LAUNCH.replace("def launch", f"def {tool}")
+        assert api.post("/v1/tools", json={"source": source}).status_code == 201
+        assert api.put(f"/v1/agents/{agent}/tools/{tool}").is_success
+        for where in (target, "mars"):
+            text = f'call {tool} {{"target": "{where}"}}'
+            turn = api.post(f"/v1/agents/{agent}/messages", json={"text": text}).json()
+            assert turn["stop_reason"] == "waiting_approval", turn
+        pending = api.get("/v1/approvals").json()["approvals"]
+    approval, second = [a for a in pending if a["tool"] == tool]
+
+    sign_in(page, live.users["alice"])
+    badge = page.locator("#approvals-badge")
+    expect(badge).to_have_text(f"{len(pending)} pending")
+    page.get_by_role("tab", name="Approvals").click()
+    item = page.locator(f'#approval-list li[data-approval="{approval["id"]}"]')
+    expect(item.locator(".approval-tool")).to_have_text(tool)
+    expect(item).to_contain_text(agent)
+    expect(item).to_contain_text("requested ")
+    expect(item.locator(".approval-args")).to_have_text(f'{{\n  "target": "{target}"\n}}')
+    assert item.locator(".approval-args b").count() == 0
+
+    if path := os.environ.get("LLMOS_CONSOLE_SCREENSHOT"):
+        shot = Path(path)
+        page.screenshot(path=str(shot.with_stem(shot.stem + "-approvals")))
+
+    item.get_by_label("Reason").fill("not today")
+    item.get_by_role("button", name="Deny").click()
+    outcome = page.locator("#approval-outcome")
+    expect(outcome).to_have_attribute("data-status", "denied")
+    expect(outcome).to_contain_text("Reason: not today")
+    expect(outcome).to_contain_text(f"{agent} replied: got: [system event] Your owner denied")
+    expect(item).to_have_count(0)
+    expect(badge).to_have_text(f"{len(pending) - 1} pending")
+
+    with live.client("alice") as api:
+        decided = api.get(f"/v1/approvals/{approval['id']}").json()
+    assert decided["status"] == "denied" and decided["reason"] == "not today"
+    assert decided["decided_at"] is not None and decided["delivered_at"] is not None
+
+    # Approve the other, with no reason: the tool runs and its result shows.
+    other = page.locator(f'#approval-list li[data-approval="{second["id"]}"]')
+    other.get_by_role("button", name="Approve").click()
+    expect(outcome).to_have_attribute("data-status", "approved")
+    expect(outcome.locator(".approval-result")).to_have_text("Result: launched at mars")
+    expect(other).to_have_count(0)
+    with live.client("alice") as api:
+        approved = api.get(f"/v1/approvals/{second['id']}").json()
+    assert approved["status"] == "approved" and approved["reason"] is None
+    assert approved["result"] == "Result: launched at mars"
+
+    # The decided call, with its reason, when asked for.
+    page.get_by_label("Show decided").check()
+    done = page.locator(f'#decided-list li[data-approval="{approval["id"]}"]')
+    expect(done).to_have_attribute("data-status", "denied")
+    expect(done).to_contain_text("Reason: not today")
+    expect(done.locator(".approval-args")).to_contain_text(target)

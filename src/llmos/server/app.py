@@ -26,7 +26,8 @@ these statuses:
 | 502 | the model or embedding backend refused (bad provider key, bad request) |
 | 503 | the core failed (the message *was* stored; see `deps.py`), embedder or DB unavailable |
 
-Left out: approvals and tools in the console, AIOS's `POST /query`, TLS,
+Left out: tools, grants and the audit log in the console (it has chat,
+memory, search, kernel status and approvals), AIOS's `POST /query`, TLS,
 CORS, and sharing one rate limiter between server nodes.
 """
 

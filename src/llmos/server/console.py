@@ -3,8 +3,11 @@
 `GET /` answers `web/index.html`; `/web/…` serves its script and style sheet.
 The console is plain HTML, JavaScript and CSS (no build step, nothing from a
 CDN) and talks to the same `/v1` API as any client, with the API key the user
-types in (kept in the tab's sessionStorage). Nothing here needs a key: the
-files hold no user's data.
+types in (kept in the tab's sessionStorage). Its panels: agents, the chat
+(streamed), the context window, memory blocks, archival and recall search,
+the kernel's process table, and the calls of irreversible tools waiting for
+the user's approval (approve or deny, with a reason). Nothing here needs a
+key: the files hold no user's data.
 
 Left out: a login session (cookies), server-side rendering, and serving the
 console under a path prefix other than `/`.

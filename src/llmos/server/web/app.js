@@ -4,7 +4,9 @@
 // textContent only (never innerHTML with data). The API key is kept in this
 // tab's sessionStorage. Streaming replies come from POST .../messages with
 // stream=true, read with fetch + ReadableStream (EventSource cannot send an
-// Authorization header), parsed as Server-Sent Events.
+// Authorization header), parsed as Server-Sent Events. The Approvals tab lists
+// the calls of irreversible tools waiting for the user's decision (polled with
+// the kernel, for the badge) and decides them with POST /v1/approvals/{id}.
 "use strict";
 
 const KEY_STORE = "llmos.key";
@@ -25,6 +27,10 @@ let agents = [];
 let current = null;   // the selected agent's name
 let busy = false;     // a turn is streaming
 let pollTimer = null;
+let showDecided = false;      // the Approvals tab also lists decided calls
+const pendingItems = new Map(); // approval id -> its <li>, kept so a typed reason survives a poll
+const deciding = new Set();     // approval ids whose decision is on its way (their <li> stays)
+let decidedShown = "";        // what the decided list shows now (ids and statuses)
 
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => Number(n || 0).toLocaleString("en-US");
@@ -115,6 +121,7 @@ function signOut(message) {
   sessionStorage.removeItem(KEY_STORE);
   sessionStorage.removeItem(AGENT_STORE);
   stopPolling();
+  clearApprovals();
   $("app").hidden = true;
   $("signin").hidden = false;
   $("api-key").value = "";
@@ -390,6 +397,10 @@ async function sendMessage(text) {
         const usage = r.usage || {};
         turn.el.append(h("div", { class: "turn-meta muted small",
           text: `${r.stop_reason} · ${r.steps} step${r.steps === 1 ? "" : "s"} · ${fmt(usage.prompt_tokens)} prompt / ${fmt(usage.completion_tokens)} completion tokens` }));
+        if (r.stop_reason === "waiting_approval") {
+          turn.el.append(h("button", { type: "button", class: "link small",
+            text: "A call waits for your approval: review it", onclick: () => selectTab($("tab-approvals"), true) }));
+        }
       }
       scrollDown();
     });
@@ -408,6 +419,7 @@ async function sendMessage(text) {
       loadAgentMeta();
       loadBlocks();
     }
+    pollApprovals();
   }
 }
 
@@ -599,6 +611,7 @@ function selectTab(tab, focus) {
   }
   if (focus) tab.focus();
   if (tab.id === "tab-kernel") pollKernel();
+  if (tab.id === "tab-approvals") pollApprovals();
 }
 tabs.forEach((tab, i) => {
   tab.addEventListener("click", () => selectTab(tab, false));
@@ -663,8 +676,11 @@ async function pollKernel() {
 function startPolling() {
   stopPolling();
   pollKernel();
+  pollApprovals();
   pollTimer = setInterval(() => {
-    if (!document.hidden) pollKernel();
+    if (document.hidden) return;
+    pollKernel();
+    pollApprovals();
   }, POLL_MS);
 }
 
@@ -672,6 +688,176 @@ function stopPolling() {
   if (pollTimer) clearInterval(pollTimer);
   pollTimer = null;
 }
+
+// --- approvals: calls of irreversible tools waiting for the user -----------------
+
+// The call's arguments as indented JSON (shown as they came when not JSON).
+function prettyArgs(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch (_) {
+    return text || "";
+  }
+}
+
+function setBadge(count) {
+  const badge = $("approvals-badge");
+  badge.replaceChildren(String(count), h("span", { class: "sr-only", text: " pending" }));
+  badge.hidden = count === 0;
+  $("tab-approvals").title = count ? `${count} call${count === 1 ? "" : "s"} waiting for your decision` : "";
+}
+
+function clearApprovals() {
+  pendingItems.clear();
+  deciding.clear();
+  decidedShown = "";
+  $("approval-list").replaceChildren();
+  $("decided-list").replaceChildren();
+  $("approval-outcome").replaceChildren();
+  $("approval-outcome").hidden = true;
+  showError($("approvals-error"), "");
+  setBadge(0);
+}
+
+// Fetch the pending approvals (always: the badge) and, when the tab shows
+// them, the decided ones too; one request either way.
+async function pollApprovals() {
+  if (!apiKey) return;
+  const withDecided = showDecided && !$("panel-approvals").hidden;
+  let list;
+  try {
+    list = (await api("/v1/approvals", { query: { status: withDecided ? "all" : "pending" } })).approvals;
+  } catch (err) {
+    showError($("approvals-error"), err.message);
+    return;
+  }
+  if (!apiKey) return;
+  const pending = list.filter((a) => a.status === "pending");
+  setBadge(pending.length);
+  renderPending(pending);
+  if (withDecided) renderDecided(list.filter((a) => a.status !== "pending"));
+}
+
+function renderPending(pending) {
+  const ids = new Set(pending.map((a) => a.id));
+  for (const id of pendingItems.keys()) if (!ids.has(id) && !deciding.has(id)) pendingItems.delete(id);
+  // A call being decided is no longer pending on the server; its item stays until the answer.
+  const nodes = [...deciding].filter((id) => !ids.has(id) && pendingItems.has(id)).map((id) => pendingItems.get(id));
+  for (const a of pending) {
+    if (!pendingItems.has(a.id)) pendingItems.set(a.id, pendingItem(a));
+    nodes.push(pendingItems.get(a.id));
+  }
+  const list = $("approval-list");
+  // Re-attach only when the list changed: moving a node would take the focus from its reason box.
+  const same = list.children.length === nodes.length && nodes.every((n, i) => list.children[i] === n);
+  if (!same) list.replaceChildren(...nodes);
+  $("approvals-empty").hidden = nodes.length > 0;
+}
+
+function approvalHead(a) {
+  return h("div", { class: "approval-head" },
+    h("code", { class: "approval-tool", text: a.tool }),
+    h("span", { class: "muted small", text: ` · ${a.agent || a.agent_id}` }));
+}
+
+function pendingItem(a) {
+  const reasonId = `reason-${a.id}`;
+  const reason = h("input", { id: reasonId, maxlength: 2000, autocomplete: "off",
+    placeholder: "optional; the agent sees it" });
+  const note = h("p", { class: "small muted", role: "status", "aria-live": "polite" });
+  const approve = h("button", { type: "button", class: "primary", text: "Approve" });
+  const deny = h("button", { type: "button", class: "danger", text: "Deny" });
+  const controls = [reason, approve, deny];
+  const decide = async (yes) => {
+    deciding.add(a.id);
+    for (const c of controls) c.disabled = true;
+    showError($("approvals-error"), "");
+    note.textContent = yes
+      ? `Approving: the tool runs, then ${a.agent || "the agent"} takes a turn…`
+      : `Denying: ${a.agent || "the agent"} is told and takes a turn…`;
+    const text = reason.value.trim();
+    try {
+      const body = await api(`/v1/approvals/${enc(a.id)}`,
+        { method: "POST", body: { approve: yes, reason: text || null } });
+      showOutcome(body.approval, body.turn);
+    } catch (err) {
+      note.textContent = "";
+      showError($("approvals-error"), err.status === 409 ? `Already decided: ${err.message}` : err.message);
+      for (const c of controls) c.disabled = false;
+    } finally {
+      deciding.delete(a.id);
+    }
+    await pollApprovals();
+    if (a.agent && a.agent === current && !busy) {
+      loadHistory();
+      loadContext();
+      loadAgentMeta();
+    }
+  };
+  approve.addEventListener("click", () => decide(true));
+  deny.addEventListener("click", () => decide(false));
+  reason.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") ev.preventDefault(); // no accidental decision: click a button
+  });
+  return h("li", { class: "approval", "data-approval": a.id },
+    approvalHead(a),
+    h("div", { class: "muted small", text: `requested ${when(a.created_at)} · ${a.id}` }),
+    h("pre", { class: "approval-args", "aria-label": `Arguments of ${a.tool}`, text: prettyArgs(a.arguments) }),
+    h("label", { for: reasonId, text: "Reason" }),
+    reason,
+    h("div", { class: "approval-actions" }, approve, deny),
+    note);
+}
+
+// What an approved call's tool returned ("Result: …", or how it failed); a
+// denied call's result only repeats its reason.
+function approvedResult(a) {
+  return a.status === "approved" && a.result ? h("div", { class: "approval-result", text: a.result }) : null;
+}
+
+function showOutcome(approval, turn) {
+  const el = $("approval-outcome");
+  const reply = turn && turn.reply;
+  // (replaceChildren would show a null as the text "null": leave the absent parts out)
+  el.replaceChildren(...[
+    h("div", { class: "approval-head" },
+      h("span", { class: `state state-${approval.status}`, text: approval.status }),
+      h("code", { class: "approval-tool", text: approval.tool }),
+      h("span", { class: "muted small", text: ` · ${approval.agent || approval.agent_id}` })),
+    h("div", { class: "small", text: `Reason: ${approval.reason || "none given"}` }),
+    approvedResult(approval),
+    reply ? h("div", { class: "small muted", text: `${approval.agent || "The agent"} replied: ${reply}` }) : null,
+    turn && turn.error ? h("div", { class: "small error-text", text: `The agent's turn failed: ${turn.error}` }) : null,
+  ].filter(Boolean));
+  el.dataset.approval = approval.id;
+  el.dataset.status = approval.status;
+  el.hidden = false;
+}
+
+function renderDecided(decided) {
+  decided.sort((a, b) => (b.decided_at || 0) - (a.decided_at || 0));
+  const key = decided.map((a) => `${a.id}:${a.status}:${a.delivered_at || ""}`).join(",");
+  if (key === decidedShown) return;
+  decidedShown = key;
+  $("decided-list").replaceChildren(...(decided.length ? decided.map((a) =>
+    h("li", { class: "approval decided", "data-approval": a.id, "data-status": a.status },
+      h("div", { class: "approval-head" },
+        h("span", { class: `state state-${a.status}`, text: a.status }),
+        h("code", { class: "approval-tool", text: a.tool }),
+        h("span", { class: "muted small", text: ` · ${a.agent || a.agent_id}` })),
+      h("pre", { class: "approval-args", "aria-label": `Arguments of ${a.tool}`, text: prettyArgs(a.arguments) }),
+      h("div", { class: "small", text: `Reason: ${a.reason || "none given"}` }),
+      approvedResult(a),
+      h("div", { class: "muted small", text: `requested ${when(a.created_at)} · decided ${when(a.decided_at)}${a.delivered_at ? "" : " · not delivered yet"}` }))) :
+    [h("li", { class: "muted small", text: "No decided calls." })]));
+}
+
+$("show-decided").addEventListener("change", (ev) => {
+  showDecided = ev.target.checked;
+  $("decided").hidden = !showDecided;
+  decidedShown = "";
+  if (showDecided) pollApprovals();
+});
 
 // --- start -----------------------------------------------------------------------
 
