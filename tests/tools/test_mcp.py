@@ -25,6 +25,7 @@ from llmos.tools.mcp import McpServerError, McpServerNotFound, tool_name
 from llmos.tools.registry import ToolNotFound
 
 SERVER = [str(Path(__file__).with_name("mcp_server.py"))]
+ARITH_TOOLS = ["arith__add", "arith__fail", "arith__sleep", "arith__whoami"]
 
 
 def calls(name: str, **arguments: object):  # type: ignore[no-untyped-def]
@@ -55,7 +56,7 @@ def test_tool_names_are_valid_function_names() -> None:
 async def test_agent_calls_an_mcp_tool_and_survives_a_killed_server(kernel: Kernel) -> None:
     kernel.mcp.call_timeout = 10
     added = await kernel.mcp.add("arith", command=sys.executable, args=SERVER)
-    assert [t["name"] for t in added["tools"]] == ["arith__add", "arith__whoami"]
+    assert [t["name"] for t in added["tools"]] == ARITH_TOOLS
     add = added["tools"][0]
     assert add["parameters"]["properties"]["a"]["type"] == "integer"
     assert add["parameters"]["required"] == ["a", "b"]
@@ -176,7 +177,7 @@ def test_cli_add_list_remove(tmp_path: Path) -> None:
     code, text = run("mcp", "list", "--json")
     listed = json.loads(text)
     assert listed[0]["name"] == "arith" and listed[0]["transport"] == "stdio"
-    assert [t["name"] for t in listed[0]["tools"]] == ["arith__add", "arith__whoami"]
+    assert [t["name"] for t in listed[0]["tools"]] == ARITH_TOOLS
     code, text = run("mcp", "add", "gone", "--", "/nonexistent/no-such-mcp-server")
     assert code == 1 and "cannot start MCP server 'gone'" in text
     code, text = run("mcp", "add", "both", "--url", "http://x", "--", "cmd")

@@ -14,17 +14,21 @@ Sessions are per kernel: started on the first call (not at kernel start),
 kept open, closed by `Kernel.close`. Every step has a timeout — starting,
 initializing, listing, calling, closing — so a hung server never hangs an
 agent. A server found dead (its connection closed) when a call comes is
-restarted by that call, once; a call pending when its server dies fails
-at once ("connection closed"), and a call that times out drops the
-session, so in both cases the next call starts a fresh one. Every failure
-is a failed tool result the model reads; `call` never raises.
+restarted by that call, once; so is a session an HTTP server no longer
+knows (it restarted since: the SDK's "Session terminated"). A stdio call
+pending when its server dies fails at once ("connection closed"); over
+HTTP the SDK ends such a request silently, so it fails at its timeout. A
+call to an HTTP server that is down fails at once. A call that fails so, or
+times out, drops its session, so the next call starts a fresh one. Every
+failure is a failed tool result the model reads; `call` never raises.
 
 The `mcp` SDK (1.x) is imported only when a session starts, so `import
 llmos` does not pay for it. Left out: MCP resources, prompts, sampling and
 notifications (tools only), authentication headers for HTTP servers,
 re-listing a server's tools on each start (`llmos mcp add` again refreshes
 them), and retrying a call that timed out (a tool may have side effects; a
-call is retried only when its server's connection turned out closed).
+call is retried only when its server's connection turned out closed, or
+its session unknown to the server).
 """
 
 from __future__ import annotations
@@ -104,8 +108,18 @@ def _reason(e: BaseException) -> str:
 
 
 def _closed(e: BaseException) -> bool:
-    import anyio  # the SDK's own dependency: loaded once a session has started
+    """Whether `e` proves the call never ran: its session was gone before the server got it.
 
+    A closed stream (a stdio server's process is gone), or, over HTTP, the
+    server answering 404 to the session's id, which the SDK reports as
+    "Session terminated": the server restarted and no longer knows the
+    session, so it refused the request without running the tool.
+    """
+    import anyio  # the SDK's own dependency: loaded once a session has started
+    from mcp.shared.exceptions import McpError
+
+    if isinstance(e, McpError):
+        return e.error.message == "Session terminated"
     closed = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)
     return isinstance(e, closed)
 
@@ -483,8 +497,8 @@ class McpManager:
                 elapsed = time.perf_counter() - started
                 timed_out = isinstance(e, TimeoutError) or "timed out" in str(e).lower()
                 await self._drop((owner, server))  # the next call gets a fresh session
-                # A closed stream means the request never reached the server (its
-                # process is gone), so a retry cannot run the tool twice.
+                # The request never reached the server, or the server refused it
+                # (see _closed), so a retry cannot run the tool twice.
                 if _closed(e) and attempt == 1:
                     continue
                 what = f"timed out after {self.call_timeout:g}s" if timed_out else _reason(e)
