@@ -247,11 +247,6 @@ def test_approval_survives_a_restart(servers: Servers) -> None:
         assert bob.get("/v1/audit").json()["entries"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Kernel._image restores the count of pending approvals on a reload but not "
-    "the process state: the agent shows 'ready' until its next turn (src/llmos/kernel/)",
-)
 def test_reloaded_agent_shows_waiting_approval_after_a_restart(servers: Servers) -> None:
     second, _, _ = _pending_across_a_restart(servers)
     with second.client("alice") as alice:

@@ -618,6 +618,8 @@ class Kernel:
         self.procs.touch(proc)
         # calls left waiting for approval by an earlier kernel (a restart)
         self._awaiting[image.id] = self.approval_store.pending_count(image.id)
+        if self._awaiting[image.id] and not proc.lock.locked():
+            proc.set(ProcState.WAITING_APPROVAL)
         return image
 
     def process(self, name_or_id: str, owner: str = "local") -> tuple[Process, AgentImage]:
