@@ -167,8 +167,10 @@ async def test_stable_layout_is_served_from_cache(provider: str, home: Path) -> 
     messages = [f"Message {i}: tell me about rivers and lakes, " * 3 for i in range(8)]
     messages[3] = "Please remember that my sister is called Ada."
     rates: dict[str, float] = {}
-    with serving(provider) as (model, base_url, _server):
-        for layout in ("stable", "classic"):
+    for layout in ("stable", "classic"):
+        # A server (and cache) per layout: all agents share their prompt's
+        # head, so the second agent would start with the first one's prefix.
+        with serving(provider) as (model, base_url, _server):
             async with Kernel.open(home / layout, embedders={"test/hash": HashEmbedder()}) as k:
                 await k.create_agent(
                     layout, model=model, base_url=base_url, layout=layout, embedder="test/hash"

@@ -128,6 +128,20 @@ def known_context_window(model: str) -> int:
     return DEFAULT_CONTEXT_WINDOW
 
 
+def _http_client(openai: Any) -> dict[str, Any]:
+    """The SDK's aiohttp transport (`openai[aiohttp]`) when installed.
+
+    With many agents in flight the SDK's default httpx transport costs about
+    3 ms of CPU per request (its pool scans every connection per request); the
+    aiohttp transport, which the SDK offers for high concurrency, about 1.7 ms
+    (`benchmarks/concurrency.py`). Same API, errors and timeouts either way.
+    """
+    try:
+        return {"http_client": openai.DefaultAioHttpClient()}
+    except (AttributeError, RuntimeError):  # an older SDK, or aiohttp missing
+        return {}
+
+
 class OpenAICompatCore:
     """A `Core` talking to an OpenAI-compatible `/v1/chat/completions` endpoint."""
 
@@ -185,6 +199,7 @@ class OpenAICompatCore:
                 base_url=self.base_url,
                 timeout=self.timeout,
                 max_retries=0,  # the kernel does its own backoff
+                **_http_client(openai),
             )
         return self._client
 
@@ -346,10 +361,17 @@ class OpenAICompatCore:
     def _map_error(self, exc: Exception) -> CoreError:
         import openai
 
+        where = self.base_url or "api.openai.com"
         if isinstance(exc, openai.APITimeoutError):
+            # The aiohttp transport reports a refused connection as a connect
+            # timeout: either way the server was not reached.
+            cause = exc.__cause__
+            if cause is not None and type(cause).__name__ == "ConnectTimeout":
+                return CoreUnavailable(
+                    f"{self.name}: cannot reach {where}: {self._clean(str(cause))}"
+                )
             return CoreUnavailable(f"{self.name}: no answer within {self.timeout:g}s")
         if isinstance(exc, openai.APIConnectionError):
-            where = self.base_url or "api.openai.com"
             return CoreUnavailable(f"{self.name}: cannot reach {where}: {self._clean(str(exc))}")
         if not isinstance(exc, openai.APIStatusError):
             # APIResponseValidationError and other body trouble
