@@ -123,7 +123,7 @@ async def run_turn(
     emit = on_event or _ignore
     turn = Turn(agent=image.name)
     proc.set(ProcState.RUNNING)
-    kernel.commit_step(image, events)
+    await kernel.commit_step(image, events)
     turn.messages.extend(events)
     try:
         await _steps(kernel, proc, image, core, turn, emit)
@@ -242,7 +242,7 @@ async def _run_step(
     assistant.tokens = message_tokens(core, assistant.to_message())
     text = (response.content or "").strip()
     if not response.tool_calls:
-        kernel.commit_step(image, [assistant])
+        await kernel.commit_step(image, [assistant])
         turn.messages.append(assistant)
         if text:
             # A model that answers in plain text (some servers ignore
@@ -286,7 +286,7 @@ async def _run_step(
         msg.tokens = message_tokens(core, msg.to_message())
         results.append(msg)
     proc.set(ProcState.RUNNING)
-    kernel.commit_step(image, [assistant, *results], writes)
+    await kernel.commit_step(image, [assistant, *results], writes)
     turn.messages.extend([assistant, *results])
     if waiting:
         return False, "waiting_approval"
@@ -339,7 +339,7 @@ async def flush(
     image.window_start = image.window[0].id
     image.core_snapshot = image.memory.render()
     image.warned = False
-    kernel.commit_step(
+    await kernel.commit_step(
         image,
         [],
         agent_fields={

@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from llmos.access.approvals import Approvals
 from llmos.access.audit import AuditLog
@@ -56,6 +56,7 @@ from llmos.memory.recall import RecallStorage, StoredMessage
 from llmos.memory.window import CompiledWindow, compile_window, message_tokens
 from llmos.storage.db import Database
 from llmos.storage.files import FileStore
+from llmos.storage.group_commit import GroupCommit
 from llmos.storage.models import agent_usage, agents, blocks, messages
 from llmos.tools.mcp import McpManager
 from llmos.tools.registry import ToolManager
@@ -171,6 +172,7 @@ class Kernel:
         quantum: int | None = None,
     ) -> None:
         self.db = db
+        self.group_commit = GroupCommit(db)
         self.recall = RecallStorage()
         self.archival = ArchivalStorage(db)
         self.procs = ProcessTable(max_images)
@@ -812,16 +814,20 @@ class Kernel:
                     .values(content=thought, text=msg.searchable_text(), tokens=msg.tokens)
                 )
 
-    def commit_step(
+    async def commit_step(
         self,
         image: AgentImage,
         new_messages: list[StoredMessage],
         writes: fn.StepWrites | None = None,
         agent_fields: dict[str, Any] | None = None,
     ) -> None:
-        """Write a step's messages and effects in one transaction, then update the image."""
+        """Write a step's messages and effects atomically, then update the image.
+
+        The write joins the kernel's group commit: steps of agents that finish
+        together share one transaction (each in its own savepoint)."""
         emb = self.embedder(image.embedder) if writes and writes.passages else None
-        with self.db.begin() as conn:
+
+        def write(conn: Connection) -> None:
             self.recall.append(conn, image.id, new_messages)
             if image.id in self._usage_pending:
                 self._write_usage(conn, image.id)
@@ -845,10 +851,14 @@ class Kernel:
             if fields:
                 fields["updated_at"] = time.time()
                 conn.execute(update(agents).where(agents.c.id == image.id).values(**fields))
-        image.window.extend(new_messages)
-        image.recall_count += len(new_messages)
-        if writes:
-            image.archival_count += len(writes.passages)
+
+        def committed() -> None:
+            image.window.extend(new_messages)
+            image.recall_count += len(new_messages)
+            if writes:
+                image.archival_count += len(writes.passages)
+
+        await self.group_commit.submit(write, committed)
 
     # --- reading memory -----------------------------------------------------------
 
@@ -1008,7 +1018,7 @@ class Kernel:
             )
             core = self.core(image.model, image.base_url)
             note.tokens = message_tokens(core, note.to_message())
-            self.commit_step(image, [note], fn.StepWrites(blocks={label}))
+            await self.commit_step(image, [note], fn.StepWrites(blocks={label}))
 
     def kernel_stats(self) -> dict[str, Any]:
         cores = []

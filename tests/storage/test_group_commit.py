@@ -1,0 +1,109 @@
+"""Group commit on a real SQLite file: batching, isolation of a failing write,
+and writes whose submitter was cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection
+
+from llmos import Kernel
+from llmos.llm.replay import ScriptedCore, call
+from llmos.storage.db import Database
+from llmos.storage.group_commit import GroupCommit
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = Database.open(tmp_path / "llmos.db")
+    with database.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER UNIQUE)")
+    yield database
+    database.close()
+
+
+def rows(db: Database) -> list[int]:
+    with db.connect() as conn:
+        return [r[0] for r in conn.exec_driver_sql("SELECT x FROM t ORDER BY x")]
+
+
+def insert(x: int):
+    def work(conn: Connection) -> int:
+        conn.exec_driver_sql("INSERT INTO t (x) VALUES (?)", (x,))
+        return x
+
+    return work
+
+
+async def test_writes_queued_together_share_one_transaction(db: Database) -> None:
+    group = GroupCommit(db)
+    done: list[int] = []
+    futures = [group.submit(insert(i), lambda i=i: done.append(i)) for i in range(10)]
+    assert await asyncio.gather(*futures) == list(range(10))
+    assert (group.batches, group.writes) == (1, 10)
+    assert rows(db) == list(range(10))
+    assert done == list(range(10))  # callbacks after the commit, in order
+
+
+async def test_a_failing_write_is_rolled_back_alone(db: Database) -> None:
+    group = GroupCommit(db)
+    done: list[int] = []
+
+    def half_then_fail(conn: Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO t (x) VALUES (100)")
+        conn.exec_driver_sql("INSERT INTO t (x) VALUES (1)")  # UNIQUE: fails
+
+    first = group.submit(insert(1), lambda: done.append(1))
+    bad = group.submit(half_then_fail, lambda: done.append(-1))
+    last = group.submit(insert(2), lambda: done.append(2))
+    assert await first == 1 and await last == 2
+    with pytest.raises(Exception, match="UNIQUE"):
+        await bad
+    assert rows(db) == [1, 2]  # nothing of the failed write, not even its first row
+    assert done == [1, 2]
+
+
+async def test_a_lone_failing_write_raises_and_leaves_nothing(db: Database) -> None:
+    group = GroupCommit(db)
+    await group.submit(insert(5))
+    with pytest.raises(Exception, match="UNIQUE"):
+        await group.submit(insert(5))
+    assert rows(db) == [5]
+
+
+async def test_a_cancelled_submitter_still_gets_its_write_and_callback(db: Database) -> None:
+    group = GroupCommit(db)
+    done: list[int] = []
+
+    async def submitter() -> None:
+        await group.submit(insert(7), lambda: done.append(7))
+
+    task = asyncio.create_task(submitter())
+    await asyncio.sleep(0)  # the task has submitted; the flush is scheduled
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    assert rows(db) == [7] and done == [7]
+
+
+async def test_many_agents_commit_in_shared_batches(kernel: Kernel) -> None:
+    async def instant(_request):
+        return call("send_message", message="ok")
+
+    kernel.add_core(ScriptedCore(instant, name="scripted/instant", capacity=64))
+    names = [f"a{i}" for i in range(40)]
+    for name in names:
+        await kernel.create_agent(name, model="scripted/instant", embedder="test/hash")
+    before = (kernel.group_commit.batches, kernel.group_commit.writes)
+    turns = await asyncio.gather(*(kernel.send(n, f"hello {n}") for n in names))
+    assert all(t.stop_reason == "end_turn" for t in turns)
+    batches = kernel.group_commit.batches - before[0]
+    writes = kernel.group_commit.writes - before[1]
+    assert writes == 2 * len(names)  # the user's message, then the step
+    assert batches < writes / 4, (batches, writes)
+    for name in names:  # every message is durable and in order
+        stored = [m.role for m in reversed(kernel.messages(name))]
+        assert stored[-3:] == ["user", "assistant", "tool"], stored
