@@ -61,6 +61,7 @@ from llmos.llm.core import (
     RateLimited,
     ToolCall,
     Usage,
+    tool_spec_chars,
 )
 from llmos.llm.models import lookup, with_provider
 from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS, CalibratedEstimate
@@ -340,7 +341,7 @@ class AnthropicCore:
         if reported <= 0:
             return
         chars = sum(len(m.text_for_count()) for m in request.messages)
-        chars += sum(len(json.dumps(t.to_openai())) for t in request.tools)
+        chars += tool_spec_chars(request.tools)
         self.estimate.observe(chars, reported - MESSAGE_OVERHEAD_TOKENS * len(request.messages))
 
 

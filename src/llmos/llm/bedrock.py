@@ -65,6 +65,7 @@ from llmos.llm.core import (
     ToolCall,
     ToolSpec,
     Usage,
+    tool_spec_chars,
 )
 from llmos.llm.models import lookup
 from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS, CalibratedEstimate
@@ -479,7 +480,7 @@ class BedrockCore:
         if reported <= 0:
             return
         chars = sum(len(m.text_for_count()) for m in request.messages)
-        chars += sum(len(json.dumps(t.to_openai())) for t in request.tools)
+        chars += tool_spec_chars(request.tools)
         self.estimate.observe(chars, reported - MESSAGE_OVERHEAD_TOKENS * len(request.messages))
 
 

@@ -17,6 +17,8 @@ Left out: provider-specific options, which belong to each adapter's constructor.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -84,6 +86,25 @@ class ToolSpec:
                 "parameters": self.parameters,
             },
         }
+
+
+# id(spec) -> (spec, characters of its JSON): built-in specs are module
+# constants, so every request of every agent would re-serialise the same ones.
+# Holding the spec keeps its id from being reused while cached.
+_SPEC_CHARS: dict[int, tuple[ToolSpec, int]] = {}
+
+
+def tool_spec_chars(tools: Sequence[ToolSpec]) -> int:
+    """Characters of the tools' JSON as sent (for calibrating token estimates)."""
+    total = 0
+    for spec in tools:
+        hit = _SPEC_CHARS.get(id(spec))
+        if hit is None or hit[0] is not spec:
+            if len(_SPEC_CHARS) >= 4096:
+                _SPEC_CHARS.clear()
+            hit = _SPEC_CHARS[id(spec)] = (spec, len(json.dumps(spec.to_openai())))
+        total += hit[1]
+    return total
 
 
 @dataclass(slots=True)

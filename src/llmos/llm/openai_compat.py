@@ -55,6 +55,7 @@ from llmos.llm.core import (
     ToolCall,
     ToolSpec,
     Usage,
+    tool_spec_chars,
 )
 from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS, CalibratedEstimate
 
@@ -422,7 +423,7 @@ class OpenAICompatCore:
         if reported <= 0:
             return
         chars = sum(len(m.text_for_count()) for m in messages)
-        chars += sum(len(json.dumps(t.to_openai())) for t in tools)
+        chars += tool_spec_chars(tools)
         tokens = reported - MESSAGE_OVERHEAD_TOKENS * len(messages)
         self.estimate.observe(chars, tokens)
 
