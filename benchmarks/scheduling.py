@@ -9,14 +9,24 @@ two share more than the turn header). The long requests are queued first —
 the order in which FIFO hurts short jobs most (a convoy); the run queue keeps
 arrival order for both policies.
 
-Two scenarios:
+Three scenarios:
 
-* cold — each agent's first request: its whole prompt (about 275 tokens) is
-  evaluated from an empty KV cache;
+* cold — each agent's first request with a prompt of its own (about 275
+  tokens, no two sharing more than the turn header), evaluated from an empty
+  KV cache: the worst case for round robin (see below);
 * warm — each agent's second request (the first one, its 8-token reply and a
   follow-up message): the agent's KV state from its first request is restored
   from the core's per-agent store, so only the ~40 new tokens are evaluated.
-  This is how agents run on llmos turn after turn.
+  This is how agents run on llmos turn after turn;
+* agents — each agent's first request as llmos sends it: eight agents created
+  in a `Kernel` on this core (persona and human blocks of their own), each
+  request the agent's compiled window (the tool listing, the base system
+  prompt, core memory) plus the user's task, from an empty KV cache. Every
+  llmos agent's prompt starts with the same ~720 tokens (tools, then the
+  system prompt, which names the agent only at its end), so after the first
+  request only each agent's own ~120 tokens are evaluated: the model's cache
+  still holds the shared head whoever ran last. tool_choice is "none" (the
+  tools stay in the prompt) so that each answer has its fixed length.
 
 Modes, on one loaded model, each starting from an empty KV cache (warm: after
 the first requests have been run again, untimed):
@@ -56,7 +66,7 @@ and 5.5(p + 16t) under round robin: the ratio is (5.5p + 568t) / (5.5p + 88t),
 about 2.5x at this model's p/t of about 40 for 275 tokens, and only above 3x
 when p/t < 28 (prompts under about 190 tokens here, or cached ones: warm).
 
-Run: python benchmarks/scheduling.py [--quick] [--scenario both] [--quantum 16]
+Run: python benchmarks/scheduling.py [--quick] [--scenario all] [--quantum 16]
 [--rounds 1] [--threads 2]   (--quick: 64- and 8-token jobs, quantum 8).
 Writes benchmarks/results/scheduling.json.
 
@@ -93,6 +103,7 @@ from llmos.llm.llamacpp import LlamaCppCore  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "scheduling.json"
 MODES = ("fifo", "rr", "rr-reprefill")
+SCENARIOS = ("cold", "warm", "agents")
 
 # name, who the agent is, what it keeps notes about, what it is asked to write
 AGENTS = [
@@ -190,11 +201,53 @@ def make_jobs(long_tokens: int, short_tokens: int) -> list[Job]:
     return jobs
 
 
+async def make_agent_jobs(core: LlamaCppCore, long_tokens: int, short_tokens: int) -> list[Job]:
+    """Each agent's first request as llmos builds it: eight agents created in a
+    kernel on this core (their own persona and human blocks), each asked its task.
+
+    The request is the agent's compiled window (tools, the base system prompt,
+    core memory) plus the user's message, as `Kernel.send` would send it, but
+    with tool_choice "none" so that the answer's length is fixed. All agents'
+    prompts start with the same tool listing and system text.
+    """
+    import tempfile
+
+    from llmos import Kernel
+
+    with tempfile.TemporaryDirectory() as home:
+        kernel = Kernel.open(home)
+        try:
+            # A core of the kernel's own (closed with it) to count tokens with.
+            kernel.add_core(LlamaCppCore(context_window=core.context_window), model=core.name)
+            jobs = []
+            for i, (name, who, notes, task) in enumerate(AGENTS):
+                await kernel.create_agent(
+                    name,
+                    model=core.name,
+                    context_window=core.context_window,
+                    persona=f"I am {name}, {who}. I keep careful notes about {notes}.",
+                    human=f"The user works with {name} and reads everything {name} writes.",
+                )
+                request = kernel.context(name).request
+                ask = Message("user", f"Good morning, {name}. Please write {task}.")
+                long = i < 2
+                request = replace(
+                    request,
+                    messages=[*request.messages, ask],
+                    tool_choice="none",
+                    max_tokens=long_tokens if long else short_tokens,
+                )
+                jobs.append(Job(name, request, long))
+        finally:
+            await kernel.close()
+    return jobs
+
+
 async def prepare(core: LlamaCppCore, scenario: str, jobs: list[Job]) -> list[Job]:
     """Empty the KV cache; for `warm`, run each agent's first request (untimed,
     leaving its state in the core's per-agent store) and return the second ones."""
     core.clear_kv_cache()
-    if scenario == "cold":
+    if scenario in ("cold", "agents"):
         return jobs
     second = []
     for job in jobs:
@@ -305,6 +358,14 @@ def switch_costs(core: LlamaCppCore, job: Job, extra: int, repeats: int) -> dict
     }
 
 
+def shared_prefix(core: LlamaCppCore, jobs: list[Job]) -> int:
+    """Characters every job's prompt starts with, in tokens."""
+    prompts = [core.render_prompt(j.request.messages, j.request.tools) for j in jobs]
+    n = min(len(p) for p in prompts)
+    common = next((i for i in range(n) if len({p[i] for p in prompts}) > 1), n)
+    return core.count_tokens(prompts[0][:common])
+
+
 def loadavg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -362,15 +423,20 @@ def print_costs(costs: list[dict[str, float]]) -> None:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     long_tokens, short_tokens = (64, 8) if args.quick else (256, 16)
     quantum = args.quantum or (8 if args.quick else 16)
-    scenarios = ("cold", "warm") if args.scenario == "both" else (args.scenario,)
+    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
     jobs = make_jobs(long_tokens, short_tokens)
     core = LlamaCppCore(context_window=2048, n_threads=args.threads, ignore_eos=True)
     load_before = loadavg()
     results: dict[str, Any] = {}
     try:
-        prompt_lengths = [
-            core.count_tokens(core.render_prompt(j.request.messages)) + 1 for j in jobs
-        ]
+        agent_jobs = await make_agent_jobs(core, long_tokens, short_tokens)
+        prompt_lengths = {
+            name: [
+                core.count_tokens(core.render_prompt(j.request.messages, j.request.tools)) + 1
+                for j in js
+            ]
+            for name, js in (("distinct", jobs), ("agents", agent_jobs))
+        }
         # Warm up: the first prompt evaluation and decodes after loading are
         # slow (allocations, page faults); then forget it.
         await core.chat(replace(jobs[-1].request, max_tokens=short_tokens))
@@ -380,7 +446,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 row = {}
                 # Rotate the order each round, so no mode is always first.
                 for mode in MODES[r % 3 :] + MODES[: r % 3]:
-                    row[mode] = await run_mode(core, scenario, mode, jobs, quantum)
+                    todo = agent_jobs if scenario == "agents" else jobs
+                    row[mode] = await run_mode(core, scenario, mode, todo, quantum)
                     print(
                         f"{scenario} round {r + 1} {mode}: short mean "
                         f"{row[mode]['short_mean_s']:.2f}s, {row[mode]['tokens_per_s']:.1f} tok/s,"
@@ -415,6 +482,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "quantum": quantum,
             "arrival_order": [j.agent for j in jobs],
             "first_prompt_tokens": prompt_lengths,
+            "agents_shared_prefix_tokens": shared_prefix(core, agent_jobs),
             "warm_reply_tokens": WARM_REPLY_TOKENS,
             "forced_length": "ignore_eos=True: end-of-turn tokens masked, exactly max_tokens",
         },
@@ -450,7 +518,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="64/8-token jobs, quantum 8")
     parser.add_argument("--quantum", type=int, default=0, help="tokens per round-robin slice")
-    parser.add_argument("--scenario", choices=("cold", "warm", "both"), default="both")
+    parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the three modes")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     parser.add_argument("--repeats", type=int, default=5, help="switch-cost measurements")
