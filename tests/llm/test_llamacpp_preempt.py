@@ -286,5 +286,7 @@ async def test_round_robin_run_queue_switches_contexts_exactly(core: LlamaCppCor
     # ada ran 3 quanta, bob 2 and cy 1, with others waiting in between.
     assert q.context_switches >= 3
     assert core.stats()["reevaluated_tokens"] == reevaluated
+    kv = q.stats()["kv"]  # the kernel's view of the core (llmos kernel stats)
+    assert kv["snapshot_restores"] >= 3 and kv["suspends"] >= 3
     for resp, (_, want) in zip(results, expected, strict=True):
         assert answer(resp) == answer(want)

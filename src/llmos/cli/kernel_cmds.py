@@ -142,6 +142,18 @@ def stats(
         for c in status["cores"]:
             cores.add_row(*(str(c.get(k, "")) for k in keys))
         out.print(cores)
+        for c in status["cores"]:
+            kv = c.get("kv")
+            if kv:  # the embedded model's prompt-state cache and context switches
+                store = kv.get("store", {})
+                out.print(
+                    f"{c['core']}: prompt states reused {kv.get('hits', 0)} "
+                    f"(+{kv.get('live_hits', 0)} in place), missed {kv.get('misses', 0)}; "
+                    f"suspends {kv.get('suspends', 0)}, snapshot restores "
+                    f"{kv.get('snapshot_restores', 0)}; KV store "
+                    f"{store.get('ram_bytes', 0) / 2**20:.1f} MiB in RAM, "
+                    f"{store.get('disk_bytes', 0) / 2**20:.1f} MiB on disk"
+                )
     usage = Table(title="usage per agent" + ("" if url else " (stored lifetime totals)"))
     usage.add_column("agent")
     fields: list[str] = []

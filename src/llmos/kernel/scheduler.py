@@ -193,4 +193,7 @@ class RunQueue:
             "cached_prompt_tokens": self.cached_tokens,
             "context_switches": self.context_switches,
             "switch_seconds": round(self.switch_seconds, 4),
+            # the core's own counters, if it keeps any (the embedded model's
+            # prompt-state cache: hits, snapshot restores, bytes in RAM/on disk)
+            **({"kv": self.core.stats()} if callable(getattr(self.core, "stats", None)) else {}),
         }
