@@ -169,10 +169,23 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--capacity", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="200 agents x 3 turns")
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of the kernel's process (`llmos serve` runs on uvloop when installed)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.agents, args.turns = 200, 3
-    result = asyncio.run(run(args.agents, args.turns, args.delay, args.capacity))
+    main_coro = run(args.agents, args.turns, args.delay, args.capacity)
+    if args.loop == "uvloop":
+        import uvloop
+
+        result = uvloop.run(main_coro)
+    else:
+        result = asyncio.run(main_coro)
+    result["loop"] = args.loop
 
     from rich.console import Console
     from rich.table import Table

@@ -9,7 +9,7 @@ two share more than the turn header). The long requests are queued first —
 the order in which FIFO hurts short jobs most (a convoy); the run queue keeps
 arrival order for both policies.
 
-Three scenarios:
+Four scenarios:
 
 * cold — each agent's first request with a prompt of its own (about 275
   tokens, no two sharing more than the turn header), evaluated from an empty
@@ -26,7 +26,10 @@ Three scenarios:
   system prompt, which names the agent only at its end), so after the first
   request only each agent's own ~120 tokens are evaluated: the model's cache
   still holds the shared head whoever ran last. tool_choice is "none" (the
-  tools stay in the prompt) so that each answer has its fixed length.
+  tools stay in the prompt) so that each answer has its fixed length;
+* agents-served — the same, on a core that has served another agent just
+  before (untimed): the shared head is in the model's cache, as on any core
+  that has run before, so every request evaluates only its own part.
 
 Modes, on one loaded model, each starting from an empty KV cache (warm: after
 the first requests have been run again, untimed):
@@ -103,7 +106,7 @@ from llmos.llm.llamacpp import LlamaCppCore  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "scheduling.json"
 MODES = ("fifo", "rr", "rr-reprefill")
-SCENARIOS = ("cold", "warm", "agents")
+SCENARIOS = ("cold", "warm", "agents", "agents-served")
 
 # name, who the agent is, what it keeps notes about, what it is asked to write
 AGENTS = [
@@ -183,6 +186,14 @@ def prompt_for(i: int, name: str, who: str, notes: str, task: str) -> list[Messa
     return [Message("system", system), Message("user", user)]
 
 
+# The agent that used the core before the eight arrive (agents-served).
+EARLIER = (
+    "Warden",
+    "a lighthouse keeper on a rocky island",
+    "storms, lamps and passing ships",
+    "a report on last night's storm",
+)
+
 WARM_REPLY_TOKENS = 8
 
 
@@ -220,7 +231,9 @@ async def make_agent_jobs(core: LlamaCppCore, long_tokens: int, short_tokens: in
             # A core of the kernel's own (closed with it) to count tokens with.
             kernel.add_core(LlamaCppCore(context_window=core.context_window), model=core.name)
             jobs = []
-            for i, (name, who, notes, task) in enumerate(AGENTS):
+            # The eight agents, then one more that the core served before
+            # them (the `agents-served` scenario).
+            for i, (name, who, notes, task) in enumerate([*AGENTS, EARLIER]):
                 await kernel.create_agent(
                     name,
                     model=core.name,
@@ -243,11 +256,17 @@ async def make_agent_jobs(core: LlamaCppCore, long_tokens: int, short_tokens: in
     return jobs
 
 
-async def prepare(core: LlamaCppCore, scenario: str, jobs: list[Job]) -> list[Job]:
-    """Empty the KV cache; for `warm`, run each agent's first request (untimed,
-    leaving its state in the core's per-agent store) and return the second ones."""
+async def prepare(
+    core: LlamaCppCore, scenario: str, jobs: list[Job], earlier: Job | None = None
+) -> list[Job]:
+    """Empty the KV cache; for `agents-served`, run another agent's request first
+    (untimed); for `warm`, run each agent's first request (untimed, leaving its
+    state in the core's per-agent store) and return the second ones."""
     core.clear_kv_cache()
-    if scenario in ("cold", "agents"):
+    if scenario == "agents-served":
+        assert earlier is not None
+        await core.chat(replace(earlier.request, max_tokens=1))
+    if scenario in ("cold", "agents", "agents-served"):
         return jobs
     second = []
     for job in jobs:
@@ -263,10 +282,15 @@ async def prepare(core: LlamaCppCore, scenario: str, jobs: list[Job]) -> list[Jo
 
 
 async def run_mode(
-    core: LlamaCppCore, scenario: str, mode: str, first_jobs: list[Job], quantum: int
+    core: LlamaCppCore,
+    scenario: str,
+    mode: str,
+    first_jobs: list[Job],
+    quantum: int,
+    earlier: Job | None = None,
 ) -> dict[str, Any]:
     core.snapshot_switches = mode != "rr-reprefill"
-    jobs = await prepare(core, scenario, first_jobs)
+    jobs = await prepare(core, scenario, first_jobs, earlier)
     s0 = core.stats()
     queue = RunQueue(core, policy="fifo" if mode == "fifo" else "rr", quantum=quantum)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -386,6 +410,23 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, fl
     return out
 
 
+def paired_ratios(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, float]:
+    """rr against fifo within each round (run back to back), then the median.
+
+    On a shared machine load comes in stretches; a round's two runs share
+    their stretch, so their ratio is steadier than a ratio of medians taken
+    over different rounds.
+    """
+    return {
+        "short_mean_speedup": statistics.median(
+            r["fifo"]["short_mean_s"] / r["rr"]["short_mean_s"] for r in rounds
+        ),
+        "throughput_change": statistics.median(
+            r["rr"]["tokens_per_s"] / r["fifo"]["tokens_per_s"] - 1 for r in rounds
+        ),
+    }
+
+
 def print_table(summary: dict[str, dict[str, float]]) -> None:
     head = (
         f"{'mode':<13}{'short mean':>11}{'short max':>10}{'all mean':>10}{'all max':>9}"
@@ -429,7 +470,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     load_before = loadavg()
     results: dict[str, Any] = {}
     try:
-        agent_jobs = await make_agent_jobs(core, long_tokens, short_tokens)
+        *agent_jobs, earlier = await make_agent_jobs(core, long_tokens, short_tokens)
         prompt_lengths = {
             name: [
                 core.count_tokens(core.render_prompt(j.request.messages, j.request.tools)) + 1
@@ -446,8 +487,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 row = {}
                 # Rotate the order each round, so no mode is always first.
                 for mode in MODES[r % 3 :] + MODES[: r % 3]:
-                    todo = agent_jobs if scenario == "agents" else jobs
-                    row[mode] = await run_mode(core, scenario, mode, todo, quantum)
+                    todo = agent_jobs if scenario.startswith("agents") else jobs
+                    row[mode] = await run_mode(core, scenario, mode, todo, quantum, earlier)
                     print(
                         f"{scenario} round {r + 1} {mode}: short mean "
                         f"{row[mode]['short_mean_s']:.2f}s, {row[mode]['tokens_per_s']:.1f} tok/s,"
@@ -498,8 +539,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print(f"\n== {scenario} ==")
         print_table(summary)
         print(f"outputs equal to fifo's (of {len(jobs)}): {equal}")
+        paired = paired_ratios(rounds)
+        print(
+            f"paired (median over rounds of each round's ratio): short-job mean turnaround "
+            f"{paired['short_mean_speedup']:.2f}x shorter; throughput "
+            f"{100 * paired['throughput_change']:+.1f}%"
+        )
         fifo, rr = summary["fifo"], summary["rr"]
         out[scenario] = {
+            "paired": paired,
             "summary": summary,
             "rounds": [
                 {m: {k: v for k, v in row[m].items() if k != "outputs"} for m in MODES}
