@@ -131,12 +131,15 @@ async def run(agents: int, turns: int, delay: float, capacity: int) -> dict[str,
                     if turn.stop_reason != "end_turn":
                         errors += 1
 
+            commits0, writes0 = kernel.group_commit.batches, kernel.group_commit.writes
             cpu0 = time.process_time()
             wall0 = time.perf_counter()
             await asyncio.gather(*(converse(f"a{i}") for i in range(agents)))
             wall = time.perf_counter() - wall0
             cpu = time.process_time() - cpu0
             stats = kernel.kernel_stats()
+            commits = kernel.group_commit.batches - commits0
+            writes = kernel.group_commit.writes - writes0
             await kernel.close()
     finally:
         server.terminate()
@@ -158,6 +161,8 @@ async def run(agents: int, turns: int, delay: float, capacity: int) -> dict[str,
         "p99_turn_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "errors": errors,
+        "step_writes": writes,
+        "commits": commits,
         "core_retries": stats["cores"][0]["retried"] if stats["cores"] else 0,
     }
 

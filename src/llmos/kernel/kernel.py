@@ -226,8 +226,10 @@ class Kernel:
             await self._messenger.close()
         for agent_id in list(self._usage_pending):
             # suppress: e.g. the agent was deleted meanwhile
-            with contextlib.suppress(Exception), self.db.begin() as conn:
-                self._write_usage(conn, agent_id)
+            with contextlib.suppress(Exception):
+                with self.db.begin() as conn:
+                    written = self._write_usage(conn, agent_id)
+                self._usage_committed(agent_id, written)
         closed: set[int] = set()
         for core in [*self._cores.values(), *(c for cs in self._replicas.values() for c in cs)]:
             if id(core) not in closed:
@@ -655,11 +657,12 @@ class Kernel:
             total.add(pending)
         return total
 
-    def _write_usage(self, conn: Any, agent_id: str) -> None:
-        """Add the agent's pending usage to its stored totals (inside `conn`'s transaction)."""
-        pending = self._usage_pending.pop(agent_id, None)
+    def _write_usage(self, conn: Any, agent_id: str) -> UsageTotals | None:
+        """Add the agent's pending usage to its stored totals (inside `conn`'s
+        transaction); returns what it wrote, for `_usage_committed`."""
+        pending = self._usage_pending.get(agent_id)
         if pending is None or not pending.requests:
-            return
+            return None
         row = {
             "aid": agent_id,
             "requests": pending.requests,
@@ -669,9 +672,17 @@ class Kernel:
         }
         if not conn.execute(_USAGE_ADD, row).rowcount:
             conn.execute(_USAGE_NEW, row)
+        return pending
+
+    def _usage_committed(self, agent_id: str, written: UsageTotals | None) -> None:
+        """The usage `_write_usage` wrote is stored now: it is no longer pending."""
+        if written is None:
+            return
+        if self._usage_pending.get(agent_id) is written:
+            del self._usage_pending[agent_id]
         saved = self._usage_saved.get(agent_id)
         if saved is not None:
-            saved.add(pending)
+            saved.add(written)
 
     async def delete_agent(self, name_or_id: str, owner: str = "local") -> None:
         proc, image = self.process(name_or_id, owner)
@@ -827,10 +838,12 @@ class Kernel:
         together share one transaction (each in its own savepoint)."""
         emb = self.embedder(image.embedder) if writes and writes.passages else None
 
+        usage: list[UsageTotals | None] = [None]
+
+        # Runs again alone if its batch rolls back: it changes only the database.
         def write(conn: Connection) -> None:
             self.recall.append(conn, image.id, new_messages)
-            if image.id in self._usage_pending:
-                self._write_usage(conn, image.id)
+            usage[0] = self._write_usage(conn, image.id)
             fields = dict(agent_fields or {})
             if writes:
                 for label in writes.blocks:
@@ -853,6 +866,7 @@ class Kernel:
                 conn.execute(update(agents).where(agents.c.id == image.id).values(**fields))
 
         def committed() -> None:
+            self._usage_committed(image.id, usage[0])
             image.window.extend(new_messages)
             image.recall_count += len(new_messages)
             if writes:

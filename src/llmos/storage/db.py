@@ -125,12 +125,14 @@ class Database:
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0("
             f"agent_id text partition key, embedding float[{int(dim)}] distance_metric=cosine)"
         )
+        if conn is not None:
+            # Inside the caller's transaction (no second writer), which may
+            # still roll back: not remembered until seen committed.
+            conn.exec_driver_sql(ddl)
+            return name
         with self._vec_lock:
-            if conn is not None:  # inside the caller's transaction: no second writer
-                conn.exec_driver_sql(ddl)
-            else:
-                with self.engine.begin() as own:
-                    own.exec_driver_sql(ddl)
+            with self.engine.begin() as own:
+                own.exec_driver_sql(ddl)
             self._vec_tables.add(name)
         return name
 

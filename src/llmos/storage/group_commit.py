@@ -4,13 +4,14 @@ A step's messages and effects must be durable before the step counts, and a
 SQLite commit (a WAL append plus bookkeeping) costs about a quarter of a
 millisecond — with hundreds of agents in flight, as much as the rest of a
 step's own work. `GroupCommit.submit(work)` queues a write; every write queued
-during one pass of the event loop runs in the next pass, each in its own
-SAVEPOINT inside one transaction, and all of them commit at once. A write that
-raises is rolled back to its savepoint and only its submitter sees the error;
-a failed COMMIT fails them all. After the commit each write's `on_commit`
-callback runs (in submission order), so in-memory state changes only once its
-rows are durable — even if the task that submitted the write was cancelled
-meanwhile.
+during one pass of the event loop runs in the next pass, all in one
+transaction. If one of them raises, the whole transaction rolls back and each
+write runs again in a transaction of its own, so only the failing one fails.
+(SAVEPOINTs would isolate writes without the re-run, but in SQLite a RELEASE
+costs more than the commit it saves.) So a write must change nothing but the
+database: Python state it affects is changed by its `on_commit` callback,
+which runs after the commit (in submission order) — even if the task that
+submitted the write was cancelled meanwhile.
 
 One agent alone loses nothing: its write runs on the next loop pass, as soon
 as the current callback yields. Left out: a time-based commit delay (Postgres'
@@ -55,38 +56,33 @@ class GroupCommit:
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         self._scheduled = False
-        outcomes: list[tuple[bool, Any]] = []
         try:
             with self.db.begin() as conn:
-                for work, _, _ in batch:
-                    savepoint = conn.begin_nested() if len(batch) > 1 else None
-                    try:
-                        result = work(conn)
-                    except Exception as exc:
-                        if savepoint is None:
-                            raise
-                        savepoint.rollback()
-                        outcomes.append((False, exc))
-                    else:
-                        if savepoint is not None:
-                            savepoint.commit()
-                        outcomes.append((True, result))
-        except Exception as exc:  # the transaction as a whole failed
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.batches += 1
-        self.writes += len(batch)
-        for (work_ok, value), (_, on_commit, future) in zip(outcomes, batch, strict=True):
-            if work_ok and on_commit is not None:
+                outcomes = [(True, work(conn)) for work, _, _ in batch]
+            self.batches += 1
+        except Exception as exc:
+            # One write failed (or the commit did): nothing of the batch was
+            # kept, so each write runs again alone, and only a failing one fails.
+            outcomes = [(False, exc)] if len(batch) == 1 else [self._alone(w) for w, _, _ in batch]
+        self.writes += sum(ok for ok, _ in outcomes)
+        for (ok, value), (_, on_commit, future) in zip(outcomes, batch, strict=True):
+            if ok and on_commit is not None:
                 try:
                     on_commit()
                 except Exception as exc:
-                    work_ok, value = False, exc
+                    ok, value = False, exc
             if future.done():  # its submitter was cancelled: nobody to tell
                 continue
-            if work_ok:
+            if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    def _alone(self, work: Write) -> tuple[bool, Any]:
+        try:
+            with self.db.begin() as conn:
+                result = work(conn)
+        except Exception as exc:
+            return False, exc
+        self.batches += 1
+        return True, result
