@@ -177,8 +177,9 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of the kernel's process (`llmos serve` runs on uvloop when installed)",
+        default="uvloop",
+        help="event loop of the kernel's process: uvloop (default) is what `llmos serve` "
+        "runs on (uvicorn picks it when installed)",
     )
     args = parser.parse_args()
     if args.quick:
