@@ -113,3 +113,66 @@ async def test_wrong_api_key_is_a_clear_error_without_the_key(
         assert turn.stop_reason == "error"
         assert "sk-test-secret-key-123" not in (turn.error or "")
         assert "auth" in (turn.error or "").lower() or "401" in (turn.error or "")
+
+
+async def test_cancelling_a_turn_aborts_its_request_on_the_backend(kernel: Kernel) -> None:
+    """A remote generation cannot be paused, but a cancelled turn hangs up on it:
+    the backend sees its client go away (vLLM and llama.cpp's server stop
+    generating then), and the agent answers its next message."""
+    import asyncio
+
+    got_request = asyncio.Event()
+    hung_up = asyncio.Event()
+    answer_next = False
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        if answer_next:
+            body = (
+                b'{"id":"c","object":"chat.completion","created":0,"model":"m","choices":'
+                b'[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant",'
+                b'"content":null,"tool_calls":[{"id":"call_1","type":"function","function":'
+                b'{"name":"send_message","arguments":"{\\"message\\": \\"back\\"}"}}]}}],'
+                b'"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12}}'
+            )
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            writer.close()
+            return
+        got_request.set()
+        await reader.read()  # b"" once the client closes the connection
+        hung_up.set()
+        writer.close()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await kernel.create_agent(
+            "far",
+            model="openai/slow",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            context_window=8192,
+            embedder="test/hash",
+        )
+        turn_task = asyncio.create_task(kernel.send("far", "take your time"))
+        await asyncio.wait_for(got_request.wait(), 10)
+        assert kernel.cancel("far")
+        turn = await asyncio.wait_for(turn_task, 10)
+        assert turn.stop_reason == "cancelled"
+        await asyncio.wait_for(hung_up.wait(), 5)  # the request was aborted, not abandoned
+        answer_next = True
+        again = await kernel.send("far", "are you there?")
+        assert (again.stop_reason, again.reply) == ("end_turn", "back")
+    finally:
+        server.close()
+        await server.wait_closed()
