@@ -107,3 +107,26 @@ async def test_many_agents_commit_in_shared_batches(kernel: Kernel) -> None:
     for name in names:  # every message is durable and in order
         stored = [m.role for m in reversed(kernel.messages(name))]
         assert stored[-3:] == ["user", "assistant", "tool"], stored
+
+
+def test_a_flush_left_behind_by_an_ended_loop_does_not_block_the_next(db: Database) -> None:
+    """The CLI runs each command in its own asyncio.run: a write queued when one
+    loop ended (a turn interrupted) must not keep later loops' writes waiting."""
+    group = GroupCommit(db)
+
+    loop = asyncio.new_event_loop()
+
+    def queue_and_leave() -> None:
+        group.submit(insert(1))  # its flush is scheduled on this loop...
+        loop.stop()  # ...which stops before running it
+
+    loop.call_soon(queue_and_leave)
+    loop.run_forever()
+    loop.close()
+    assert rows(db) == []  # the flush it scheduled never ran
+
+    async def next_command() -> int:
+        return await asyncio.wait_for(group.submit(insert(2)), 5)
+
+    assert asyncio.run(next_command()) == 2
+    assert rows(db) == [1, 2]  # the orphaned write was committed too, by the next flush

@@ -39,7 +39,7 @@ class GroupCommit:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pending: list[tuple[Write, OnCommit | None, asyncio.Future[Any]]] = []
-        self._scheduled = False
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop a flush waits on
         self.batches = 0
         self.writes = 0
 
@@ -48,14 +48,16 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((work, on_commit, future))
-        if not self._scheduled:
-            self._scheduled = True
+        # A flush scheduled on a loop that has gone (its asyncio.run ended)
+        # will never run: schedule one here.
+        if self._scheduled is not loop:
+            self._scheduled = loop
             loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        self._scheduled = False
+        self._scheduled = None
         try:
             with self.db.begin() as conn:
                 outcomes = [(True, work(conn)) for work, _, _ in batch]
@@ -71,7 +73,7 @@ class GroupCommit:
                     on_commit()
                 except Exception as exc:
                     ok, value = False, exc
-            if future.done():  # its submitter was cancelled: nobody to tell
+            if future.done() or future.get_loop().is_closed():  # nobody to tell
                 continue
             if ok:
                 future.set_result(value)
