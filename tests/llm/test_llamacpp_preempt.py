@@ -290,3 +290,46 @@ async def test_round_robin_run_queue_switches_contexts_exactly(core: LlamaCppCor
     assert kv["snapshot_restores"] >= 3 and kv["suspends"] >= 3
     for resp, (_, want) in zip(results, expected, strict=True):
         assert answer(resp) == answer(want)
+
+
+async def test_a_newcomer_starts_from_another_agents_saved_head(core: LlamaCppCore) -> None:
+    """Agents on a core share their prompt's head (tools, system prompt): when the
+    model holds something else, a newcomer restores another agent's saved state
+    and evaluates only its own part — with the same answer as from scratch."""
+    head = "You are a helpful agent on llmos. " + " ".join(
+        f"Rule {i}: keep notes about ships, tides and lighthouses." for i in range(12)
+    )
+
+    def ask(agent: str, text: str) -> ChatRequest:
+        return ChatRequest(
+            messages=[Message("system", head), Message("user", text)],
+            tool_choice="none",
+            max_tokens=8,
+            cache_key=agent,
+        )
+
+    newcomer = ask("cy", "Which lighthouse is the tallest?")
+    ((want, _),) = await uninterrupted(core, newcomer)
+    core.clear_kv_cache()
+    await core.chat(ask("ann", "Tell me about the sea."))
+    # Someone with a different prompt displaces ann (her state goes to the store).
+    await core.chat(
+        ChatRequest(
+            messages=[Message("user", "Count to three.")],
+            tool_choice="none",
+            max_tokens=2,
+            cache_key="zed",
+        )
+    )
+    before = core.stats()["shared_hits"]
+    gen = core.start(newcomer)
+    try:
+        assert await gen.run(100)
+        assert gen.out == want
+        assert core.stats()["shared_hits"] == before + 1
+        head_tokens = core.count_tokens(head)
+        assert gen.cached_prompt_tokens >= head_tokens  # the head came from ann's state
+        assert gen.prompt_evaluated == len(gen.prompt or []) - gen.cached_prompt_tokens
+    finally:
+        await gen.close()
+    core.clear_kv_cache()

@@ -19,7 +19,11 @@ of those tokens again.
 * `restore` takes an entry out: once restored, the state lives in the model
   again, and its owner saves it anew when it is displaced.
 
-Left out: sharing one copy of a common prefix between keys (two agents with
+`longest_prefix` finds the entry sharing most of a new prompt (agents on one
+core share their prompt's head) and `restore(keep=True)` loads it without
+taking it out, so a newcomer starts from another agent's state.
+
+Left out: storing one copy of a common prefix between keys (two agents with
 the same system prompt each keep a whole copy), compression, and persistence
 across processes — a state is valid only for the model and context size it
 came from, so the directory is private to one store and removed by `close()`.
@@ -131,15 +135,41 @@ class KVStore:
         self.save_seconds += time.perf_counter() - t0
         return True
 
-    def restore(self, key: str, ctx: Any) -> list[int] | None:
-        """Load `key`'s state into sequence 0 of `ctx` and remove the entry.
+    def longest_prefix(self, tokens: Sequence[int]) -> tuple[str | None, int]:
+        """The entry in RAM sharing the longest prefix with `tokens`, and its length.
+
+        Agents on one core share their prompt's head (tools, system prompt), so
+        another agent's saved state is often most of a newcomer's prompt.
+        """
+        best, best_n = None, 0
+        for key, e in self._entries.items():
+            if e.buf is None or not e.tokens or e.tokens[0] != tokens[0]:
+                continue
+            n = 0
+            for x, y in zip(e.tokens, tokens, strict=False):
+                if x != y:
+                    break
+                n += 1
+            if n > best_n:
+                best, best_n = key, n
+        return best, best_n
+
+    def restore(self, key: str, ctx: Any, *, keep: bool = False) -> list[int] | None:
+        """Load `key`'s state into sequence 0 of `ctx` and remove the entry
+        (`keep`: leave it in place, for a state in RAM that others may share).
 
         Returns the tokens it holds, or None when there is no such entry or the
         load failed (then sequence 0 is empty).
         """
         import llama_cpp
 
-        e = self._entries.pop(key, None)
+        if keep:
+            e = self._entries.get(key)
+            if e is None or e.buf is None:
+                return None
+            self._entries.move_to_end(key)
+        else:
+            e = self._entries.pop(key, None)
         if e is None:
             return None
         t0 = time.perf_counter()
@@ -163,7 +193,8 @@ class KVStore:
                 return None
             e.buf = buf
         n = int(llama_cpp.llama_state_seq_set_data(ctx, buf, e.nbytes, 0))
-        self._discard(e)
+        if not keep:
+            self._discard(e)
         if n == 0:
             self.failed += 1
             llama_cpp.llama_memory_clear(mem, True)
