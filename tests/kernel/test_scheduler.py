@@ -270,3 +270,21 @@ async def test_every_policy_serves_a_kernel(home, policy: str) -> None:
     assert (await k.send("p", "hi")).reply == "ok"
     assert k.kernel_stats()["cores"][0]["policy"] == policy
     await k.close()
+
+
+async def test_a_cancel_landing_on_the_messages_commit_keeps_the_message(kernel: Kernel) -> None:
+    """The first suspension of a turn is its message's group commit: a cancel
+    there ends the turn as cancelled, and the message is stored all the same."""
+    kernel.add_core(
+        ScriptedCore(lambda req: call("send_message", message="hi")), model="scripted/c2"
+    )
+    await kernel.create_agent("c2", model="scripted/c2", embedder="test/hash")
+    task = asyncio.create_task(kernel.send("c2", "first"))
+    await asyncio.sleep(0)  # the turn has started and waits for its commit
+    assert kernel.cancel("c2")
+    turn = await asyncio.wait_for(task, 2)
+    assert turn.stop_reason == "cancelled"
+    after = await kernel.send("c2", "second")
+    assert after.reply == "hi"
+    stored = [(m.role, m.content) for m in reversed(kernel.messages("c2"))]
+    assert [c for r, c in stored if r == "user"] == ["first", "second"]

@@ -123,9 +123,11 @@ async def run_turn(
     emit = on_event or _ignore
     turn = Turn(agent=image.name)
     proc.set(ProcState.RUNNING)
-    await kernel.commit_step(image, events)
-    turn.messages.extend(events)
     try:
+        # Inside the try: a cancel may land while the message's write waits for
+        # its group commit (the write goes ahead; the message is kept).
+        await kernel.commit_step(image, events)
+        turn.messages.extend(events)
         await _steps(kernel, proc, image, core, turn, emit)
     except asyncio.CancelledError:
         if not proc.cancel_requested:
