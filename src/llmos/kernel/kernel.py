@@ -38,6 +38,7 @@ from llmos.access.approvals import Approvals
 from llmos.access.audit import AuditLog
 from llmos.access.grants import Grants
 from llmos.agent import functions as fn
+from llmos.kernel.leases import AgentLeases
 from llmos.kernel.process import AgentImage, Process, ProcessTable, ProcState
 from llmos.kernel.scheduler import RunQueue
 from llmos.kernel.syscalls import (
@@ -170,9 +171,15 @@ class Kernel:
         max_images: int = 256,
         policy: str | None = None,
         quantum: int | None = None,
+        shared: bool | None = None,
     ) -> None:
         self.db = db
         self.group_commit = GroupCommit(db)
+        # Other kernel processes on this database: take agents' leases
+        # (kernel/leases.py). Off by default: one kernel needs none.
+        if shared is None:
+            shared = os.environ.get("LLMOS_SHARED_DB", "") not in ("", "0")
+        self.leases = AgentLeases(self.group_commit) if shared else None
         self.recall = RecallStorage()
         self.archival = ArchivalStorage(db)
         self.procs = ProcessTable(max_images)
@@ -224,6 +231,9 @@ class Kernel:
         await self.mcp.aclose()
         if self._messenger is not None:
             await self._messenger.close()
+        if self.leases is not None:
+            with contextlib.suppress(Exception), self.db.begin() as conn:
+                self.leases.release_all(conn)
         for agent_id in list(self._usage_pending):
             # suppress: e.g. the agent was deleted meanwhile
             with contextlib.suppress(Exception):
@@ -686,7 +696,7 @@ class Kernel:
 
     async def delete_agent(self, name_or_id: str, owner: str = "local") -> None:
         proc, image = self.process(name_or_id, owner)
-        async with proc.lock:
+        async with self._holding(proc):
             with self.db.begin() as conn:
                 self.archival.delete_agent(conn, image.id)
                 conn.execute(delete(agents).where(agents.c.id == image.id))
@@ -699,27 +709,45 @@ class Kernel:
     # --- messages -----------------------------------------------------------------
 
     @asynccontextmanager
-    async def _running(self, proc: Process) -> AsyncIterator[None]:
-        """Hold the agent's lock for one turn; messages wait here, in arrival order."""
+    async def _holding(self, proc: Process) -> AsyncIterator[None]:
+        """Hold the agent: its lock in this process and, when kernels share the
+        database, its lease (kernel/leases.py). Callers re-read the image inside."""
         proc.waiting += 1
         try:
             await proc.lock.acquire()
         finally:
             proc.waiting -= 1
-        proc.task = asyncio.current_task()
+        leased = False
         try:
+            if self.leases is not None:
+                if await self.leases.acquire(proc.agent_id):
+                    proc.image = None  # another kernel ran it since: reload
+                leased = True
             yield
-        except BaseException:
-            # A step cut short may have changed the image without committing:
-            # drop it, and the next turn reloads the last committed state.
-            proc.image = None
-            raise
         finally:
-            proc.task = None
-            proc.cancel_requested = False
-            waiting = self._awaiting.get(proc.agent_id, 0) > 0
-            proc.set(ProcState.WAITING_APPROVAL if waiting else ProcState.READY)
-            proc.lock.release()
+            try:
+                if leased and self.leases is not None:
+                    await self.leases.release(proc.agent_id)
+            finally:
+                proc.lock.release()
+
+    @asynccontextmanager
+    async def _running(self, proc: Process) -> AsyncIterator[None]:
+        """Hold the agent for one turn; messages wait here, in arrival order."""
+        async with self._holding(proc):
+            proc.task = asyncio.current_task()
+            try:
+                yield
+            except BaseException:
+                # A step cut short may have changed the image without committing:
+                # drop it, and the next turn reloads the last committed state.
+                proc.image = None
+                raise
+            finally:
+                proc.task = None
+                proc.cancel_requested = False
+                waiting = self._awaiting.get(proc.agent_id, 0) > 0
+                proc.set(ProcState.WAITING_APPROVAL if waiting else ProcState.READY)
 
     def cancel(self, name_or_id: str, owner: str = "local") -> bool:
         """Cancel the agent's running turn. Committed steps stay; the turn in
@@ -810,7 +838,7 @@ class Kernel:
         """Rewrite the inner thoughts (`content`) of the agent's last assistant message."""
         proc, image = self.process(name_or_id, owner)
         core = self.core(image.model, image.base_url)
-        async with proc.lock:
+        async with self._holding(proc):
             image = self._image(image.id, owner)
             msg = next((m for m in reversed(image.window) if m.role == "assistant"), None)
             if msg is None:
@@ -968,7 +996,7 @@ class Kernel:
 
         proc, image = self.process(name_or_id, owner)
         new = self.embedder(spec)  # an unknown spec fails before anything happens
-        async with proc.lock:
+        async with self._holding(proc):
             image = self._image(image.id, owner)
             previous = image.embedder
             with self.db.connect() as conn:
@@ -1024,7 +1052,8 @@ class Kernel:
     ) -> None:
         """A user's edit of a block: the agent learns of it as an event in its window."""
         proc, image = self.process(name_or_id, owner)
-        async with proc.lock:
+        async with self._holding(proc):
+            image = self._image(image.id, owner)
             image.memory.set(label, value)
             note = StoredMessage(
                 "user",

@@ -140,6 +140,20 @@ agent_usage = Table(
     Column("completion_tokens", Integer, nullable=False, default=0),
 )
 
+# Which kernel process may run an agent now, when several share this database
+# (kernel/leases.py). No foreign key: a lease may outlive a deleted agent's row
+# by a few seconds, harmlessly.
+agent_leases = Table(
+    "agent_leases",
+    metadata,
+    Column("agent_id", String(40), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires", Float, nullable=False),  # 0 once released
+    # bumped whenever a different kernel takes the lease: a kernel that sees
+    # another epoch than its last one reloads the agent
+    Column("epoch", Integer, nullable=False, default=1),
+)
+
 # --- tools (tools/registry.py) ------------------------------------------------
 
 # User tools: Python source registered by an owner; its schema was computed in

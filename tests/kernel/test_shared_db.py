@@ -1,0 +1,98 @@
+"""Several kernels on one database (kernel/leases.py): an agent runs in one at a
+time, a kernel that takes an agent over sees what the other one did, and a
+lease left by a dead kernel expires.
+
+Two `Kernel` objects on one SQLite file in one test play two processes: each
+has its own images, locks and group commit; only the database is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from llmos import ChatRequest, ChatResponse, Kernel
+from llmos.llm.replay import ScriptedCore, call
+from tests.conftest import HashEmbedder
+
+
+async def counting(req: ChatRequest) -> ChatResponse:
+    """Replies with how many user messages are in its window: a stale image shows."""
+    await asyncio.sleep(0.005)  # let other turns interleave if nothing stops them
+    users = [m for m in req.messages if m.role == "user" and not m.content.startswith("[")]
+    return call("send_message", message=f"{len(users)} so far")
+
+
+def open_kernel(home: Path) -> Kernel:
+    kernel = Kernel.open(home, embedders={"test/hash": HashEmbedder()}, shared=True)
+    kernel.add_core(ScriptedCore(counting, name="scripted/count", capacity=8))
+    return kernel
+
+
+@pytest.fixture
+async def pair(home: Path) -> AsyncIterator[tuple[Kernel, Kernel]]:
+    a, b = open_kernel(home), open_kernel(home)
+    await a.create_agent("ann", model="scripted/count", embedder="test/hash")
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_a_kernel_taking_an_agent_over_sees_the_other_kernels_turns(
+    pair: tuple[Kernel, Kernel],
+) -> None:
+    a, b = pair
+    assert (await a.send("ann", "one")).reply == "1 so far"
+    assert (await b.send("ann", "two")).reply == "2 so far"
+    # a's image of ann is from before b's turn: it must reload, not reuse it
+    assert (await a.send("ann", "three")).reply == "3 so far"
+    assert (await a.send("ann", "four")).reply == "4 so far"  # no change of hands
+    assert a.leases is not None and b.leases is not None
+    assert a.leases.holder != b.leases.holder
+
+
+async def test_an_agent_runs_in_one_kernel_at_a_time(pair: tuple[Kernel, Kernel]) -> None:
+    a, b = pair
+    sends = [(a if i % 2 else b).send("ann", f"message {i}") for i in range(12)]
+    turns = await asyncio.gather(*sends)
+    assert all(t.stop_reason == "end_turn" for t in turns)
+    # Every turn saw all the turns before it, whichever kernel ran them.
+    assert sorted(int(t.reply.split()[0]) for t in turns) == list(range(1, 13))
+    roles = [m.role for m in reversed(a.messages("ann", limit=100))]
+    assert roles == ["user", "assistant", "tool"] * 12  # whole turns, never interleaved
+
+
+async def test_a_lease_left_by_a_dead_kernel_expires(home: Path) -> None:
+    b = open_kernel(home)
+    try:
+        await b.create_agent("cy", model="scripted/count", embedder="test/hash")
+        agent_id = b.get_agent("cy")["id"]
+        with b.db.begin() as conn:  # a kernel that died mid-turn, 0.3 s ago
+            conn.execute(
+                text(
+                    "INSERT INTO agent_leases (agent_id, holder, expires, epoch) "
+                    "VALUES (:a, 'kernel-dead', :t, 1)"
+                ),
+                {"a": agent_id, "t": time.time() + 0.3},
+            )
+        start = time.monotonic()
+        turn = await b.send("cy", "anyone there?")
+        assert turn.reply == "1 so far"
+        assert time.monotonic() - start >= 0.25
+        assert b.leases is not None and b.leases.waited == 1
+    finally:
+        await b.close()
+
+
+async def test_one_kernel_takes_no_leases(kernel: Kernel) -> None:
+    kernel.add_core(ScriptedCore(counting, name="scripted/count"))
+    await kernel.create_agent("solo", model="scripted/count", embedder="test/hash")
+    assert (await kernel.send("solo", "hi")).reply == "1 so far"
+    assert kernel.leases is None
+    with kernel.db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM agent_leases")).scalar_one() == 0
