@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,98 +110,223 @@ def scripted_core(delay: float, capacity: int) -> Any:
     return ScriptedCore(answer, name="scripted/bench", capacity=capacity)
 
 
-async def run(
-    agents: int, turns: int, delay: float, capacity: int, backend: str = "openai"
-) -> dict[str, object]:
+def start_backend(delay: float, capacity: int) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER.format(delay=delay, capacity=capacity)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
+
+
+async def kernel_run(
+    home: str,
+    names: list[str],
+    turns: int,
+    delay: float,
+    capacity: int,
+    base_url: str | None,
+    *,
+    shared: bool = False,
+    go: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """One kernel process's part: create `names`, warm up, wait for `go`, run
+    every agent's turns at once; the raw measurements."""
     from llmos import Kernel
 
-    server = None
-    if backend == "openai":
-        server = subprocess.Popen(
-            [sys.executable, "-c", SERVER.format(delay=delay, capacity=capacity)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert server.stdout is not None
-        base_url: str | None = server.stdout.readline().strip()
-        model = "openai/bench"
-    else:
-        base_url, model = None, "scripted/bench"
     os.environ.setdefault("OPENAI_API_KEY", "bench")
+    kernel = Kernel.open(
+        home, embedders={"none": NoEmbedder()}, max_images=len(names), shared=shared
+    )
+    model = "openai/bench" if base_url else "scripted/bench"
+    if base_url:
+        core = kernel.core(model, base_url)
+        core.capacity = capacity
+    else:
+        core = scripted_core(delay, capacity)
+        kernel.add_core(core, model=model)
+    kernel.set_policy(core, "fifo").capacity = capacity
+    t0 = time.perf_counter()
+    for name in names:
+        await kernel.create_agent(
+            name, model=model, base_url=base_url, context_window=32768, embedder="none"
+        )
+    create_s = time.perf_counter() - t0
+    # Warm the client (SDK import, connection pool) outside the clock.
+    await kernel.send(names[0], "warm-up")
+    if go is not None:
+        await go()
+
+    latencies: list[float] = []
+    errors = 0
+
+    async def converse(name: str) -> None:
+        nonlocal errors
+        for turn_no in range(turns):
+            start = time.perf_counter()
+            turn = await kernel.send(name, f"message {turn_no} from {name}")
+            latencies.append(time.perf_counter() - start)
+            if turn.stop_reason != "end_turn":
+                errors += 1
+
+    commits0, writes0 = kernel.group_commit.batches, kernel.group_commit.writes
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    await asyncio.gather(*(converse(n) for n in names))
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    stats = kernel.kernel_stats()
+    out = {
+        "create_s": create_s,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "latencies": latencies,
+        "errors": errors,
+        "step_writes": kernel.group_commit.writes - writes0,
+        "commits": kernel.group_commit.batches - commits0,
+        "core_retries": stats["cores"][0]["retried"] if stats["cores"] else 0,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    await kernel.close()
+    return out
+
+
+async def run(
+    agents: int,
+    turns: int,
+    delay: float,
+    capacity: int,
+    backend: str = "openai",
+    processes: int = 1,
+    loop: str = "uvloop",
+) -> dict[str, object]:
+    server, base_url = start_backend(delay, capacity) if backend == "openai" else (None, None)
+    names = [f"a{i}" for i in range(agents)]
     try:
         with tempfile.TemporaryDirectory() as home:
-            kernel = Kernel.open(home, embedders={"none": NoEmbedder()}, max_images=agents)
-            if backend == "openai":
-                core = kernel.core(model, base_url)
-                core.capacity = capacity
+            if processes == 1:
+                parts = [await kernel_run(home, names, turns, delay, capacity, base_url)]
+                wall = parts[0]["wall_s"]
             else:
-                core = scripted_core(delay, capacity)
-                kernel.add_core(core, model=model)
-            kernel.set_policy(core, "fifo").capacity = capacity
-            t0 = time.perf_counter()
-            for i in range(agents):
-                await kernel.create_agent(
-                    f"a{i}",
-                    model=model,
-                    base_url=base_url,
-                    context_window=32768,
-                    embedder="none",
+                parts, wall = await run_processes(
+                    home, names, turns, delay, capacity, base_url, processes, loop
                 )
-            create_s = time.perf_counter() - t0
-            # Warm the client (SDK import, connection pool) outside the clock.
-            await kernel.send("a0", "warm-up")
-
-            latencies: list[float] = []
-            errors = 0
-
-            async def converse(name: str) -> None:
-                nonlocal errors
-                for turn_no in range(turns):
-                    start = time.perf_counter()
-                    turn = await kernel.send(name, f"message {turn_no} from {name}")
-                    latencies.append(time.perf_counter() - start)
-                    if turn.stop_reason != "end_turn":
-                        errors += 1
-
-            commits0, writes0 = kernel.group_commit.batches, kernel.group_commit.writes
-            cpu0 = time.process_time()
-            wall0 = time.perf_counter()
-            await asyncio.gather(*(converse(f"a{i}") for i in range(agents)))
-            wall = time.perf_counter() - wall0
-            cpu = time.process_time() - cpu0
-            stats = kernel.kernel_stats()
-            commits = kernel.group_commit.batches - commits0
-            writes = kernel.group_commit.writes - writes0
-            await kernel.close()
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=10)
 
     ideal = agents * turns * delay / capacity
-    latencies.sort()
+    latencies = sorted(x for p in parts for x in p["latencies"])
     return {
         "backend": backend,
+        "kernel_processes": processes,
         "agents": agents,
         "turns": turns,
         "backend_delay_s": delay,
         "capacity": capacity,
-        "create_agents_s": round(create_s, 2),
+        "create_agents_s": round(max(p["create_s"] for p in parts), 2),
         "wall_s": round(wall, 2),
         "ideal_s": round(ideal, 2),
         "ratio_to_ideal": round(wall / ideal, 2),
-        "kernel_cpu_ms_per_turn": round(1000 * cpu / (agents * turns), 3),
+        "kernel_cpu_ms_per_turn": round(
+            1000 * sum(p["cpu_s"] for p in parts) / (agents * turns), 3
+        ),
         "p50_turn_s": round(statistics.median(latencies), 3),
         "p99_turn_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "errors": errors,
-        "step_writes": writes,
-        "commits": commits,
-        "core_retries": stats["cores"][0]["retried"] if stats["cores"] else 0,
+        "peak_rss_mib": round(max(p["peak_rss_mib"] for p in parts), 1),
+        "errors": sum(p["errors"] for p in parts),
+        "step_writes": sum(p["step_writes"] for p in parts),
+        "commits": sum(p["commits"] for p in parts),
+        "core_retries": sum(p["core_retries"] for p in parts),
     }
 
 
+async def run_processes(
+    home: str,
+    names: list[str],
+    turns: int,
+    delay: float,
+    capacity: int,
+    base_url: str | None,
+    processes: int,
+    loop: str,
+) -> tuple[list[dict[str, Any]], float]:
+    """`processes` kernels on one database (Kernel(shared=True): agent leases),
+    each running its share of the agents with its share of the backend's slots,
+    as a load balancer with agent affinity would send them. All start together."""
+    children = []
+    for k in range(processes):
+        spec = {
+            "home": home,
+            "names": names[k::processes],
+            "turns": turns,
+            "delay": delay,
+            "capacity": capacity // processes,
+            "base_url": base_url,
+            "loop": loop,
+        }
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--child",
+            json.dumps(spec),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        children.append(child)
+    for child in children:  # each has created its agents and warmed up
+        assert child.stdout is not None
+        line = await child.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"a kernel process failed to start: {line!r}")
+    wall0 = time.perf_counter()
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+    parts = []
+    for child in children:
+        assert child.stdout is not None
+        parts.append(json.loads(await child.stdout.readline()))
+    wall = time.perf_counter() - wall0
+    for child in children:
+        await child.wait()
+    return parts, wall
+
+
+def child_main(spec_json: str) -> None:
+    """A kernel process of `run_processes`: report ready, run on "go", print JSON."""
+    spec = json.loads(spec_json)
+
+    async def go() -> None:
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    main_coro = kernel_run(
+        spec["home"],
+        spec["names"],
+        spec["turns"],
+        spec["delay"],
+        spec["capacity"],
+        spec["base_url"],
+        shared=os.environ.get("BENCH_NO_LEASES") != "1",
+        go=go,
+    )
+    if spec["loop"] == "uvloop":
+        import uvloop
+
+        result = uvloop.run(main_coro)
+    else:
+        result = asyncio.run(main_coro)
+    print(json.dumps(result), flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        child_main(sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--turns", type=int, default=5)
@@ -222,10 +348,19 @@ def main() -> None:
         "SDK over HTTP); scripted: an in-process core with the same delay and capacity, so "
         "the kernel's CPU per turn is llmos's own",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="kernel processes sharing one database (agent leases), each with its share of "
+        "the agents and of the backend's slots",
+    )
     args = parser.parse_args()
     if args.quick:
         args.agents, args.turns = 200, 3
-    main_coro = run(args.agents, args.turns, args.delay, args.capacity, args.backend)
+    main_coro = run(
+        args.agents, args.turns, args.delay, args.capacity, args.backend, args.processes, args.loop
+    )
     if args.loop == "uvloop":
         import uvloop
 
@@ -246,6 +381,8 @@ def main() -> None:
         table.add_row(key, str(value), targets.get(key, ""))
     Console().print(table)
     name = "concurrency.json" if args.backend == "openai" else "concurrency_scripted.json"
+    if args.processes > 1:
+        name = name.replace(".json", f"_{args.processes}proc.json")
     out = ROOT / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

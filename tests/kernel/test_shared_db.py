@@ -47,13 +47,35 @@ async def test_a_kernel_taking_an_agent_over_sees_the_other_kernels_turns(
     pair: tuple[Kernel, Kernel],
 ) -> None:
     a, b = pair
+    created = a.process("ann")[1]
     assert (await a.send("ann", "one")).reply == "1 so far"
+    assert a.process("ann")[1] is created  # no other kernel ever held ann: no reload
     assert (await b.send("ann", "two")).reply == "2 so far"
     # a's image of ann is from before b's turn: it must reload, not reuse it
     assert (await a.send("ann", "three")).reply == "3 so far"
-    assert (await a.send("ann", "four")).reply == "4 so far"  # no change of hands
+    assert a.process("ann")[1] is not created
     assert a.leases is not None and b.leases is not None
+    kept = a.leases.kept
+    assert (await a.send("ann", "four")).reply == "4 so far"
+    assert a.leases.kept == kept + 1  # still a's lease: no database write, no reload
     assert a.leases.holder != b.leases.holder
+
+
+async def test_an_idle_agents_lease_is_given_up_after_the_grace(
+    pair: tuple[Kernel, Kernel],
+) -> None:
+    a, _ = pair
+    assert a.leases is not None
+    a.leases.grace = 0.05
+    await a.send("ann", "hello")
+
+    def expiry() -> float:
+        with a.db.connect() as conn:
+            return conn.execute(text("SELECT expires FROM agent_leases")).scalar_one()
+
+    assert expiry() > time.time()  # held just after the turn
+    await asyncio.sleep(0.2)
+    assert expiry() == 0  # released
 
 
 async def test_an_agent_runs_in_one_kernel_at_a_time(pair: tuple[Kernel, Kernel]) -> None:

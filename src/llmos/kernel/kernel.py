@@ -727,7 +727,7 @@ class Kernel:
         finally:
             try:
                 if leased and self.leases is not None:
-                    await self.leases.release(proc.agent_id)
+                    self.leases.release(proc.agent_id)
             finally:
                 proc.lock.release()
 
