@@ -311,7 +311,7 @@ def child_main(spec_json: str) -> None:
         spec["delay"],
         spec["capacity"],
         spec["base_url"],
-        shared=os.environ.get("BENCH_NO_LEASES") != "1",
+        shared=True,
         go=go,
     )
     if spec["loop"] == "uvloop":

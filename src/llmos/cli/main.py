@@ -645,6 +645,16 @@ def serve(
             "--quantum", envvar="LLMOS_QUANTUM", min=1, help="Round-robin quantum, tokens."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Server processes, each with its own kernel on the same database; an agent "
+            "runs in one of them at a time (agent leases). More CPU for many agents on "
+            "remote models; each process has its own rate limiter and process table.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API: many users, one kernel; OpenAPI docs at /docs.
 
@@ -672,6 +682,25 @@ def serve(
         os.environ["LLMOS_POLICY"] = policy  # the kernel reads these when it boots
     if quantum is not None:
         os.environ["LLMOS_QUANTUM"] = str(quantum)
+    if workers > 1:
+        import dataclasses
+        import json
+
+        home = _home(ctx)
+        if home is not None:
+            os.environ["LLMOS_HOME"] = str(home)
+        os.environ["LLMOS_SHARED_DB"] = "1"  # each worker's kernel takes agent leases
+        os.environ["LLMOS_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
+        err.print(f"llmos serving on http://{host}:{port} with {workers} workers (docs at /docs)")
+        uvicorn.run(
+            "llmos.server.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+        )
+        return
     with _user_errors():
         application = create_app(config=config, home=_home(ctx))
         err.print(f"llmos serving on http://{host}:{port} (docs at /docs)")

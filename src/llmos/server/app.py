@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -73,6 +74,20 @@ schedules their model calls (AIOS). Authenticate with `Authorization: Bearer
 <key>` (`llmos user create NAME` makes a key). `POST /v1/chat/completions`
 speaks OpenAI's protocol, with `model` naming one of your agents.
 """
+
+
+def app_from_env() -> FastAPI:
+    """The app of one `llmos serve --workers N` process (uvicorn imports this
+    factory in each worker): the home from LLMOS_HOME, the operator's settings
+    from LLMOS_SERVE_CONFIG (JSON), agent leases on (LLMOS_SHARED_DB)."""
+    import dataclasses
+    import json
+    import os
+
+    raw = json.loads(os.environ.get("LLMOS_SERVE_CONFIG") or "{}")
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields}
+    return create_app(config=ServerConfig(**settings), home=os.environ.get("LLMOS_HOME"))
 
 
 def create_app(
@@ -119,7 +134,8 @@ def create_app(
 
     @app.get("/health", tags=["kernel"], summary="Liveness check (no key needed)")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": llmos.__version__}
+        # the pid tells `--workers N` processes apart
+        return {"status": "ok", "version": llmos.__version__, "pid": os.getpid()}
 
     for module in (agents, messages, memory, kernel_status, openai, tools, files):
         app.include_router(module.router, prefix="/v1")
