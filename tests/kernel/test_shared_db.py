@@ -118,3 +118,31 @@ async def test_one_kernel_takes_no_leases(kernel: Kernel) -> None:
     assert kernel.leases is None
     with kernel.db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM agent_leases")).scalar_one() == 0
+
+
+def test_an_agent_held_elsewhere_too_long_is_a_503_over_http(tmp_path: Path) -> None:
+    """Under `llmos serve --workers N`, a turn for an agent that another worker
+    holds past the wait is a clear 503 with Retry-After, not a hang or a 500."""
+    from llmos.kernel.leases import AgentLeases
+    from tests.server.conftest import LiveServer
+
+    server = LiveServer(tmp_path)
+    try:
+        server.kernel.leases = AgentLeases(server.kernel.group_commit, wait=0.2)
+        with server.client("alice") as alice:
+            r = alice.post("/v1/agents", json={"name": "held", "model": "scripted/echo"})
+            assert r.status_code == 201, r.text
+            with server.kernel.db.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO agent_leases (agent_id, holder, expires, epoch) "
+                        "VALUES (:a, 'kernel-other', :t, 1)"
+                    ),
+                    {"a": r.json()["id"], "t": time.time() + 60},
+                )
+            r = alice.post("/v1/agents/held/messages", json={"text": "hello?"})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "agent_busy"
+            assert r.headers["retry-after"] == "5"
+    finally:
+        server.stop()

@@ -50,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import llmos
 from llmos.access.policy import AccessManager, RateLimiter
 from llmos.kernel.kernel import AgentExists, AgentNotFound, MessageTooLong
+from llmos.kernel.leases import LeaseTimeout
 from llmos.llm.core import CoreError, CoreUnavailable, RateLimited
 from llmos.memory.blocks import MemoryEditError
 from llmos.memory.embeddings import (
@@ -183,6 +184,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _json(
             503 if unavailable else 502,
             error_body(f"the model backend failed: {exc}", "core_unavailable"),
+        )
+
+    @app.exception_handler(LeaseTimeout)
+    async def agent_elsewhere(_r: Request, exc: LeaseTimeout) -> JSONResponse:
+        # --workers: another worker has held the agent for longer than a lease lasts
+        return _json(
+            503, error_body(str(exc), "unavailable", code="agent_busy"), {"retry-after": "5"}
         )
 
     @app.exception_handler(EmbeddingError)
