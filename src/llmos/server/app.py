@@ -63,6 +63,8 @@ from llmos.server.deps import APIError, ServerConfig, ServerState, error_body
 from llmos.server.gate import Gate
 from llmos.server.routes import agents, files, memory, messages, openai, tools
 from llmos.server.routes import kernel as kernel_status
+from llmos.server.routes.files import file_error
+from llmos.storage.files import FileError
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -185,6 +187,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             503 if unavailable else 502,
             error_body(f"the model backend failed: {exc}", "core_unavailable"),
         )
+
+    @app.exception_handler(FileError)
+    async def file_failed(_r: Request, exc: FileError) -> JSONResponse:
+        err = file_error(exc)
+        return _json(err.status, err.body(), err.headers)
 
     @app.exception_handler(LeaseTimeout)
     async def agent_elsewhere(_r: Request, exc: LeaseTimeout) -> JSONResponse:

@@ -74,7 +74,8 @@ async def shared_area(area: AreaName, user: CurrentUser, kernel: KernelDep) -> A
     return Area(owner=user.owner, area=kernel.file_area(shared=area, owner=user.owner))
 
 
-def _file_error(e: FileError) -> APIError:
+def file_error(e: FileError) -> APIError:
+    """The HTTP error for a storage error (the app's handler for FileError)."""
     text = str(e)
     if isinstance(e, QuotaExceeded):
         return APIError(413, text, code="quota_exceeded")
@@ -102,48 +103,29 @@ def _add_routes(prefix: str, resolve: Callable[..., Coroutine[Any, Any, Area]], 
         kernel: KernelDep,
         version: Annotated[int | None, Query(ge=1)] = None,
     ) -> dict[str, Any]:
-        try:
-            return kernel.files.read(target.owner, target.area, path, version)
-        except FileError as e:
-            raise _file_error(e) from None
+        return kernel.files.read(target.owner, target.area, path, version)
 
     @router.put(f"{prefix}/files/{{path:path}}", summary=f"Write a file of {where}")
     async def write_file(
         path: FilePath, body: FileWrite, target: Target, kernel: KernelDep
     ) -> dict[str, Any]:
-        try:
-            version = kernel.files.write(
-                target.owner, target.area, path, body.content, target.quota
-            )
-        except FileError as e:
-            raise _file_error(e) from None
+        version = kernel.files.write(target.owner, target.area, path, body.content, target.quota)
         return {"path": path, "version": version}
 
     @router.delete(f"{prefix}/files/{{path:path}}", summary=f"Delete a file of {where}")
     async def delete_file(path: FilePath, target: Target, kernel: KernelDep) -> dict[str, Any]:
-        try:
-            version = kernel.files.delete(target.owner, target.area, path)
-        except FileError as e:
-            raise _file_error(e) from None
+        version = kernel.files.delete(target.owner, target.area, path)
         return {"path": path, "version": version, "deleted": True}
 
     @router.get(f"{prefix}/file-versions/{{path:path}}", summary=f"A file's versions ({where})")
     async def file_versions(path: FilePath, target: Target, kernel: KernelDep) -> dict[str, Any]:
-        try:
-            return {"versions": kernel.files.versions(target.owner, target.area, path)}
-        except FileError as e:
-            raise _file_error(e) from None
+        return {"versions": kernel.files.versions(target.owner, target.area, path)}
 
     @router.post(f"{prefix}/file-rollback/{{path:path}}", summary=f"Roll a file back ({where})")
     async def rollback(
         path: FilePath, body: Rollback, target: Target, kernel: KernelDep
     ) -> dict[str, Any]:
-        try:
-            version = kernel.files.rollback(
-                target.owner, target.area, path, body.version, target.quota
-            )
-        except FileError as e:
-            raise _file_error(e) from None
+        version = kernel.files.rollback(target.owner, target.area, path, body.version, target.quota)
         return {"path": path, "version": version, "from_version": body.version}
 
 
