@@ -44,9 +44,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KVStore", "default_kv_dir"]
+__all__ = ["KVStore", "common_prefix", "default_kv_dir"]
 
 _MiB = 1 << 20
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens `a` and `b` share from the start."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def default_kv_dir() -> Path:
@@ -145,11 +155,7 @@ class KVStore:
         for key, e in self._entries.items():
             if e.buf is None or not e.tokens or e.tokens[0] != tokens[0]:
                 continue
-            n = 0
-            for x, y in zip(e.tokens, tokens, strict=False):
-                if x != y:
-                    break
-                n += 1
+            n = common_prefix(e.tokens, tokens)
             if n > best_n:
                 best, best_n = key, n
         return best, best_n

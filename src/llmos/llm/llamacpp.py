@@ -49,7 +49,7 @@ from llmos.llm.core import (
     Message,
     ToolSpec,
 )
-from llmos.llm.kvstore import KVStore
+from llmos.llm.kvstore import KVStore, common_prefix
 from llmos.llm.llamacpp_generation import LlamaCppGeneration, ModelSlot
 from llmos.llm.toolcalls import call_schema, flatten_messages, render_tools_prompt
 
@@ -290,11 +290,7 @@ class LlamaCppCore:
         """
         import llama_cpp
 
-        prefix = 0
-        for a, b in zip(llm.input_ids[: llm.n_tokens].tolist(), tokens, strict=False):
-            if a != b:
-                break
-            prefix += 1
+        prefix = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
         # At least one token must be evaluated to have logits to sample from.
         reuse = min(prefix, len(tokens) - 1)
         memory = llama_cpp.llama_get_memory(llm.ctx)

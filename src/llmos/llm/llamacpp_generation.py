@@ -54,7 +54,7 @@ from llmos.llm.core import (
     CoreUnavailable,
     Usage,
 )
-from llmos.llm.kvstore import KVStore
+from llmos.llm.kvstore import KVStore, common_prefix
 from llmos.llm.toolcalls import parse_call
 
 if TYPE_CHECKING:
@@ -69,15 +69,6 @@ _ids = itertools.count(1)
 # Restoring a saved state costs a few milliseconds (about 18 KB per token);
 # evaluating 64 tokens costs about 300 ms on the embedded model.
 SHARE_MIN_TOKENS = 64
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _live_tokens(llm: Llama) -> list[int]:
@@ -146,7 +137,7 @@ class ModelSlot:
         saved = self.store.tokens(key) if key is not None else None
         if saved is not None:
             target = gen.target()
-            if _common_prefix(saved, target) > _common_prefix(_live_tokens(llm), target):
+            if common_prefix(saved, target) > common_prefix(_live_tokens(llm), target):
                 tokens = self.store.restore(key, llm.ctx)
                 _set_live_tokens(llm, tokens or [])
                 if first and tokens is not None:
@@ -165,7 +156,7 @@ class ModelSlot:
         (another agent's, with the same tools and system prompt), when that
         beats what the model holds by enough to pay for the restore."""
         target = gen.target()
-        live = _common_prefix(_live_tokens(llm), target)
+        live = common_prefix(_live_tokens(llm), target)
         key, shared = self.store.longest_prefix(target)
         if key is None or shared < live + SHARE_MIN_TOKENS:
             return
