@@ -40,11 +40,11 @@ def insert(x: int):
 async def test_writes_queued_together_share_one_transaction(db: Database) -> None:
     group = GroupCommit(db)
     done: list[int] = []
-    futures = [group.submit(insert(i), lambda i=i: done.append(i)) for i in range(10)]
+    futures = [group.submit(insert(i), done.append) for i in range(10)]
     assert await asyncio.gather(*futures) == list(range(10))
     assert (group.batches, group.writes) == (1, 10)
     assert rows(db) == list(range(10))
-    assert done == list(range(10))  # callbacks after the commit, in order
+    assert done == list(range(10))  # callbacks after the commit, in order, with the results
 
 
 async def test_a_failing_write_is_rolled_back_alone(db: Database) -> None:
@@ -55,9 +55,9 @@ async def test_a_failing_write_is_rolled_back_alone(db: Database) -> None:
         conn.exec_driver_sql("INSERT INTO t (x) VALUES (100)")
         conn.exec_driver_sql("INSERT INTO t (x) VALUES (1)")  # UNIQUE: fails
 
-    first = group.submit(insert(1), lambda: done.append(1))
-    bad = group.submit(half_then_fail, lambda: done.append(-1))
-    last = group.submit(insert(2), lambda: done.append(2))
+    first = group.submit(insert(1), done.append)
+    bad = group.submit(half_then_fail, lambda _: done.append(-1))
+    last = group.submit(insert(2), done.append)
     assert await first == 1 and await last == 2
     with pytest.raises(Exception, match="UNIQUE"):
         await bad
@@ -78,7 +78,7 @@ async def test_a_cancelled_submitter_still_gets_its_write_and_callback(db: Datab
     done: list[int] = []
 
     async def submitter() -> None:
-        await group.submit(insert(7), lambda: done.append(7))
+        await group.submit(insert(7), done.append)
 
     task = asyncio.create_task(submitter())
     await asyncio.sleep(0)  # the task has submitted; the flush is scheduled

@@ -863,15 +863,14 @@ class Kernel:
         """Write a step's messages and effects atomically, then update the image.
 
         The write joins the kernel's group commit: steps of agents that finish
-        together share one transaction (each in its own savepoint)."""
+        together share one transaction (storage/group_commit.py)."""
         emb = self.embedder(image.embedder) if writes and writes.passages else None
 
-        usage: list[UsageTotals | None] = [None]
-
-        # Runs again alone if its batch rolls back: it changes only the database.
-        def write(conn: Connection) -> None:
+        # Runs again alone if its batch rolls back: it changes only the database,
+        # and returns the usage it stored for `committed`.
+        def write(conn: Connection) -> UsageTotals | None:
             self.recall.append(conn, image.id, new_messages)
-            usage[0] = self._write_usage(conn, image.id)
+            usage = self._write_usage(conn, image.id)
             fields = dict(agent_fields or {})
             if writes:
                 for label in writes.blocks:
@@ -892,9 +891,10 @@ class Kernel:
             if fields:
                 fields["updated_at"] = time.time()
                 conn.execute(update(agents).where(agents.c.id == image.id).values(**fields))
+            return usage
 
-        def committed() -> None:
-            self._usage_committed(image.id, usage[0])
+        def committed(usage: UsageTotals | None) -> None:
+            self._usage_committed(image.id, usage)
             image.window.extend(new_messages)
             image.recall_count += len(new_messages)
             if writes:

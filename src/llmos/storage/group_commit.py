@@ -9,9 +9,9 @@ transaction. If one of them raises, the whole transaction rolls back and each
 write runs again in a transaction of its own, so only the failing one fails.
 (SAVEPOINTs would isolate writes without the re-run, but in SQLite a RELEASE
 costs more than the commit it saves.) So a write must change nothing but the
-database: Python state it affects is changed by its `on_commit` callback,
-which runs after the commit (in submission order) — even if the task that
-submitted the write was cancelled meanwhile.
+database: Python state it affects is changed by its `on_commit` callback
+(given the write's result), which runs after the commit, in submission
+order, even if the task that submitted the write was cancelled meanwhile.
 
 One agent alone loses nothing: its write runs on the next loop pass, as soon
 as the current callback yields. Left out: a time-based commit delay (Postgres'
@@ -30,7 +30,7 @@ from sqlalchemy import Connection
 from llmos.storage.db import Database
 
 Write = Callable[[Connection], Any]
-OnCommit = Callable[[], None]
+OnCommit = Callable[[Any], None]  # called with the write's result
 
 
 class GroupCommit:
@@ -70,7 +70,7 @@ class GroupCommit:
         for (ok, value), (_, on_commit, future) in zip(outcomes, batch, strict=True):
             if ok and on_commit is not None:
                 try:
-                    on_commit()
+                    on_commit(value)
                 except Exception as exc:
                     ok, value = False, exc
             if future.done() or future.get_loop().is_closed():  # nobody to tell
