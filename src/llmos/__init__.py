@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmos.agent.loop import Turn
+    from llmos.errors import LLMOSError
     from llmos.kernel.kernel import AgentExists, AgentNotFound, Kernel, MessageTooLong
     from llmos.llm.core import (
         ChatRequest,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "Turn": "llmos.agent.loop",
+    "LLMOSError": "llmos.errors",
     "AgentExists": "llmos.kernel.kernel",
     "AgentNotFound": "llmos.kernel.kernel",
     "Kernel": "llmos.kernel.kernel",
@@ -46,6 +48,7 @@ __all__ = [
     "ChatResponse",
     "Core",
     "Kernel",
+    "LLMOSError",
     "Message",
     "MessageTooLong",
     "ToolCall",

@@ -31,13 +31,13 @@ class LLMOSError(Exception):
 class NotFound(LLMOSError, LookupError):
     """The named thing does not exist, or is not the caller's."""
 
-    code = "not_found"
+    code = None
 
 
 class Conflict(LLMOSError, ValueError):
     """The request conflicts with the current state (a name taken, a decision made)."""
 
-    code = "conflict"
+    code = None
 
 
 class InvalidRequest(LLMOSError, ValueError):
@@ -49,7 +49,7 @@ class InvalidRequest(LLMOSError, ValueError):
 class Busy(LLMOSError, TimeoutError):
     """The resource is held elsewhere for longer than the caller may wait."""
 
-    code = "busy"
+    code = None
 
 
 class BackendError(LLMOSError):

@@ -59,7 +59,7 @@ async def test_round_trip_a_asks_b_and_gets_its_reply(kernel: Kernel) -> None:
 
     await make_agents(kernel, {"A": agent_policy("B", ASK), "B": agent_policy("A", ASK, b_answers)})
     kernel.grant("A", "agent", "B")
-    specs = {s.name for s in kernel.tool_specs(kernel._image("A"))}
+    specs = {s.name for s in kernel.tool_specs(kernel.image("A"))}
     assert {ASK, TELL} <= specs
 
     turn = await asyncio.wait_for(kernel.send("A", "What is the capital of France?"), 10)
@@ -93,7 +93,7 @@ async def test_agent_functions_are_offered_only_when_enabled(kernel: Kernel) -> 
     core = ScriptedCore(agent_policy("B", TELL), name="scripted/plain")
     kernel.add_core(core, "scripted/plain")
     await kernel.create_agent("plain", model="scripted/plain", embedder="test/hash")
-    specs = {s.name for s in kernel.tool_specs(kernel._image("plain"))}
+    specs = {s.name for s in kernel.tool_specs(kernel.image("plain"))}
     assert TELL not in specs and ASK not in specs
     turn = await asyncio.wait_for(kernel.send("plain", "hi"), 10)
     assert turn.reply.startswith("result: unknown function 'send_message_to_agent'")

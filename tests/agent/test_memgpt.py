@@ -99,7 +99,7 @@ async def test_core_memory_fact_survives_50_turns_and_restart(kernel: Kernel, ho
     # The 2,048-token window forced evictions: the edit event is gone from the
     # window, so the answer must come from core memory re-rendered at compaction.
     assert flushes >= 1
-    image = kernel._image("ann")
+    image = kernel.image("ann")
     assert not any("Favorite color" in (m.content or "") for m in image.window)
     turn = await kernel.send("ann", "What is my favorite color?")
     assert turn.reply == "Your favorite color is teal."

@@ -74,7 +74,7 @@ async def loader_kernel(home: Path) -> Kernel:
 
 
 def _db_count(kernel: Kernel) -> int:
-    image = kernel._image("reader")
+    image = kernel.image("reader")
     with kernel.db.connect() as conn:
         return kernel.archival.count(conn, image.id)
 
@@ -122,7 +122,7 @@ async def test_interrupted_load_resumes_with_only_missing_chunks(
     assert f.status == "resumed" and f.added == f.chunks - 16
     assert _db_count(loader_kernel) == f.chunks
     # every chunk index exactly once
-    image = loader_kernel._image("reader")
+    image = loader_kernel.image("reader")
     with loader_kernel.db.connect() as conn:
         sources = [p.source for p in loader_kernel.archival.list(conn, image.id, 0, 10_000)]
     assert sorted(int(s.rsplit("#", 1)[1]) for s in sources) == list(range(f.chunks))
@@ -136,7 +136,7 @@ async def test_changed_file_replaces_its_passages(loader_kernel: Kernel, tmp_pat
     report = await loader_kernel.load_documents("reader", [doc])
     (f,) = report.files
     assert f.status == "replaced" and f.removed == 1 and f.added == 1
-    image = loader_kernel._image("reader")
+    image = loader_kernel.image("reader")
     with loader_kernel.db.connect() as conn:
         texts = [p.text for p in loader_kernel.archival.list(conn, image.id)]
     assert len(texts) == 1 and "bananas" in texts[0] and "apricots" not in texts[0]

@@ -3,7 +3,7 @@
 Kernel-provided functions offered to an agent whose settings have
 `agent_tools` set (like the file functions, so agents that never talk to
 other agents do not pay for the schemas in every prompt). Each is one
-`AgentSyscall` (`Kernel.message_agent`), which `kernel/messaging.py` serves:
+`AgentSyscall` (`functions.message_agent`), which `kernel/messaging.py` serves:
 the grant check (kind `agent`, same owner only), the hop limit, deadlock
 detection, auditing and delivery are all there; a refusal comes back to the
 model as a failed call it can read.
@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from llmos.agent.functions import HEARTBEAT_DOC, Function, FunctionContext, FunctionResult
+from llmos.agent.functions import (
+    HEARTBEAT_DOC,
+    Function,
+    FunctionContext,
+    FunctionResult,
+    message_agent,
+)
 
 
 class _Args(BaseModel):
@@ -29,14 +35,14 @@ class AgentMessageArgs(_Args):
 
 
 async def send_message_to_agent(ctx: FunctionContext, args: AgentMessageArgs) -> FunctionResult:
-    text = await ctx.kernel.message_agent(ctx.agent, args.agent_name, args.message, wait=False)
+    text = await message_agent(ctx.kernel, ctx.agent, args.agent_name, args.message, wait=False)
     return FunctionResult("send_message_to_agent", True, text)
 
 
 async def send_message_to_agent_and_wait_for_reply(
     ctx: FunctionContext, args: AgentMessageArgs
 ) -> FunctionResult:
-    text = await ctx.kernel.message_agent(ctx.agent, args.agent_name, args.message, wait=True)
+    text = await message_agent(ctx.kernel, ctx.agent, args.agent_name, args.message, wait=True)
     return FunctionResult("send_message_to_agent_and_wait_for_reply", True, text)
 
 

@@ -21,18 +21,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from llmos.agent.syscalls import (
+    AgentSyscall,
+    FunctionContext,
+    MemorySyscall,
+    StorageSyscall,
+)
 from llmos.llm.core import ToolCall, ToolSpec
 from llmos.memory.blocks import MemoryEditError
 
 if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
-    from llmos.kernel.process import AgentImage
+    from llmos.agent.syscalls import KernelInterface
+    from llmos.memory.image import AgentImage
 
 HEARTBEAT_DOC = "true: take another step after this call"
 PAGE_SIZE = 5
@@ -57,22 +63,6 @@ class FunctionResult:
         return json.dumps(
             {"status": status, "message": self.message}, ensure_ascii=False, separators=(",", ":")
         )
-
-
-@dataclass(slots=True)
-class StepWrites:
-    """Writes a step's functions want made, committed with the step's messages."""
-
-    blocks: set[str] = field(default_factory=set)  # labels of edited blocks
-    passages: list[tuple[str, Any]] = field(default_factory=list)  # (text, vector)
-    settings: bool = False  # the agent's settings changed
-
-
-@dataclass(slots=True)
-class FunctionContext:
-    kernel: Kernel
-    agent: AgentImage
-    writes: StepWrites
 
 
 # --- argument models ---------------------------------------------------------
@@ -158,7 +148,11 @@ def _paged(kind: str, page: int, total: int, items: list[str]) -> str:
 
 
 async def conversation_search(ctx: FunctionContext, args: ConversationSearchArgs) -> FunctionResult:
-    found, total = await ctx.kernel.memory_search_recall(ctx.agent, args.query, args.page)
+    found, total = await ctx.kernel.syscall(
+        MemorySyscall(
+            agent_id=ctx.agent.id, op="recall_search", args={"query": args.query, "page": args.page}
+        )
+    )
     items = [_recall_line(m) for m in found]
     return FunctionResult("conversation_search", True, _paged("recall", args.page, total, items))
 
@@ -175,7 +169,13 @@ async def conversation_search_date(
     ctx: FunctionContext, args: ConversationSearchDateArgs
 ) -> FunctionResult:
     start, end = _parse_date(args.start_date, False), _parse_date(args.end_date, True)
-    found, total = await ctx.kernel.memory_search_recall_date(ctx.agent, start, end, args.page)
+    found, total = await ctx.kernel.syscall(
+        MemorySyscall(
+            agent_id=ctx.agent.id,
+            op="recall_search_date",
+            args={"start": start, "end": end, "page": args.page},
+        )
+    )
     items = [_recall_line(m) for m in found]
     return FunctionResult(
         "conversation_search_date", True, _paged("recall", args.page, total, items)
@@ -187,12 +187,47 @@ def _recall_line(m: Any) -> str:
     return f"[{when}] {m.role}: {m.searchable_text()}"
 
 
+async def embed(kernel: KernelInterface, agent: AgentImage, texts: list[str]) -> Any:
+    """The texts' vectors under the agent's embedder (a storage syscall)."""
+    return await kernel.syscall(
+        StorageSyscall(
+            agent_id=agent.id, op="embed", args={"texts": texts, "embedder": agent.embedder}
+        )
+    )
+
+
+async def search_archival(
+    kernel: KernelInterface, agent: AgentImage, query: str, page: int, page_size: int = PAGE_SIZE
+) -> Any:
+    """(passages, total) of one page of the agent's archival search (a storage syscall)."""
+    return await kernel.syscall(
+        StorageSyscall(
+            agent_id=agent.id,
+            op="archival_search",
+            args={"query": query, "page": page, "page_size": page_size, "embedder": agent.embedder},
+        )
+    )
+
+
+async def message_agent(
+    kernel: KernelInterface, caller: AgentImage, target: str, message: str, *, wait: bool
+) -> str:
+    """One agent messages another (an agent syscall); raises FunctionError."""
+    return await kernel.syscall(
+        AgentSyscall(
+            agent_id=caller.id,
+            op="ask" if wait else "send",
+            args={"caller": caller, "target": target, "message": message},
+        )
+    )
+
+
 async def archival_memory_insert(
     ctx: FunctionContext, args: ArchivalMemoryInsertArgs
 ) -> FunctionResult:
     if not args.content.strip():
         raise FunctionError("content is empty; nothing was stored")
-    vector = await ctx.kernel.embed(ctx.agent, [args.content])
+    vector = await embed(ctx.kernel, ctx.agent, [args.content])
     ctx.writes.passages.append((args.content, vector[0]))
     return FunctionResult("archival_memory_insert", True, "Stored in archival memory.")
 
@@ -200,7 +235,7 @@ async def archival_memory_insert(
 async def archival_memory_search(
     ctx: FunctionContext, args: ArchivalMemorySearchArgs
 ) -> FunctionResult:
-    found, total = await ctx.kernel.storage_search_archival(ctx.agent, args.query, args.page)
+    found, total = await search_archival(ctx.kernel, ctx.agent, args.query, args.page)
     items = [
         f"[{datetime.fromtimestamp(p.created_at).strftime('%Y-%m-%d %H:%M')}] {p.text}"
         for p in found

@@ -14,23 +14,25 @@ one ends the turn:
    turn ends. A step cap ends runaway chains.
 
 A backend's "context length exceeded" flushes the window and retries once.
-Every turn ends with a stop reason: `end_turn`, `max_steps`, `error`,
-`context_overflow`, `cancelled`, `waiting_approval` (an irreversible tool's
-call waits for its owner; the decision comes back as a new event).
+Every turn ends with a stop reason: `end_turn`, `max_steps`, `repeated_call`,
+`error`, `context_overflow`, `cancelled` (set by the kernel), `waiting_approval`
+(an irreversible tool's call waits for its owner; the decision comes back as a
+new event).
 
-Left out: timers and other interrupt sources (the kernel issue), streaming.
+The loop sees the kernel only through `agent/syscalls.py`'s
+`KernelInterface`; the kernel's process table tracks the agent's state from
+the syscalls it makes (waiting for a core, running a tool).
+
+Left out: timers (heartbeats come only from function calls).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmos.agent import functions as fn
-from llmos.kernel.process import ProcState
-from llmos.kernel.syscalls import LLMSyscall, ToolSyscall
+from llmos.agent.syscalls import FunctionContext, LLMSyscall, StepWrites, ToolSyscall
 from llmos.llm.core import ContextLengthExceeded, CoreError, Usage
 from llmos.memory.recall import StoredMessage
 from llmos.memory.summarize import summarize
@@ -43,9 +45,9 @@ from llmos.memory.window import (
 )
 
 if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
-    from llmos.kernel.process import AgentImage, Process
+    from llmos.agent.syscalls import KernelInterface as Kernel
     from llmos.llm.core import ChatRequest, ChatResponse, Core
+    from llmos.memory.image import AgentImage
 
 PRESSURE_ALERT = (
     "Memory pressure: {pct}% of your context window is in use. The oldest messages "
@@ -114,35 +116,25 @@ class Turn:
 
 async def run_turn(
     kernel: Kernel,
-    proc: Process,
     image: AgentImage,
     core: Core,
     events: list[StoredMessage],
+    turn: Turn,
     on_event: EventSink | None = None,
-) -> Turn:
+) -> None:
+    """Commit the turn's events, then run steps until one ends the turn, filling `turn`.
+
+    A cancel (from the kernel) may land anywhere, even while the events' write
+    waits for its group commit: the write goes ahead and the events are kept;
+    the step in flight is dropped whole, having committed nothing."""
     emit = on_event or _ignore
-    turn = Turn(agent=image.name)
-    proc.set(ProcState.RUNNING)
-    try:
-        # Inside the try: a cancel may land while the message's write waits for
-        # its group commit (the write goes ahead; the message is kept).
-        await kernel.commit_step(image, events)
-        turn.messages.extend(events)
-        await _steps(kernel, proc, image, core, turn, emit)
-    except asyncio.CancelledError:
-        if not proc.cancel_requested:
-            raise  # not ours to swallow: the kernel or the caller is shutting down
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        # The step in flight is dropped whole: it had committed nothing.
-        proc.image = None
-        turn.stop_reason = "cancelled"
-    return turn
+    await kernel.commit_step(image, events)
+    turn.messages.extend(events)
+    await _steps(kernel, image, core, turn, emit)
 
 
 async def _steps(
-    kernel: Kernel, proc: Process, image: AgentImage, core: Core, turn: Turn, emit: EventSink
+    kernel: Kernel, image: AgentImage, core: Core, turn: Turn, emit: EventSink
 ) -> None:
     alerts: list[str] = []
     previous_calls: list[tuple[str, str]] = []
@@ -161,7 +153,6 @@ async def _steps(
             break
         alerts = []
 
-        proc.set(ProcState.WAITING_LLM)
         try:
             response = await kernel.syscall(
                 LLMSyscall(
@@ -184,11 +175,9 @@ async def _steps(
         except CoreError as err:
             turn.stop_reason, turn.error = "error", str(err)
             break
-        finally:
-            proc.set(ProcState.RUNNING)
         turn.usage += response.usage
 
-        chain, failed = await _run_step(kernel, proc, image, core, response, turn, emit)
+        chain, failed = await _run_step(kernel, image, core, response, turn, emit)
         if failed == "no_call":
             alerts = [NO_CALL_ALERT]
         if failed == "waiting_approval":
@@ -232,7 +221,6 @@ async def _prepare_window(
 
 async def _run_step(
     kernel: Kernel,
-    proc: Process,
     image: AgentImage,
     core: Core,
     response: ChatResponse,
@@ -254,14 +242,13 @@ async def _run_step(
             return False, None
         return True, "no_call"
 
-    writes = fn.StepWrites()
-    ctx = fn.FunctionContext(kernel, image, writes)
+    writes = StepWrites()
+    ctx = FunctionContext(kernel, image, writes)
     results: list[StoredMessage] = []
     chain = False
     waiting = False
     if text:
         emit({"type": "reasoning", "text": text})
-    proc.set(ProcState.WAITING_TOOL)
     for call in response.tool_calls:
         emit(
             {"type": "function_call", "id": call.id, "name": call.name, "arguments": call.arguments}
@@ -287,7 +274,6 @@ async def _run_step(
         msg = StoredMessage("tool", result.to_content(), tool_call_id=call.id, name=call.name)
         msg.tokens = message_tokens(core, msg.to_message())
         results.append(msg)
-    proc.set(ProcState.RUNNING)
     await kernel.commit_step(image, [assistant, *results], writes)
     turn.messages.extend([assistant, *results])
     if waiting:

@@ -33,6 +33,7 @@ import uuid
 
 from sqlalchemy import Connection, text
 
+from llmos.errors import Busy
 from llmos.storage.group_commit import GroupCommit
 
 _ACQUIRE = text(
@@ -49,8 +50,10 @@ _RELEASE = text("UPDATE agent_leases SET expires = 0 WHERE agent_id = :aid AND h
 _RELEASE_ALL = text("UPDATE agent_leases SET expires = 0 WHERE holder = :me")
 
 
-class LeaseTimeout(TimeoutError):
+class LeaseTimeout(Busy):
     """Another kernel held the agent for longer than we were willing to wait."""
+
+    code = "agent_busy"
 
 
 class AgentLeases:

@@ -34,15 +34,16 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from llmos.agent.functions import FunctionError
-from llmos.kernel.kernel import AgentNotFound
-from llmos.memory.recall import StoredMessage
-from llmos.memory.window import message_tokens
+from llmos.kernel.agents import AgentNotFound
 
 if TYPE_CHECKING:
+    from llmos.access.audit import AuditLog
+    from llmos.access.grants import Grants
     from llmos.agent.loop import Turn
-    from llmos.kernel.kernel import Kernel
-    from llmos.kernel.process import AgentImage
-    from llmos.kernel.syscalls import AgentSyscall
+    from llmos.agent.syscalls import AgentSyscall
+    from llmos.kernel.wake import Waker
+    from llmos.memory.image import AgentImage
+    from llmos.memory.recall import StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ _hops: contextvars.ContextVar[int] = contextvars.ContextVar("llmos_agent_hops", 
 class AgentMessenger:
     """Serves agent syscalls for one kernel; owns the wait-for graph and background deliveries."""
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, waker: Waker, grants: Grants, audit_log: AuditLog) -> None:
+        self.waker = waker
+        self.grants = grants
+        self.audit_log = audit_log
         self.max_hops = MAX_HOPS
         self.reply_timeout = REPLY_TIMEOUT
         # caller agent id -> the agent id whose reply it is waiting for
@@ -71,7 +74,7 @@ class AgentMessenger:
     # --- checks ---------------------------------------------------------------
 
     def _audit(self, caller: AgentImage, target: str, decision: str, detail: str) -> None:
-        self.kernel.audit_log.record(
+        self.audit_log.record(
             caller.owner,
             "agent",
             decision,
@@ -84,13 +87,13 @@ class AgentMessenger:
     def _target(self, caller: AgentImage, name: str, wait: bool) -> AgentImage:
         verb = "ask" if wait else "message"
         try:
-            target = self.kernel._image(name, caller.owner)
+            target = self.waker.image(name, caller.owner)
         except AgentNotFound:
             self._audit(caller, name, "denied", "no such agent")
             raise FunctionError(f"there is no agent named {name!r}") from None
         if target.id == caller.id:
             raise FunctionError("that agent is you; use send_message to talk to your user")
-        grants = self.kernel.grants
+        grants = self.grants
         if not (
             grants.allows(caller.id, "agent", target.name)
             or grants.allows(caller.id, "agent", target.id)
@@ -187,9 +190,7 @@ class AgentMessenger:
 
     def _event(self, target: AgentImage, text: str) -> StoredMessage:
         """The target's event, refused (like `Kernel.send` refuses) if it could not fit."""
-        core = self.kernel.core(target.model, target.base_url)
-        event = StoredMessage("user", text)
-        event.tokens = message_tokens(core, event.to_message())
+        event = self.waker.event(target, "user", text)
         allowed = (target.context_window - target.max_tokens) // 2
         if event.tokens > allowed:
             raise FunctionError(
@@ -200,16 +201,8 @@ class AgentMessenger:
 
     async def _deliver(self, target: AgentImage, event: StoredMessage, hops: int) -> Turn:
         """Run the target's turn on the message (in its own task, with its hop count)."""
-        from llmos.agent.loop import run_turn
-
         _hops.set(hops)  # this task's context is a copy: the caller's count is untouched
-        kernel = self.kernel
-        proc, image = kernel.process(target.id, target.owner)
-        core = kernel.core(image.model, image.base_url)
-        async with kernel._running(proc):
-            image = kernel._image(image.id, target.owner)
-            proc.core = core.name
-            return await run_turn(kernel, proc, image, core, [event])
+        return await self.waker.wake(target.id, target.owner, [event])
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from llmos.kernel.kernel import AgentExists
+from llmos.kernel.agents import AgentExists
 from llmos.llm.core import ToolCall
+from llmos.memory.blocks import Block, CoreMemory
 from llmos.memory.recall import StoredMessage
-from llmos.storage.models import agents, blocks, messages, passages
+from llmos.storage.models import passages
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -127,19 +127,7 @@ def export_agent(kernel: Kernel, name: str, owner: str) -> dict[str, Any]:
     agent_id = kernel.get_agent(name, owner)["id"]
     # Reads only, with no await in between: no step of this agent can commit
     # halfway through (the kernel's steps run on this same event loop).
-    with kernel.db.connect() as conn:
-        row = conn.execute(select(agents).where(agents.c.id == agent_id)).one()
-        block_rows = conn.execute(
-            select(blocks).where(blocks.c.agent_id == agent_id).order_by(blocks.c.position)
-        ).fetchall()
-        msg_rows = conn.execute(
-            select(messages).where(messages.c.agent_id == agent_id).order_by(messages.c.id)
-        ).fetchall()
-        passage_rows = conn.execute(
-            select(passages.c.text, passages.c.source, passages.c.created_at)
-            .where(passages.c.agent_id == agent_id)
-            .order_by(passages.c.id)
-        ).fetchall()
+    row, block_rows, msg_rows, passage_rows = kernel.store.dump(agent_id)
     window_start_index = next(
         (i for i, m in enumerate(msg_rows) if m.id >= row.window_start), len(msg_rows)
     )
@@ -224,8 +212,6 @@ async def import_agent(
         # Embedding is CPU work: off the event loop, like the kernel's own embeds.
         vectors.extend(await asyncio.to_thread(emb.embed, texts[i : i + _EMBED_BATCH]))
 
-    agent_id = f"agent-{uuid.uuid4().hex[:16]}"
-    now = time.time()
     stored = [
         StoredMessage(
             role=m.role,
@@ -240,44 +226,30 @@ async def import_agent(
     ]
     try:
         with kernel.db.begin() as conn:
-            conn.execute(
-                agents.insert().values(
-                    id=agent_id,
-                    owner=owner,
-                    name=new_name,
-                    model=spec.model,
-                    base_url=spec.base_url,
-                    context_window=spec.context_window,
-                    layout=spec.layout,
-                    embedder=emb_spec,
-                    system_prompt=spec.system_prompt,
-                    settings=dict(spec.settings),
-                    summary=spec.summary,
-                    window_start=0,
-                    core_snapshot=spec.core_snapshot,
-                    created_at=spec.created_at,
-                    updated_at=now,
-                )
+            memory = CoreMemory([Block(b.label, b.value, b.limit) for b in doc.blocks])
+            agent_id = kernel.store.insert(
+                conn,
+                owner=owner,
+                name=new_name,
+                memory=memory,
+                model=spec.model,
+                base_url=spec.base_url,
+                context_window=spec.context_window,
+                layout=spec.layout,
+                embedder=emb_spec,
+                system_prompt=spec.system_prompt,
+                settings=dict(spec.settings),
+                summary=spec.summary,
+                core_snapshot=spec.core_snapshot,
+                created_at=spec.created_at,
             )
-            for pos, b in enumerate(doc.blocks):
-                conn.execute(
-                    blocks.insert().values(
-                        agent_id=agent_id,
-                        label=b.label,
-                        value=b.value,
-                        char_limit=b.limit,
-                        position=pos,
-                    )
-                )
             # Appended in document order, so new ids keep the exported order.
             kernel.recall.append(conn, agent_id, stored)
             if spec.window_start_index < len(stored):
                 window_start = stored[spec.window_start_index].id
             else:  # everything was evicted: the window starts after the last message
                 window_start = (stored[-1].id + 1) if stored else 0
-            conn.execute(
-                update(agents).where(agents.c.id == agent_id).values(window_start=window_start)
-            )
+            kernel.store.update(conn, agent_id, window_start=window_start)
             if texts:
                 ids = kernel.archival.insert(conn, agent_id, emb, texts, vectors=vectors)
                 for pid, p in zip(ids, doc.passages, strict=True):

@@ -1,30 +1,23 @@
-"""Processes: agents as the kernel sees them.
+"""The process table: agents as the kernel schedules them.
 
-`AgentImage` is an agent's state loaded into memory — its settings, core
-memory, summary and the messages in its context window — rebuilt from the
-database on demand, so an idle agent costs a row, not an object. The
-`ProcessTable` holds the running images with their scheduling state and the
-per-agent lock that lets one agent run one step at a time.
-
-Left out: eviction of idle images from the table (the kernel issue bounds it)
-and cross-process locks (Postgres advisory locks, with the storage issue).
+A `Process` is an agent's entry: its state (one enum, every value reachable),
+the lock that lets the agent run one step at a time, the task running its
+turn, and its image (`memory/image.py`) while loaded. The `ProcessTable` keeps
+at most `max_images` images in memory, dropping the least recently used idle
+one. Across kernel processes on one database, agents are held by leases
+(`kernel/leases.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llmos.memory.blocks import CoreMemory
-
-if TYPE_CHECKING:
-    from llmos.llm.core import Core, ToolSpec
-    from llmos.memory.recall import StoredMessage
+from llmos.memory.image import AgentImage
 
 
 class ProcState(enum.StrEnum):
@@ -32,93 +25,7 @@ class ProcState(enum.StrEnum):
     RUNNING = "running"  # the kernel is executing its step (compiling, committing)
     WAITING_LLM = "waiting_llm"  # its llm syscall is queued on or running on a core
     WAITING_TOOL = "waiting_tool"  # a function call is executing
-    WAITING_APPROVAL = "waiting_approval"
-    SLEEPING = "sleeping"  # heartbeats paused
-    STOPPED = "stopped"
-
-
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "max_steps": 10,  # function-chaining steps per turn before the loop is cut
-    "warning_fraction": 0.75,  # memory-pressure alert (MemGPT's value)
-    "flush_fraction": 0.9,  # evict and summarize above this share of the budget
-    "flush_target": 0.5,  # ... down to this share
-    "max_tokens": None,  # reserved for the answer; None: window // 8, at most 1024
-    "temperature": 0.0,
-    "priority": 0,  # for cores scheduled by priority; higher runs first
-}
-
-
-@dataclass(slots=True)
-class AgentImage:
-    id: str
-    owner: str
-    name: str
-    model: str
-    base_url: str | None
-    context_window: int
-    layout: str
-    embedder: str
-    system_prompt: str
-    settings: dict[str, Any]
-    summary: str
-    window_start: int
-    core_snapshot: str
-    memory: CoreMemory
-    window: list[StoredMessage]
-    created_at: float
-    recall_count: int = 0
-    archival_count: int = 0
-    warned: bool = False  # a memory-pressure alert was shown since the last flush
-    # token counts of texts that rarely change (system prompt, snapshot), per core
-    _counts: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def setting(self, key: str) -> Any:
-        value = self.settings.get(key)
-        return DEFAULT_SETTINGS[key] if value is None else value
-
-    @property
-    def max_tokens(self) -> int:
-        value = self.settings.get("max_tokens")
-        return int(value) if value else min(1024, self.context_window // 8)
-
-    def count(self, core: Core, item: str | list[ToolSpec]) -> int:
-        """Token count of a rarely-changing text or tool list, memoised."""
-        if not item:
-            return 0
-        if isinstance(item, str):
-            key = (core.name, hash(item))
-            if key not in self._counts:
-                self._counts[key] = core.count_tokens(item)
-        else:
-            key = (core.name, hash(tuple(t.name for t in item)))
-            if key not in self._counts:
-                self._counts[key] = core.count_tokens(json.dumps([t.to_openai() for t in item]))
-        if len(self._counts) > 64:  # snapshots change at each compaction
-            self._counts.pop(next(iter(self._counts)))
-        return self._counts[key]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "owner": self.owner,
-            "model": self.model,
-            "base_url": self.base_url,
-            "context_window": self.context_window,
-            "layout": self.layout,
-            "embedder": self.embedder,
-            "blocks": [
-                {"label": b.label, "value": b.value, "limit": b.limit}
-                for b in self.memory.blocks.values()
-            ],
-            "summary": self.summary,
-            "messages_in_window": len(self.window),
-            "recall_count": self.recall_count,
-            "archival_count": self.archival_count,
-            "settings": {k: self.setting(k) for k in DEFAULT_SETTINGS}
-            | {k: v for k, v in self.settings.items() if k not in DEFAULT_SETTINGS},
-            "created_at": self.created_at,
-        }
+    WAITING_APPROVAL = "waiting_approval"  # idle, with calls waiting for its owner
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ from llmos.kernel.policies import Waiter, make_policy
 from llmos.llm.core import CoreUnavailable, PreemptibleCore, RateLimited
 
 if TYPE_CHECKING:
-    from llmos.kernel.syscalls import LLMSyscall
+    from llmos.agent.syscalls import LLMSyscall
     from llmos.llm.core import ChatResponse, Core, Generation
 
 

@@ -1,99 +1,61 @@
-"""Syscalls: the typed requests agents make to the kernel, and the one table that lists them.
+"""The syscall table: which handler serves each syscall type, and what a caller waits in.
 
-An agent never calls a core, a store or a tool directly: it builds one of the
-request types below and hands it to `Kernel.syscall`, which looks the type up
-in `DISPATCH` and runs the kernel method named there. Every syscall records
-when it was queued, started and finished, and its tokens, so the kernel can
-report per-agent and per-core totals.
+The request types are declared where agents make them (`agent/syscalls.py`,
+re-exported here); the handlers live in `kernel/handlers.py`. While a
+process's turn is blocked in an llm or tool syscall, the process table shows
+it as waiting for a core or a tool.
 
-| syscall          | what it does                                         |
-|------------------|------------------------------------------------------|
-| `LLMSyscall`     | one completion on a core, through its run queue      |
-| `MemorySyscall`  | recall search (by words or dates), core memory edits |
-| `StorageSyscall` | archival search, embeddings                          |
-| `ToolSyscall`    | one function call through the function executor      |
-| `AgentSyscall`   | a message to another agent (grant-checked, hop-limited) |
-
-A `ToolSyscall` of a built-in runs in-process; any other name goes to
-`tools/executor.py`, which checks the agent's grant (an attached tool),
-holds irreversible calls for approval, runs the sandbox and audits. An
-`AgentSyscall` is served by `kernel/messaging.py`.
+| syscall          | handler                  | a caller waits as |
+|------------------|--------------------------|-------------------|
+| `LLMSyscall`     | `SyscallHandlers.llm`    | `waiting_llm`     |
+| `MemorySyscall`  | `SyscallHandlers.memory` | (running)         |
+| `StorageSyscall` | `SyscallHandlers.storage`| (running)         |
+| `ToolSyscall`    | `SyscallHandlers.tool`   | `waiting_tool`    |
+| `AgentSyscall`   | `SyscallHandlers.agent`  | (inside its tool call) |
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-if TYPE_CHECKING:
-    from llmos.agent.functions import FunctionContext
-    from llmos.llm.core import ChatRequest, Core, ToolCall
+from llmos.agent.syscalls import (
+    AgentSyscall,
+    LLMSyscall,
+    MemorySyscall,
+    StorageSyscall,
+    Syscall,
+    ToolSyscall,
+)
+from llmos.kernel.handlers import SyscallHandlers
+from llmos.kernel.process import ProcState
 
+__all__ = [
+    "BLOCKED_IN",
+    "AgentSyscall",
+    "LLMSyscall",
+    "MemorySyscall",
+    "StorageSyscall",
+    "Syscall",
+    "ToolSyscall",
+    "dispatch_table",
+]
 
-@dataclass(slots=True, kw_only=True)
-class Syscall:
-    agent_id: str
-    queued_at: float = field(default_factory=time.perf_counter)
-    started_at: float = 0.0
-    finished_at: float = 0.0
-    tokens: int = 0
+Handler = Callable[[Any], Awaitable[Any]]
 
-    @property
-    def kind(self) -> str:
-        return KIND[type(self)]
-
-    def timings(self) -> dict[str, float]:
-        return {
-            "queued_s": round(max(0.0, self.started_at - self.queued_at), 6),
-            "run_s": round(max(0.0, self.finished_at - self.started_at), 6),
-        }
-
-
-@dataclass(slots=True, kw_only=True)
-class LLMSyscall(Syscall):
-    core: Core
-    request: ChatRequest
-    priority: float = 0.0  # used by the `priority` policy
-
-
-@dataclass(slots=True, kw_only=True)
-class MemorySyscall(Syscall):
-    op: str  # "recall_search" | "recall_search_date"
-    args: dict[str, Any]
-
-
-@dataclass(slots=True, kw_only=True)
-class StorageSyscall(Syscall):
-    op: str  # "archival_search" | "embed"
-    args: dict[str, Any]
-
-
-@dataclass(slots=True, kw_only=True)
-class ToolSyscall(Syscall):
-    ctx: FunctionContext
-    call: ToolCall
-
-
-@dataclass(slots=True, kw_only=True)
-class AgentSyscall(Syscall):
-    op: str  # "send" (fire-and-forget) | "ask" (wait for the reply)
-    args: dict[str, Any]  # caller (AgentImage), target (a name), message
-
-
-#: syscall type -> name of the Kernel method that serves it.
-DISPATCH: dict[type[Syscall], str] = {
-    LLMSyscall: "sys_llm",
-    MemorySyscall: "sys_memory",
-    StorageSyscall: "sys_storage",
-    ToolSyscall: "sys_tool",
-    AgentSyscall: "sys_agent",
+#: the state of a process whose turn is blocked in a syscall of this type
+BLOCKED_IN: dict[type[Syscall], ProcState] = {
+    LLMSyscall: ProcState.WAITING_LLM,
+    ToolSyscall: ProcState.WAITING_TOOL,
 }
 
-KIND: dict[type[Syscall], str] = {
-    LLMSyscall: "llm",
-    MemorySyscall: "memory",
-    StorageSyscall: "storage",
-    ToolSyscall: "tool",
-    AgentSyscall: "agent",
-}
+
+def dispatch_table(h: SyscallHandlers) -> dict[type[Syscall], Handler]:
+    """Syscall type -> its handler."""
+    return {
+        LLMSyscall: h.llm,
+        MemorySyscall: h.memory,
+        StorageSyscall: h.storage,
+        ToolSyscall: h.tool,
+        AgentSyscall: h.agent,
+    }

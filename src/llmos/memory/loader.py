@@ -35,7 +35,7 @@ from llmos.storage.models import load_sources, passages
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
-    from llmos.kernel.process import AgentImage
+    from llmos.memory.image import AgentImage
 
 CHUNK_SIZE = 800
 CHUNK_OVERLAP = 100

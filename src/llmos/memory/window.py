@@ -30,8 +30,8 @@ from llmos.llm.core import ChatRequest, Message, ToolSpec
 from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS
 
 if TYPE_CHECKING:
-    from llmos.kernel.process import AgentImage
     from llmos.llm.core import Core
+    from llmos.memory.image import AgentImage
     from llmos.memory.recall import StoredMessage
 
 SECTIONS = ("system", "tools", "core_memory", "summary", "messages", "alerts")

@@ -49,8 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import llmos
 from llmos.access.policy import AccessManager, RateLimiter
-from llmos.kernel.kernel import AgentExists, AgentNotFound, MessageTooLong
-from llmos.kernel.leases import LeaseTimeout
+from llmos.errors import Busy, Conflict, InvalidRequest, LLMOSError, NotFound
 from llmos.llm.core import CoreError, CoreUnavailable, RateLimited
 from llmos.memory.blocks import MemoryEditError
 from llmos.memory.embeddings import (
@@ -155,17 +154,23 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(_r: Request, exc: APIError) -> JSONResponse:
         return _json(exc.status, exc.body(), exc.headers)
 
-    @app.exception_handler(AgentNotFound)
-    async def not_found(_r: Request, exc: AgentNotFound) -> JSONResponse:
-        return _json(404, error_body(_text(exc), "not_found_error", code="agent_not_found"))
+    # llmos's exception families (llmos/errors.py), each class naming its `code`.
+    @app.exception_handler(NotFound)
+    async def not_found(_r: Request, exc: NotFound) -> JSONResponse:
+        return _json(404, _family_body(exc, "not_found_error"))
 
-    @app.exception_handler(AgentExists)
-    async def exists(_r: Request, exc: AgentExists) -> JSONResponse:
-        return _json(409, error_body(str(exc), "conflict_error", code="agent_exists"))
+    @app.exception_handler(Conflict)
+    async def conflict(_r: Request, exc: Conflict) -> JSONResponse:
+        return _json(409, _family_body(exc, "conflict_error"))
 
-    @app.exception_handler(MessageTooLong)
-    async def too_long(_r: Request, exc: MessageTooLong) -> JSONResponse:
-        return _json(422, error_body(str(exc), "invalid_request_error", code="message_too_long"))
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_r: Request, exc: InvalidRequest) -> JSONResponse:
+        return _json(422, _family_body(exc, "invalid_request_error"))
+
+    @app.exception_handler(Busy)
+    async def busy(_r: Request, exc: Busy) -> JSONResponse:
+        # e.g. --workers: another worker has held the agent for longer than a lease lasts
+        return _json(503, _family_body(exc, "unavailable"), {"retry-after": "5"})
 
     @app.exception_handler(MemoryEditError)
     async def bad_edit(_r: Request, exc: MemoryEditError) -> JSONResponse:
@@ -192,13 +197,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def file_failed(_r: Request, exc: FileError) -> JSONResponse:
         err = file_error(exc)
         return _json(err.status, err.body(), err.headers)
-
-    @app.exception_handler(LeaseTimeout)
-    async def agent_elsewhere(_r: Request, exc: LeaseTimeout) -> JSONResponse:
-        # --workers: another worker has held the agent for longer than a lease lasts
-        return _json(
-            503, error_body(str(exc), "unavailable", code="agent_busy"), {"retry-after": "5"}
-        )
 
     @app.exception_handler(EmbeddingError)
     async def embedding_error(_r: Request, exc: EmbeddingError) -> JSONResponse:
@@ -243,6 +241,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return _json(exc.status_code, error_body(str(exc.detail), type_), dict(exc.headers or {}))
+
+
+def _family_body(exc: LLMOSError, type_: str) -> dict[str, Any]:
+    more = {"code": exc.code} if exc.code else {}
+    return error_body(_text(exc), type_, **more)
 
 
 def _text(exc: BaseException) -> str:

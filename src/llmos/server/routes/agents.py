@@ -15,10 +15,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import update
 
 from llmos.kernel import portable
-from llmos.kernel.process import DEFAULT_SETTINGS
+from llmos.kernel.settings import AgentSettings
 from llmos.server.deps import (
     AGENT_NAME_PATTERN,
     APIError,
@@ -27,7 +26,6 @@ from llmos.server.deps import (
     State,
     check_choices,
 )
-from llmos.storage.models import agents as agents_table
 
 router = APIRouter(tags=["agents"])
 
@@ -35,20 +33,6 @@ AgentName = Annotated[str, Path(description="The agent's name or id.", max_lengt
 BlockLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
 BlockText = Annotated[str, StringConstraints(max_length=100_000)]
 NewName = Annotated[str, StringConstraints(pattern=AGENT_NAME_PATTERN)]
-
-
-class AgentSettings(BaseModel):
-    """The agent's loop settings; in an update, null resets one to its default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_steps: int | None = Field(None, ge=1, le=100, description="steps per turn, at most")
-    warning_fraction: float | None = Field(None, gt=0, le=1)
-    flush_fraction: float | None = Field(None, gt=0, le=1)
-    flush_target: float | None = Field(None, gt=0, lt=1)
-    max_tokens: int | None = Field(None, ge=16, le=1 << 20, description="reserved for answers")
-    temperature: float | None = Field(None, ge=0, le=2)
-    priority: int | None = Field(None, ge=-1000, le=1000)
 
 
 class AgentCreate(BaseModel):
@@ -88,7 +72,7 @@ async def list_agents(user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
 async def create_agent(
     body: AgentCreate, user: CurrentUser, kernel: KernelDep, state: State
 ) -> dict[str, Any]:
-    from llmos.kernel.kernel import default_embedder
+    from llmos.kernel.agents import default_embedder
     from llmos.llm.registry import DEFAULT_MODEL
 
     cfg = state.config
@@ -97,7 +81,6 @@ async def create_agent(
     check_choices(cfg, model=model, base_url=body.base_url, embedder=embedder)
     kernel.embedder(embedder)  # an unknown spec fails now (400), not at first use
     settings = body.settings.model_dump(exclude_none=True) if body.settings else {}
-    _check_settings(settings, body.context_window)
     return await kernel.create_agent(
         body.name,
         model=model,
@@ -124,58 +107,13 @@ async def get_agent(agent: AgentName, user: CurrentUser, kernel: KernelDep) -> d
 async def update_agent(
     agent: AgentName, body: AgentUpdate, user: CurrentUser, kernel: KernelDep
 ) -> dict[str, Any]:
-    _, image = kernel.process(agent, user.owner)
     edits = dict(body.blocks or {})
     if body.persona is not None:
         edits["persona"] = body.persona
     if body.human is not None:
         edits["human"] = body.human
-    # Check every edit before making any, so an update is all or nothing.
-    for label, value in edits.items():
-        block = image.memory.blocks.get(label)
-        if block is None:
-            raise APIError(422, f"the agent has no block labelled {label!r}")
-        if len(value) > block.limit:
-            raise APIError(
-                422, f"block {label!r} allows {block.limit} characters; got {len(value)}"
-            )
-    if body.settings is not None:
-        merged = dict(image.settings)
-        for key, value in body.settings.model_dump(exclude_unset=True).items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        _check_settings(merged, image.context_window)
-    for label, value in edits.items():
-        if image.memory.blocks[label].value != value:
-            await kernel.update_block(image.id, label, value, owner=user.owner)
-    if body.settings is not None:
-        # The image may have been reloaded while a block edit waited for the lock.
-        _, image = kernel.process(image.id, user.owner)
-        image.settings.clear()
-        image.settings.update(merged)
-        with kernel.db.begin() as conn:
-            conn.execute(
-                update(agents_table)
-                .where(agents_table.c.id == image.id)
-                .values(settings=dict(merged))
-            )
-    return kernel.get_agent(image.id, user.owner)
-
-
-def _check_settings(settings: dict[str, Any], context_window: int | None) -> None:
-    def get(key: str) -> Any:
-        value = settings.get(key)
-        return DEFAULT_SETTINGS.get(key) if value is None else value
-
-    if get("flush_target") >= get("flush_fraction"):
-        raise APIError(422, "settings: flush_target must be below flush_fraction")
-    if get("warning_fraction") > get("flush_fraction"):
-        raise APIError(422, "settings: warning_fraction must not exceed flush_fraction")
-    max_tokens = settings.get("max_tokens")
-    if max_tokens and context_window and max_tokens > context_window // 2:
-        raise APIError(422, "settings: max_tokens may be at most half the context window")
+    settings = body.settings.model_dump(exclude_unset=True) if body.settings else None
+    return await kernel.update_agent(agent, user.owner, blocks=edits, settings=settings)
 
 
 @router.delete("/agents/{agent}", status_code=204, summary="Delete an agent and all its memory")

@@ -144,11 +144,7 @@ async def list_archival(
     offset: Annotated[int, Query(ge=0, le=1 << 40)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    _, image = kernel.process(agent, user.owner)
-    # The kernel has no listing verb yet; archival storage has, per agent id.
-    with kernel.db.connect() as conn:
-        found = kernel.archival.list(conn, image.id, offset, limit)
-        total = kernel.archival.count(conn, image.id)
+    found, total = kernel.list_archival(agent, user.owner, offset=offset, limit=limit)
     return {"passages": [p.as_dict() for p in found], "total": total, "offset": offset}
 
 
@@ -176,12 +172,7 @@ async def delete_archival(
     user: CurrentUser,
     kernel: KernelDep,
 ) -> Response:
-    _, image = kernel.process(agent, user.owner)
-    with kernel.db.begin() as conn:
-        gone = kernel.archival.delete(conn, image.id, passage_id)
-    if not gone:
-        raise APIError(404, f"the agent has no passage {passage_id}", "not_found_error")
-    image.archival_count = max(0, image.archival_count - 1)
+    kernel.delete_archival(agent, passage_id, user.owner)  # PassageNotFound: 404
     return Response(status_code=204)
 
 

@@ -1,0 +1,67 @@
+"""Agent settings: their ranges and the rules between them, checked in one place.
+
+`AgentSettings` is the schema of the loop settings a user may set (the HTTP
+API uses it as its request body); `check_settings` applies it and the rules
+that relate settings to each other and to the agent's window. The kernel runs
+both on every create and update, whichever face the request came through.
+Defaults live with the image (`memory/image.py`, `DEFAULT_SETTINGS`); other
+keys (`file_tools`, `agent_tools`, `file_quota`) are the kernel's own
+switches and pass through unchecked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmos.errors import InvalidRequest
+from llmos.memory.image import DEFAULT_SETTINGS
+
+
+class AgentSettings(BaseModel):
+    """The agent's loop settings; in an update, null resets one to its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int | None = Field(None, ge=1, le=100, description="steps per turn, at most")
+    warning_fraction: float | None = Field(None, gt=0, le=1)
+    flush_fraction: float | None = Field(None, gt=0, le=1)
+    flush_target: float | None = Field(None, gt=0, lt=1)
+    max_tokens: int | None = Field(None, ge=16, le=1 << 20, description="reserved for answers")
+    temperature: float | None = Field(None, ge=0, le=2)
+    priority: int | None = Field(None, ge=-1000, le=1000)
+
+
+def merge_settings(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`current` with `changes` applied; a change to None resets that setting."""
+    merged = dict(current)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_settings(settings: dict[str, Any], context_window: int | None) -> None:
+    """Raise InvalidRequest unless `settings` are valid for an agent with that window."""
+    known = {k: v for k, v in settings.items() if k in AgentSettings.model_fields}
+    try:
+        AgentSettings.model_validate(known)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise InvalidRequest(f"settings: {where}: {first['msg']}") from None
+
+    def get(key: str) -> Any:
+        value = settings.get(key)
+        return DEFAULT_SETTINGS.get(key) if value is None else value
+
+    if get("flush_target") >= get("flush_fraction"):
+        raise InvalidRequest("settings: flush_target must be below flush_fraction")
+    if get("warning_fraction") > get("flush_fraction"):
+        raise InvalidRequest("settings: warning_fraction must not exceed flush_fraction")
+    max_tokens = settings.get("max_tokens")
+    if max_tokens and context_window and max_tokens > context_window // 2:
+        raise InvalidRequest("settings: max_tokens may be at most half the context window")

@@ -1,0 +1,212 @@
+"""Waking agents: the one path from an event to a turn.
+
+Every entry that makes an agent act — a user's message (`Kernel.send`), a
+retry, an approval decision, another agent's message — goes through
+`Waker.wake`: find the process and load its image, count the event's tokens
+on the agent's core, hold the agent (its lock here and, when kernels share
+the database, its lease), reload the image if it changed hands meanwhile, run
+the turn (`agent/loop.py`), and end it as cancelled if `cancel` asked.
+
+The waker also keeps the images: an agent is found by name or id within its
+owner through a small cache, and loaded from the agent store on a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from llmos.agent.loop import Turn, run_turn
+from llmos.kernel.agents import AgentNotFound, AgentStore, MessageTooLong
+from llmos.kernel.process import Process, ProcessTable, ProcState
+from llmos.memory.recall import StoredMessage
+from llmos.memory.window import message_tokens
+
+if TYPE_CHECKING:
+    from llmos.access.approvals import Approvals
+    from llmos.agent.loop import EventSink
+    from llmos.agent.syscalls import KernelInterface
+    from llmos.kernel.cores import CoreTable
+    from llmos.kernel.leases import AgentLeases
+    from llmos.llm.core import Core
+    from llmos.memory.image import AgentImage
+
+#: the events of a turn, or a function of the freshly loaded image that makes them
+Events = list[StoredMessage] | Callable[["AgentImage"], list[StoredMessage]]
+
+
+class Waker:
+    """Loads agents into the process table, holds them, and runs their turns."""
+
+    def __init__(
+        self,
+        kernel: KernelInterface,
+        procs: ProcessTable,
+        store: AgentStore,
+        cores: CoreTable,
+        approvals: Approvals,
+        leases: AgentLeases | None,
+    ) -> None:
+        self.kernel = kernel
+        self.procs = procs
+        self.store = store
+        self.cores = cores
+        self.approvals = approvals
+        self.leases = leases
+        # (owner, name or id) -> agent id, so a loaded agent is found without SQL
+        self._ids: dict[tuple[str, str], str] = {}
+        # agent id -> calls waiting for approval that this kernel saw made or
+        # loaded: an idle agent with some shows as waiting_approval.
+        self.awaiting: dict[str, int] = {}
+
+    # --- images -------------------------------------------------------------------
+
+    def image(self, name_or_id: str, owner: str) -> AgentImage:
+        """The agent's in-memory image, loaded from the database if needed."""
+        agent_id = self._ids.get((owner, name_or_id))
+        if agent_id is not None:  # the hot path: no database round trip
+            proc = self.procs.peek(agent_id)
+            if proc is not None and proc.image is not None:
+                self.procs.touch(proc)
+                return proc.image
+        with self.store.db.connect() as conn:
+            row = self.store.find(conn, name_or_id, owner)
+            if row is None:
+                raise AgentNotFound(f"no agent named {name_or_id!r}")
+            self._ids[(owner, row.name)] = self._ids[(owner, row.id)] = row.id
+            proc = self.procs.get(row.id, row.name)
+            if proc.image is not None:
+                self.procs.touch(proc)
+                return proc.image
+            image = self.store.load(conn, row)
+        proc.image = image
+        self.procs.touch(proc)
+        # calls left waiting for approval by an earlier kernel (a restart)
+        self.awaiting[image.id] = self.approvals.pending_count(image.id)
+        if self.awaiting[image.id] and not proc.lock.locked():
+            proc.set(ProcState.WAITING_APPROVAL)
+        return image
+
+    def process(self, name_or_id: str, owner: str) -> tuple[Process, AgentImage]:
+        image = self.image(name_or_id, owner)
+        return self.procs.get(image.id, image.name), image
+
+    def core_of(self, image: AgentImage) -> Core:
+        return self.cores.get(image.model, image.base_url)
+
+    def tokens(self, image: AgentImage, msg: StoredMessage) -> int:
+        """The message's tokens in the agent's window, counted on its core."""
+        return message_tokens(self.core_of(image), msg.to_message())
+
+    def event(self, image: AgentImage, role: str, text: str) -> StoredMessage:
+        """A message for the agent, its tokens counted on the agent's core."""
+        event = StoredMessage(role, text)
+        event.tokens = self.tokens(image, event)
+        return event
+
+    def message(self, image: AgentImage, role: str, text: str) -> StoredMessage:
+        """A message delivered from outside; raises MessageTooLong (nothing is
+        stored) if it is over half the agent's budget: it could never fit."""
+        event = self.event(image, role, text)
+        budget = image.context_window - image.max_tokens
+        if event.tokens > budget // 2:
+            raise MessageTooLong(
+                f"the message is about {event.tokens} tokens; this agent's window allows "
+                f"{budget // 2} per message (half its {budget}-token budget). Load long "
+                "documents into archival memory instead."
+            )
+        return event
+
+    def forget(self, image: AgentImage) -> None:
+        self.procs.forget(image.id)
+        self._ids.pop((image.owner, image.name), None)
+        self._ids.pop((image.owner, image.id), None)
+        self.awaiting.pop(image.id, None)
+
+    def note_pending_approval(self, agent_id: str, delta: int) -> None:
+        self.awaiting[agent_id] = max(0, self.awaiting.get(agent_id, 0) + delta)
+
+    # --- holding an agent -----------------------------------------------------------
+
+    @asynccontextmanager
+    async def hold(self, proc: Process) -> AsyncIterator[None]:
+        """Hold the agent: its lock in this process and, when kernels share the
+        database, its lease (kernel/leases.py). Callers re-read the image inside."""
+        proc.waiting += 1
+        try:
+            await proc.lock.acquire()
+        finally:
+            proc.waiting -= 1
+        leased = False
+        try:
+            if self.leases is not None:
+                if await self.leases.acquire(proc.agent_id):
+                    proc.image = None  # another kernel ran it since: reload
+                leased = True
+            yield
+        finally:
+            try:
+                if leased and self.leases is not None:
+                    self.leases.release(proc.agent_id)
+            finally:
+                proc.lock.release()
+
+    @asynccontextmanager
+    async def _running(self, proc: Process) -> AsyncIterator[None]:
+        """Hold the agent for one turn; messages wait here, in arrival order."""
+        async with self.hold(proc):
+            proc.task = asyncio.current_task()
+            try:
+                yield
+            except BaseException:
+                # A step cut short may have changed the image without committing:
+                # drop it, and the next turn reloads the last committed state.
+                proc.image = None
+                raise
+            finally:
+                proc.task = None
+                proc.cancel_requested = False
+                waiting = self.awaiting.get(proc.agent_id, 0) > 0
+                proc.set(ProcState.WAITING_APPROVAL if waiting else ProcState.READY)
+
+    # --- turns ----------------------------------------------------------------------
+
+    async def wake(
+        self, name_or_id: str, owner: str, events: Events, on_event: EventSink | None = None
+    ) -> Turn:
+        """Run the agent's turn on `events` once the agent is free; returns the turn.
+
+        `events` may be a function of the image, called once the agent is held
+        (a retry picks its message from the window it finds then)."""
+        proc, image = self.process(name_or_id, owner)
+        core = self.core_of(image)
+        async with self._running(proc):
+            image = self.image(image.id, owner)  # it may have been reloaded meanwhile
+            proc.core = core.name
+            if callable(events):
+                events = events(image)
+            turn = Turn(agent=image.name)
+            proc.set(ProcState.RUNNING)
+            try:
+                await run_turn(self.kernel, image, core, events, turn, on_event)
+            except asyncio.CancelledError:
+                if not proc.cancel_requested:
+                    raise  # not ours to swallow: the kernel or the caller is shutting down
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                # The step in flight is dropped whole: it had committed nothing.
+                proc.image = None
+                turn.stop_reason = "cancelled"
+            return turn
+
+    def cancel(self, name_or_id: str, owner: str) -> bool:
+        """Cancel the agent's running turn; False if it was idle."""
+        proc, _ = self.process(name_or_id, owner)
+        if proc.task is None or proc.task.done():
+            return False
+        proc.cancel_requested = True
+        proc.task.cancel()
+        return True
