@@ -387,7 +387,7 @@ class Kernel:
             return await fn.execute(call.ctx, call.call, AGENT_FUNCTIONS)
         from llmos.tools.executor import execute_user_tool
 
-        return await execute_user_tool(self, call.ctx, call.call)
+        return await execute_user_tool(self, call.ctx, call.call, fn.BUILTINS, fn.FunctionResult)
 
     @property
     def messenger(self) -> Any:
