@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from llmos.tools.registry import ToolManager
     from llmos.tools.sandbox import SandboxResult
 
+R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 
@@ -108,7 +109,7 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     return args, None
 
 
-def _outcome(result: ResultType[R_co], name: str, ran: SandboxResult, heartbeat: bool) -> R_co:
+def _outcome(result: ResultType[R], name: str, ran: SandboxResult, heartbeat: bool) -> R:
     if ran.ok:
         return result(name, True, clip(ran.message()), heartbeat=heartbeat)
     return result(name, False, clip(f"tool failed: {ran.message()}"), heartbeat=True)
@@ -119,8 +120,8 @@ async def execute_user_tool(
     ctx: CallContext,
     call: ToolCall,
     builtins: Iterable[str],
-    result: ResultType[R_co],
-) -> R_co:
+    result: ResultType[R],
+) -> R:
     """Run one call of a user tool for `ctx.agent`, as `result(...)`; never raises.
 
     `builtins` are the names of the functions every agent has, listed to the
@@ -137,8 +138,8 @@ async def _execute(
     ctx: CallContext,
     call: ToolCall,
     builtins: Iterable[str],
-    result: ResultType[R_co],
-) -> R_co:
+    result: ResultType[R],
+) -> R:
     agent = ctx.agent
     attached = host.tools.attached(agent.id, agent.owner)
     tool = next((t for t in attached if t.name == call.name), None)
