@@ -10,7 +10,8 @@ named `NAME__tool`: `llmos tool attach AGENT NAME__tool` gives one to an
 agent.
 
 Left out: headers or auth for HTTP servers, and environment variables for
-stdio servers (the server inherits llmos's environment).
+stdio servers (the MCP SDK starts one with only HOME, LOGNAME, PATH, SHELL,
+TERM and USER of llmos's environment).
 """
 
 from __future__ import annotations
