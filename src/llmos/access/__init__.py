@@ -1,1 +1,1 @@
-"""Access control: users, API keys and rate limits (`policy.py`)."""
+"""Access control: users, API keys and rate limits (`policy.py`), grants, approvals, audit."""

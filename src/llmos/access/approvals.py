@@ -23,18 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from llmos.errors import Conflict, NotFound
 from llmos.storage.models import agents, approvals
 
 if TYPE_CHECKING:
     from llmos.storage.db import Database
 
 
-class ApprovalNotFound(LookupError):
+class ApprovalNotFound(NotFound):
     """No approval of that id for this owner."""
 
+    code = "approval_not_found"
 
-class AlreadyDecided(ValueError):
+
+class AlreadyDecided(Conflict):
     """The approval was decided before."""
+
+    code = "already_decided"
 
 
 def _row(r: Any) -> dict[str, Any]:

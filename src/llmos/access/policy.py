@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from llmos.errors import Conflict, NotFound
 from llmos.storage.models import api_keys, users
 
 if TYPE_CHECKING:
@@ -45,11 +46,11 @@ USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _MAX_KEY_CHARS = 128
 
 
-class UserExists(ValueError):
+class UserExists(Conflict):
     """A user of that name already exists."""
 
 
-class UserNotFound(LookupError):
+class UserNotFound(NotFound):
     """No user of that name."""
 
 

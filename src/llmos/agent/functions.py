@@ -1,5 +1,8 @@
 """The built-in functions every agent has: MemGPT's memory functions, by MemGPT's names.
 
+MemGPT's `pause_heartbeats` is left out: llmos has no timed heartbeats for it
+to pause (a heartbeat comes only from a function call's `request_heartbeat`).
+
 Each function is an argument model (pydantic: its JSON schema is what the model
 sees; its validation is what catches a bad call) and an async handler. The
 executor `execute()` turns one raw `ToolCall` into a `FunctionResult` and never
@@ -19,7 +22,6 @@ in `agent_functions.py`, run by this executor on their own tables.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -105,10 +107,6 @@ class ArchivalMemoryInsertArgs(_Args):
 class ArchivalMemorySearchArgs(_Args):
     query: str
     page: int = Field(0, ge=0)
-
-
-class PauseHeartbeatsArgs(BaseModel):
-    minutes: int = Field(ge=1, le=360)
 
 
 # --- handlers ----------------------------------------------------------------
@@ -245,14 +243,6 @@ async def archival_memory_search(
     )
 
 
-async def pause_heartbeats(ctx: FunctionContext, args: PauseHeartbeatsArgs) -> FunctionResult:
-    ctx.agent.settings["heartbeats_paused_until"] = time.time() + 60 * args.minutes
-    ctx.writes.settings = True
-    return FunctionResult(
-        "pause_heartbeats", True, f"Timed heartbeats paused for {args.minutes} minutes."
-    )
-
-
 # --- the table and the executor ----------------------------------------------
 
 
@@ -320,12 +310,6 @@ BUILTINS: dict[str, Function] = {
             "Search archival memory by meaning and words.",
             ArchivalMemorySearchArgs,
             archival_memory_search,
-        ),
-        Function(
-            "pause_heartbeats",
-            "Ignore timed heartbeats for a while.",
-            PauseHeartbeatsArgs,
-            pause_heartbeats,
         ),
     ]
 }

@@ -7,8 +7,7 @@
     llmos files rollback (--agent A | --shared AREA) PATH VERSION
     llmos files search  (--agent A | --shared AREA) QUERY
 
-Registered on `cli/main.py`'s app when it imports this module. Left out:
-quotas from the command line (a user's own writes are not capped).
+Left out: quotas from the command line (a user's own writes are not capped).
 """
 
 from __future__ import annotations
@@ -22,17 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmos.cli import render
-from llmos.cli.main import _dump, _fail, _run, app, out
+from llmos.cli.common import dump, fail, group, out, run
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
 
-files_app = typer.Typer(
-    help="Versioned files of agents and shared areas.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(files_app, name="files")
+files_app = group("Versioned files of agents and shared areas.")
 
 Agent = Annotated[str | None, typer.Option("--agent", "-a", help="An agent's own files.")]
 Shared = Annotated[str | None, typer.Option("--shared", "-s", help="A shared area.")]
@@ -40,7 +34,7 @@ Shared = Annotated[str | None, typer.Option("--shared", "-s", help="A shared are
 
 def _with_area(ctx: typer.Context, agent: str | None, shared: str | None, op: Any) -> Any:
     if bool(agent) == bool(shared):
-        _fail("name exactly one of --agent or --shared")
+        fail("name exactly one of --agent or --shared")
 
     async def body(kernel: Kernel) -> Any:
         from llmos.storage.files import FileError
@@ -50,7 +44,7 @@ def _with_area(ctx: typer.Context, agent: str | None, shared: str | None, op: An
         except FileError as e:
             raise ValueError(str(e)) from None
 
-    return _run(ctx, body)
+    return run(ctx, body)
 
 
 @files_app.command("list")
@@ -64,7 +58,7 @@ def files_list(
     """List files."""
     rows = _with_area(ctx, agent, shared, lambda k, a: k.files.list("local", a, prefix))
     if as_json:
-        _dump(rows)
+        dump(rows)
         return
     table = Table("path", "bytes", "version", "updated")
     for r in rows:
@@ -97,7 +91,7 @@ def files_write(
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as e:
-        _fail(f"cannot read {source}: {e.strerror or e}")
+        fail(f"cannot read {source}: {e.strerror or e}")
     v = _with_area(ctx, agent, shared, lambda k, a: k.files.write("local", a, path, text))
     out.print(f"wrote {escape(path)} (version {v})")
 

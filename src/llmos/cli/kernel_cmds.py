@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from llmos.cli.main import _dump, _fail, _run, app, out
+from llmos.cli.common import dump, fail, out, run
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
 
 kernel_app = typer.Typer(help="Inspect the kernel: cores, queues, syscalls, usage.")
-app.add_typer(kernel_app, name="kernel")
 
 UrlOpt = Annotated[
     str | None,
@@ -42,17 +41,17 @@ def _remote(url: str, key: str | None) -> dict[str, Any]:
     import httpx
 
     if not key:
-        _fail("--url needs an API key: pass --key or set LLMOS_API_KEY")
+        fail("--url needs an API key: pass --key or set LLMOS_API_KEY")
     try:
         resp = httpx.get(
             url.rstrip("/") + "/v1/kernel", headers={"Authorization": f"Bearer {key}"}, timeout=10
         )
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach {url}: {type(exc).__name__}")
+        fail(f"cannot reach {url}: {type(exc).__name__}")
     if resp.status_code == 401:
-        _fail("the server rejected the API key")
+        fail("the server rejected the API key")
     if resp.status_code != 200:
-        _fail(f"{url} answered {resp.status_code}")
+        fail(f"{url} answered {resp.status_code}")
     return resp.json()
 
 
@@ -81,21 +80,20 @@ def _local(ctx: typer.Context) -> dict[str, Any]:
         ]
         return {"agents": len(agents), "processes": processes, "cores": [], "usage": usage}
 
-    return _run(ctx, body)
+    return run(ctx, body)
 
 
 def _status(ctx: typer.Context, url: str | None, key: str | None) -> dict[str, Any]:
     return _remote(url, key) if url else _local(ctx)
 
 
-@app.command("ps")
 def ps(
     ctx: typer.Context, url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False
 ) -> None:
     """The process table: each agent's state, core, queued events and time in state."""
     status = _status(ctx, url, key)
     if as_json:
-        _dump(status["processes"])
+        dump(status["processes"])
         return
     table = Table(title="processes" + ("" if url else " (local: no kernel is running)"))
     for col in ("pid", "agent", "state", "core", "queued", "in state"):
@@ -120,7 +118,7 @@ def stats(
     """Per-core queues and totals, and per-agent usage."""
     status = _status(ctx, url, key)
     if as_json:
-        _dump(status)
+        dump(status)
         return
     if status.get("cores"):
         cores = Table(title="cores")

@@ -3,8 +3,7 @@
 Text, Markdown, HTML and PDF files (directories are searched recursively) are
 chunked, embedded with the agent's embedder and stored as passages; see
 `memory/loader.py`. Rerunning the same command resumes an interrupted load and
-adds nothing for files already in. Registered on `cli/main.py`'s app when it
-imports this module.
+adds nothing for files already in.
 
 Left out: loading through a server (`--url`); this command opens the local
 database, like `llmos agent set-embedder`.
@@ -18,14 +17,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from llmos.cli.main import _dump, _fail, _run, app, err, out
+from llmos.cli.common import dump, err, fail, out, run
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
     from llmos.memory.loader import LoadProgress
 
 
-@app.command("load")
 def load(
     ctx: typer.Context,
     agent: Annotated[str, typer.Argument(help="The agent whose archival memory gets the text.")],
@@ -38,7 +36,7 @@ def load(
     """Load documents (text, Markdown, HTML, PDF) into an agent's archival memory."""
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        _fail(f"no such file or directory: {', '.join(missing)}")
+        fail(f"no such file or directory: {', '.join(missing)}")
 
     from rich.progress import (
         BarColumn,
@@ -88,9 +86,9 @@ def load(
             # what was committed stays: the same command continues from there
             raise ValueError(f"{e} (the load stopped; run the command again to resume)") from e
 
-    report = _run(ctx, body)
+    report = run(ctx, body)
     if as_json:
-        _dump(report.as_dict())
+        dump(report.as_dict())
     else:
         for f in report.files:
             line = f"{f.status:<9} {escape(f.path)}: {f.added} of {f.chunks} chunks added"

@@ -7,10 +7,11 @@
 
 `add` connects once to list the server's tools, then stores them as tools
 named `NAME__tool`: `llmos tool attach AGENT NAME__tool` gives one to an
-agent. Registers itself on `cli/main.py`'s app when that imports it.
+agent.
 
 Left out: headers or auth for HTTP servers, and environment variables for
-stdio servers (the server inherits llmos's environment).
+stdio servers (the MCP SDK starts one with only HOME, LOGNAME, PATH, SHELL,
+TERM and USER of llmos's environment).
 """
 
 from __future__ import annotations
@@ -21,17 +22,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from llmos.cli.main import _dump, _fail, _run, app, out
+from llmos.cli.common import dump, fail, group, out, run
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
 
-mcp_app = typer.Typer(
-    help="MCP servers: their tools become tools agents can attach.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(mcp_app, name="mcp")
+mcp_app = group("MCP servers: their tools become tools agents can attach.")
 
 
 @mcp_app.command("add")
@@ -52,7 +48,7 @@ def mcp_add(
     Example: llmos mcp add fs -- npx -y @modelcontextprotocol/server-filesystem /tmp
     """
     if bool(command) == bool(url):
-        _fail("give a command after -- (stdio) or --url URL (streamable HTTP), not both")
+        fail("give a command after -- (stdio) or --url URL (streamable HTTP), not both")
 
     async def body(kernel: Kernel) -> dict[str, Any]:
         cmd, *args = command or [None]
@@ -60,9 +56,9 @@ def mcp_add(
             name, command=cmd, args=args, url=url, irreversible=irreversible
         )
 
-    added = _run(ctx, body)
+    added = run(ctx, body)
     if as_json:
-        _dump(added)
+        dump(added)
         return
     out.print(f"added MCP server [bold]{escape(name)}[/] with {len(added['tools'])} tools:")
     for t in added["tools"]:
@@ -76,9 +72,9 @@ def mcp_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")
     async def body(kernel: Kernel) -> list[dict[str, Any]]:
         return kernel.mcp.list()
 
-    rows = _run(ctx, body)
+    rows = run(ctx, body)
     if as_json:
-        _dump(rows)
+        dump(rows)
         return
     if not rows:
         out.print("no MCP servers")
@@ -110,7 +106,7 @@ def mcp_remove(ctx: typer.Context, name: str) -> None:
         await kernel.mcp.remove(name)
 
     try:
-        _run(ctx, body)
+        run(ctx, body)
     except McpServerNotFound as e:
-        _fail(str(e.args[0]))
+        fail(str(e.args[0]))
     out.print(f"removed MCP server {name}")

@@ -1,9 +1,9 @@
 """Rich rendering for the `llmos` command: agents, turns, memory, the context window.
 
 Every function takes plain data (the dicts and dataclasses the Kernel API
-returns) and a rich `Console`, so the command logic in `main.py` stays free of
-layout. Nothing here imports the kernel: these helpers load with the CLI at
-start-up and must stay cheap.
+returns) and a rich `Console`, so the command modules stay free of layout.
+Nothing here imports the kernel: these helpers load with the CLI at start-up
+and must stay cheap.
 
 Left out: colour themes, paging of long outputs, and Markdown rendering of
 replies (a model's reply is printed as the text it is).

@@ -8,9 +8,8 @@
     llmos approvals [list|approve ID|deny ID] [--reason R]   pending irreversible calls
     llmos audit [--agent NAME] [--limit N]                   the audit log
 
-They register themselves on the apps of `cli/main.py` when it imports this
-module and import the kernel only when they run. The CLI acts as the user
-"local" (the owner of the CLI's agents).
+They import the kernel only when they run. The CLI acts as the user "local"
+(the owner of the CLI's agents).
 
 Left out: acting as another user from the CLI (the HTTP API does that).
 """
@@ -29,33 +28,28 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmos.cli import render
-from llmos.cli.main import _dump, _fail, _run, app, out
+from llmos.cli.common import dump, fail, group, out, run
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
 
 T = TypeVar("T")
 
-tool_app = typer.Typer(
-    help="User tools: Python functions agents can call (run in a sandbox).",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(tool_app, name="tool")
+tool_app = group("User tools: Python functions agents can call (run in a sandbox).")
 
 
 @contextmanager
 def _lookups() -> Iterator[None]:
-    # main's handler covers ValueError/OSError; tool and approval lookups are LookupErrors
+    # run() reports ValueError/OSError; tool and approval lookups are LookupErrors
     try:
         yield
     except LookupError as e:
-        _fail(str(e.args[0]) if e.args else str(e))
+        fail(str(e.args[0]) if e.args else str(e))
 
 
 def _go(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
     with _lookups():
-        return _run(ctx, body)
+        return run(ctx, body)
 
 
 @tool_app.command("add")
@@ -78,14 +72,14 @@ def tool_add(
     try:
         source = file.expanduser().read_text(encoding="utf-8")
     except OSError as e:
-        _fail(f"cannot read {file}: {e.strerror or e}")
+        fail(f"cannot read {file}: {e.strerror or e}")
 
     async def body(kernel: Kernel) -> list[dict[str, Any]]:
         return await kernel.add_tool(source, exclusive=exclusive, irreversible=irreversible)
 
     added = _go(ctx, body)
     if as_json:
-        _dump(added)
+        dump(added)
         return
     for t in added:
         flags = [f for f in ("exclusive", "irreversible") if t[f]]
@@ -106,7 +100,7 @@ def tool_list(
 
     rows = _go(ctx, body)
     if as_json:
-        _dump(rows)
+        dump(rows)
         return
     table = Table("name", "version", "flags", "arguments", "description")
     for t in rows:
@@ -137,7 +131,7 @@ def tool_detach(ctx: typer.Context, agent: str, tool: str) -> None:
         return kernel.detach_tool(agent, tool)
 
     if not _go(ctx, body):
-        _fail(f"{agent} does not have the tool {tool}")
+        fail(f"{agent} does not have the tool {tool}")
     out.print(f"detached {tool} from {agent}")
 
 
@@ -157,7 +151,6 @@ class GrantKind(enum.StrEnum):
     files = "files"
 
 
-@app.command("grant")
 def grant(
     ctx: typer.Context,
     agent: str,
@@ -193,7 +186,6 @@ class ApprovalAction(enum.StrEnum):
     deny = "deny"
 
 
-@app.command("approvals")
 def approvals(
     ctx: typer.Context,
     action: Annotated[ApprovalAction, typer.Argument()] = ApprovalAction.list,
@@ -213,7 +205,7 @@ def approvals(
 
         rows = _go(ctx, listing)
         if as_json:
-            _dump(rows)
+            dump(rows)
             return
         if not rows:
             out.print("no pending approvals")
@@ -231,7 +223,7 @@ def approvals(
         out.print(table)
         return
     if not approval_id:
-        _fail(f"`llmos approvals {action.value}` needs an approval id (see `llmos approvals`)")
+        fail(f"`llmos approvals {action.value}` needs an approval id (see `llmos approvals`)")
 
     async def deciding(kernel: Kernel) -> Any:
         return await kernel.decide(approval_id, action is ApprovalAction.approve, reason)
@@ -244,7 +236,6 @@ def approvals(
     render.turn_view(out, turn)
 
 
-@app.command("audit")
 def audit(
     ctx: typer.Context,
     agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
@@ -258,7 +249,7 @@ def audit(
 
     rows = _go(ctx, body)
     if as_json:
-        _dump(rows)
+        dump(rows)
         return
     table = Table("time", "user", "agent", "syscall", "target", "decision", "detail")
     for e in rows:

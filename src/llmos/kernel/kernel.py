@@ -30,6 +30,7 @@ from llmos.access.approvals import Approvals
 from llmos.access.audit import AuditLog
 from llmos.access.grants import Grants
 from llmos.agent.catalog import offered_specs
+from llmos.agent.functions import BUILTINS, FunctionResult
 from llmos.agent.prompts import load_prompt
 from llmos.kernel.access_verbs import AccessVerbs
 from llmos.kernel.accounting import Accounting, SyscallStats, UsageTotals
@@ -118,7 +119,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
         self.files = FileStore(db)
         self.waker = Waker(self, self.procs, self.store, self.cores, self.approval_store, leases)
         self._messenger: AgentMessenger | None = None
-        run_user_tool = partial(execute_user_tool, self)
+        run_user_tool = partial(execute_user_tool, self, builtins=BUILTINS, result=FunctionResult)
         handlers = SyscallHandlers(
             db, self.cores, self.accounting, self.recall, self.archival, run_user_tool, self._msgr
         )

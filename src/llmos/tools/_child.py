@@ -1,6 +1,6 @@
 """The sandbox child: runs one user tool call (or describes a tool file) and exits.
 
-Started by `sandbox.py` as `python -I -m llmos.tools._child LIMITS_JSON`, in a
+Started by `sandbox.py` as `python -I -B -m llmos.tools._child LIMITS_JSON`, in a
 new session, in a scratch directory, with an allow-listed environment. Before
 it reads any user code it lowers its own resource limits (CPU seconds, address
 space, file size, open files, processes), keeps the real stdout for its one

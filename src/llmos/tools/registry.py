@@ -15,10 +15,14 @@ in it) or to a set of tool names; `add(..., exclusive=, irreversible=)`
 overrides. Irreversible tools need their owner's approval per call (see
 `access/approvals.py` and `tools/executor.py`).
 
+Each agent's attached set is cached in this process (it is read at every
+step) and dropped on every change made through this manager, or through the
+MCP manager (`invalidate`). A change made by another process (a `llmos tool
+attach` while `llmos serve` runs) reaches this one when its cache is next
+dropped, or at its restart.
+
 Left out: tool dependencies (a tool can import what the kernel's Python has,
-nothing else), sharing tools between owners, and a per-process cache of the
-attached set (it is read from the database at each step, so a `llmos tool
-attach` in another process applies at once).
+nothing else), and sharing tools between owners.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
+from llmos.errors import InvalidRequest, NotFound
 from llmos.llm.core import ToolSpec
 from llmos.storage.models import agent_tools, tools
 from llmos.tools import sandbox
@@ -40,12 +45,16 @@ if TYPE_CHECKING:
     from llmos.tools.mcp import McpManager
 
 
-class ToolError(ValueError):
-    """A tool file that cannot be registered, or a bad attach; the message says why."""
+class ToolError(InvalidRequest):
+    """A tool file that cannot be registered; the message says why."""
+
+    code = "tool_error"
 
 
-class ToolNotFound(LookupError):
+class ToolNotFound(NotFound):
     """No tool of that name for this owner."""
+
+    code = "tool_not_found"
 
 
 @dataclass(slots=True, frozen=True)
@@ -263,7 +272,8 @@ class ToolManager:
             return await self._run(tool, args)
 
     async def _run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
-        if self.mcp is not None and mcp_server_of(tool) is not None:
-            return await self.mcp.call_tool(tool, args)
+        server = mcp_server_of(tool.source)
+        if self.mcp is not None and server is not None:
+            return await self.mcp.call(tool.owner, server, tool.function, args)
         request = {"mode": "call", "source": tool.source, "function": tool.function, "args": args}
         return await sandbox.arun(request, self.limits)

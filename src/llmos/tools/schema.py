@@ -7,8 +7,9 @@ is the docstring's first paragraph, and each argument's description comes from
 the docstring's `Args:` section (Google style) or `:param name:` lines (Sphinx
 style).
 
-This module imports only pydantic and the standard library: the sandbox child
-(`_child.py`) imports it too, to validate arguments where the tool runs.
+This module imports only pydantic, the standard library and `llmos.errors`:
+the sandbox child (`_child.py`) imports it too, to validate arguments where
+the tool runs.
 
 Left out: NumPy-style docstrings, `*args`/`**kwargs` (rejected: the model
 cannot fill them), and return-type schemas (results are free-form JSON).
@@ -25,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from llmos.errors import InvalidRequest
+
 HEARTBEAT_DOC = "true: take another step after this call"
 _ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters)\s*:\s*$")
 _SECTION = re.compile(r"^\s*[A-Z][A-Za-z ]*:\s*$")  # Returns:, Raises:, Example:
@@ -33,7 +36,7 @@ _SPHINX_ARG = re.compile(r"^\s*:param\s+(?:[^:]*\s)?(\w+)\s*:\s*(.*)$")
 TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-class SchemaError(ValueError):
+class SchemaError(InvalidRequest):
     """A function cannot be a tool (bad name, *args, no docstring, unknown type)."""
 
 

@@ -1,0 +1,269 @@
+"""`llmos agent`: create, list, show and delete agents, and switch an agent's embedder.
+
+    llmos agent create NAME [--model M] [--persona P] ...   an agent with its core memory
+    llmos agent list|show NAME|delete NAME                  the agents and their state
+    llmos agent set-embedder NAME SPEC                      re-embed archival memory
+
+`set-embedder` replaces the old vectors in one transaction at the end, with a
+progress bar on stderr; if anything fails the agent keeps its old embedder.
+
+Left out: editing memory blocks from the command line (the HTTP API and the
+agent itself do that), and re-embedding only some of an agent's passages.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from llmos.cli import render
+from llmos.cli.common import dump, err, fail, group, out, run
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+
+agent_app = group("Create, list, inspect and delete agents.")
+
+
+class Layout(enum.StrEnum):
+    stable = "stable"
+    classic = "classic"
+
+
+def _text_or_file(value: str | None) -> str | None:
+    """The value itself, or the contents of the file it names if that file exists."""
+    if value is None:
+        return None
+    try:
+        path = Path(value).expanduser()
+        if path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        pass  # e.g. a long persona text is "File name too long" as a path
+    return value
+
+
+@agent_app.command("create")
+def agent_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The agent's name (unique per user).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model string: local/gemma-3-270m (default), local:/path.gguf, "
+            "openai/MODEL, ollama/MODEL, anthropic/MODEL, bedrock/MODEL_ID.",
+            show_default=False,
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Server URL for openai/ and ollama/ models."),
+    ] = None,
+    persona: Annotated[
+        str | None,
+        typer.Option("--persona", help="The agent's persona block: text, or a file to read."),
+    ] = None,
+    human: Annotated[
+        str | None,
+        typer.Option("--human", help="What the agent knows of its user: text, or a file."),
+    ] = None,
+    context_window: Annotated[
+        int | None,
+        typer.Option(
+            "--context-window",
+            min=1024,
+            help="Tokens of context to use (at most the model's). \\[default: the model's]",
+            show_default=False,
+        ),
+    ] = None,
+    layout: Annotated[
+        Layout,
+        typer.Option(
+            "--layout",
+            help="stable: prefix-cache friendly window order; classic: MemGPT's layout.",
+        ),
+    ] = Layout.stable,
+    embedder: Annotated[
+        str | None,
+        typer.Option(
+            "--embedder",
+            help="Embedder for archival memory. \\[default: $LLMOS_EMBEDDER or the built-in]",
+            show_default=False,
+        ),
+    ] = None,
+    block: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--block",
+            "-b",
+            metavar="LABEL=TEXT",
+            help="An extra core memory block (TEXT may name a file). Repeatable.",
+        ),
+    ] = None,
+    block_limit: Annotated[
+        int, typer.Option("--block-limit", min=1, help="Characters allowed per block.")
+    ] = 2000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent as JSON.")] = False,
+) -> None:
+    """Create an agent with its core memory.
+
+    Example: llmos agent create alice --model openai/gpt-4o-mini --persona persona.txt
+    """
+    extra: dict[str, str] = {}
+    for item in block or []:
+        label, sep, text = item.partition("=")
+        if not sep or not label.strip():
+            fail(f"--block wants LABEL=TEXT, got {item!r}")
+        extra[label.strip()] = _text_or_file(text) or ""
+
+    async def body(kernel: Kernel) -> dict[str, Any]:
+        from llmos.llm.registry import DEFAULT_MODEL
+
+        return await kernel.create_agent(
+            name,
+            model=model or DEFAULT_MODEL,
+            base_url=base_url,
+            persona=_text_or_file(persona),
+            human=_text_or_file(human),
+            blocks_=extra,
+            block_limit=block_limit,
+            context_window=context_window,
+            layout=layout.value,
+            embedder=embedder,
+        )
+
+    desc = run(ctx, body)
+    if as_json:
+        dump(desc)
+    else:
+        render.agent_created(out, desc)
+
+
+@agent_app.command("list")
+def agent_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List agents: name, model, and when each was created."""
+
+    async def body(kernel: Kernel) -> list[dict[str, Any]]:
+        return kernel.list_agents()
+
+    rows = run(ctx, body)
+    if as_json:
+        dump(rows)
+    elif not rows:
+        out.print("No agents yet. Create one with: llmos agent create NAME")
+    else:
+        out.print(render.agents_table(rows))
+
+
+@agent_app.command("show")
+def agent_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+) -> None:
+    """Show an agent: model, window, memory blocks, summary, message counts, settings."""
+
+    async def body(kernel: Kernel) -> dict[str, Any]:
+        return kernel.get_agent(name)
+
+    desc = run(ctx, body)
+    if as_json:
+        dump(desc)
+    else:
+        render.agent_details(out, desc)
+
+
+@agent_app.command("delete")
+def agent_delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an agent with all its messages and archival memory (asks first)."""
+
+    async def check(kernel: Kernel) -> dict[str, Any]:
+        return kernel.get_agent(name)
+
+    desc = run(ctx, check)  # an unknown name fails before the question
+    if not yes:
+        typer.confirm(
+            f"Delete agent {desc['name']!r} with {desc['recall_count']} messages and "
+            f"{desc['archival_count']} archival passages?",
+            abort=True,
+        )
+
+    async def body(kernel: Kernel) -> None:
+        await kernel.delete_agent(desc["id"])
+
+    run(ctx, body)
+    out.print(f"Deleted agent {escape(desc['name'])}.")
+
+
+@agent_app.command("set-embedder")
+def agent_set_embedder(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="Embedder: local/all-MiniLM-L6-v2, openai/MODEL, or bedrock/MODEL_ID "
+            "(amazon.titan-embed-text-v2:0, cohere.embed-english-v3)."
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Switch an agent's embedder and re-embed all its archival passages.
+
+    The old vectors are replaced in one transaction at the end: if anything
+    fails, the agent keeps its old embedder.
+    Example: llmos agent set-embedder alice bedrock/amazon.titan-embed-text-v2:0
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(
+        TextColumn("re-embedding archival memory"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+
+    async def body(kernel: Kernel) -> dict[str, Any]:
+        from llmos.memory.embeddings import EmbeddingError
+
+        task = bar.add_task("embed", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            with bar:
+                return await kernel.set_embedder(name, spec, progress=progress)
+        except EmbeddingError as exc:
+            # A user-facing failure (bad key, unreachable endpoint): one line, no traceback.
+            raise ValueError(str(exc)) from None
+
+    result = run(ctx, body)
+    if as_json:
+        dump(result)
+    else:
+        out.print(
+            f"Agent [bold]{escape(result['agent'])}[/] now embeds with "
+            f"{escape(result['embedder'])} ({result['dim']}-d): {result['passages']} passages "
+            f"re-embedded (was {escape(result['previous'])})."
+        )

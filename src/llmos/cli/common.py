@@ -1,0 +1,110 @@
+"""What every `llmos` command shares: the consoles, opening the kernel, and user errors.
+
+Each command module imports its plumbing from here and nothing from
+`cli/main.py` (which imports them all to wire the app), so the package has no
+import cycle. `run()` opens the kernel on `--home`, awaits the command's body
+on a fresh event loop and closes the kernel; `user_errors()` turns the errors
+a user can cause into one `error: ...` line on stderr and exit code 1
+(`LLMOS_DEBUG=1` shows the traceback instead).
+
+Start-up time matters (`llmos send` is called from scripts), so the kernel is
+imported inside the functions that open it, never at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from llmos.kernel.kernel import Kernel
+
+T = TypeVar("T")
+
+#: `-h` works as well as `--help`, on the app and on every command group
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def group(help: str) -> typer.Typer:
+    """A command group (`llmos agent ...`) that shows its help when given no command."""
+    return typer.Typer(help=help, no_args_is_help=True, context_settings=CONTEXT_SETTINGS)
+
+
+@dataclass(slots=True)
+class State:
+    """The app's options, set by its callback on the typer context every command gets."""
+
+    home: Path | None  # None: the kernel's default ($LLMOS_HOME or ~/.llmos)
+
+
+def home_dir(ctx: typer.Context) -> Path | None:
+    """The `--home` the command was given, or None for the kernel's default."""
+    return ctx.obj.home if isinstance(ctx.obj, State) else None
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with `error: MESSAGE` (its first line) on stderr and exit code 1."""
+    # One plain line: scripts grep it, and rich would wrap it at 80 columns.
+    first, *_ = (message.strip() or "unknown error").splitlines() or [""]
+    print(f"error: {first}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def error_text(exc: BaseException) -> str:
+    """The exception's message as a user should read it."""
+    # LookupError's str() is the repr of its argument; show the plain text.
+    return str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions a user's own input can cause: reported, never a traceback."""
+    from llmos.kernel.kernel import AgentExists, AgentNotFound, MessageTooLong
+    from llmos.llm.core import CoreError
+
+    # ValueError covers bad model strings, layouts, block limits and names.
+    return (AgentNotFound, AgentExists, MessageTooLong, CoreError, ValueError, OSError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Report a user error raised inside the block with `fail()`."""
+    types = user_error_types()
+    try:
+        yield
+    except types as exc:
+        if os.environ.get("LLMOS_DEBUG"):
+            raise
+        fail(error_text(exc))
+
+
+def run(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
+    """Open the kernel, await `body(kernel)` on a fresh event loop, close the kernel."""
+    from llmos.kernel.kernel import Kernel
+
+    async def main() -> T:
+        kernel = Kernel.open(home_dir(ctx))
+        try:
+            return await body(kernel)
+        finally:
+            await kernel.close()
+
+    with user_errors():
+        return asyncio.run(main())
+
+
+def dump(data: Any) -> None:
+    """Print `data` as indented JSON (for `--json`)."""
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,123 @@
+"""`llmos serve`: the HTTP API (OpenAI-compatible too), in one process or several.
+
+    llmos serve [--host H] [--port P] [--workers N] [--policy fifo|rr|priority] ...
+
+With `--workers N` each worker process boots its own kernel on the same
+database and takes agent leases; the options reach the workers through
+environment variables. Make a user and a key first: `llmos user create NAME`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from llmos.cli.common import err, fail, home_dir, user_errors
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8283,
+    rate: Annotated[
+        float, typer.Option("--rate-limit", min=0, help="Requests per second per user (0: off).")
+    ] = 50.0,
+    burst: Annotated[
+        float, typer.Option("--burst", min=1, help="Largest burst of requests per user.")
+    ] = 200.0,
+    max_body: Annotated[
+        int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")
+    ] = 1 << 20,
+    allow_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-model",
+            metavar="PATTERN",
+            help="Model strings users may choose (glob, repeatable). \\[default: any]",
+            show_default=False,
+        ),
+    ] = None,
+    allow_base_url: Annotated[
+        bool,
+        typer.Option(
+            "--allow-base-url",
+            help="Let users choose an agent's base_url (the server's provider key goes there).",
+        ),
+    ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            envvar="LLMOS_POLICY",
+            help="Scheduling of LLM calls on each core: fifo, rr (round robin; preempts the "
+            "embedded model every --quantum tokens) or priority (with aging).",
+        ),
+    ] = None,
+    quantum: Annotated[
+        int | None,
+        typer.Option(
+            "--quantum", envvar="LLMOS_QUANTUM", min=1, help="Round-robin quantum, tokens."
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Server processes, each with its own kernel on the same database; an agent "
+            "runs in one of them at a time (agent leases). More CPU for many agents on "
+            "remote models; each process has its own rate limiter and process table.",
+        ),
+    ] = 1,
+) -> None:
+    """Serve the HTTP API: many users, one kernel; OpenAPI docs at /docs.
+
+    Make a key first with: llmos user create NAME
+    Example: llmos serve --port 8283, then
+    curl -H "Authorization: Bearer $KEY" localhost:8283/v1/agents
+    """
+    import uvicorn
+
+    from llmos.server.app import create_app
+    from llmos.server.deps import ServerConfig
+
+    config = ServerConfig(
+        max_body_bytes=max_body,
+        rate=rate,
+        burst=burst,
+        models=tuple(allow_model) if allow_model else None,
+        allow_base_url=allow_base_url,
+    )
+    if policy is not None:
+        from llmos.kernel.policies import POLICIES
+
+        if policy not in POLICIES:
+            fail(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        os.environ["LLMOS_POLICY"] = policy  # the kernel reads these when it boots
+    if quantum is not None:
+        os.environ["LLMOS_QUANTUM"] = str(quantum)
+    if workers > 1:
+        import dataclasses
+        import json
+
+        home = home_dir(ctx)
+        if home is not None:
+            os.environ["LLMOS_HOME"] = str(home)
+        os.environ["LLMOS_SHARED_DB"] = "1"  # each worker's kernel takes agent leases
+        os.environ["LLMOS_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
+        err.print(f"llmos serving on http://{host}:{port} with {workers} workers (docs at /docs)")
+        uvicorn.run(
+            "llmos.server.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+        )
+        return
+    with user_errors():
+        application = create_app(config=config, home=home_dir(ctx))
+        err.print(f"llmos serving on http://{host}:{port} (docs at /docs)")
+        uvicorn.run(application, host=host, port=port, log_level="info")
