@@ -35,6 +35,7 @@ from llmos.agent.syscalls import (
     MemorySyscall,
     StorageSyscall,
 )
+from llmos.errors import LLMOSError
 from llmos.llm.core import ToolCall, ToolSpec
 from llmos.memory.blocks import MemoryEditError
 
@@ -46,7 +47,7 @@ HEARTBEAT_DOC = "true: take another step after this call"
 PAGE_SIZE = 5
 
 
-class FunctionError(Exception):
+class FunctionError(LLMOSError):
     """A function could not do what was asked; the message is for the model."""
 
 

@@ -35,6 +35,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from llmos.access.policy import AccessManager, RateLimiter, User, redact
+from llmos.errors import LLMOSError
 
 if TYPE_CHECKING:
     from llmos.agent.loop import Turn
@@ -87,7 +88,7 @@ class ServerState:
         return task
 
 
-class APIError(Exception):
+class APIError(LLMOSError):
     """An error answered as `{"error": {"type": ..., "message": ...}}` with `status`."""
 
     def __init__(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
+from llmos.errors import InvalidRequest
 from llmos.storage.models import file_versions, files
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ DEFAULT_QUOTA = 1_000_000  # bytes of current content per agent area
 MAX_PATH = 512
 
 
-class FileError(ValueError):
+class FileError(InvalidRequest):
     """A bad path, a missing file or version; the message is for the model or user."""
 
 
