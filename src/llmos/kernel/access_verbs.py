@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.agent.functions import BUILTINS
 from llmos.storage.files import agent_area, shared_area
 from llmos.tools.executor import clip
+from llmos.tools.registry import ToolNotFound
 
 if TYPE_CHECKING:
     from llmos.access.approvals import Approvals
@@ -73,6 +74,13 @@ class AccessVerbs:
         image = self.image(agent, owner)
         return [t.describe() for t in self.tools.attached(image.id, owner)]
 
+    def get_tool(self, name: str, owner: str = "local") -> dict[str, Any]:
+        """One tool with its source and function name. Raises ToolNotFound."""
+        tool = self.tools.get(owner, name)
+        if tool is None:
+            raise ToolNotFound(f"no tool named {name!r}")
+        return tool.describe() | {"source": tool.source, "function": tool.function}
+
     def remove_tool(self, name: str, owner: str = "local") -> None:
         self.tools.remove(owner, name)
 
@@ -88,15 +96,23 @@ class AccessVerbs:
         return self.grants.revoke(self.image(agent, owner).id, kind, target)
 
     def audit(
-        self, owner: str = "local", agent: str | None = None, limit: int = 100
+        self,
+        owner: str = "local",
+        agent: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[dict[str, Any]]:
-        """The owner's audit log, newest first."""
-        return self.audit_log.query(owner, agent=agent, limit=limit)
+        """The owner's audit log, newest first (entries with an id below `before`)."""
+        return self.audit_log.query(owner, agent=agent, limit=limit, before=before)
 
     # --- approvals ------------------------------------------------------------------
 
     def note_pending_approval(self, agent_id: str, delta: int) -> None:
         self.waker.note_pending_approval(agent_id, delta)
+
+    def approval(self, approval_id: str, owner: str = "local") -> dict[str, Any]:
+        """One approval of `owner`'s. Raises ApprovalNotFound."""
+        return self.approval_store.get(approval_id, owner)
 
     def approvals(self, owner: str = "local", status: str | None = "pending") -> list[dict]:
         """Calls of irreversible tools waiting for `owner` (status None: all, decided too)."""

@@ -25,9 +25,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.access.approvals import AlreadyDecided, ApprovalNotFound
 from llmos.server.deps import APIError, CurrentUser, KernelDep, State, turn_body
-from llmos.tools.registry import ToolError, ToolNotFound
+from llmos.tools.registry import ToolError
 
 router = APIRouter(tags=["tools"])
 
@@ -64,10 +63,6 @@ class Decision(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
 
-def _no_tool(name: str) -> APIError:
-    return APIError(404, f"no tool named {name!r}", "not_found_error", code="tool_not_found")
-
-
 # --- tools --------------------------------------------------------------------------
 
 
@@ -92,18 +87,12 @@ async def list_tools(user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
 
 @router.get("/tools/{tool}", summary="One tool, with its source, version and schema")
 async def get_tool(tool: ToolName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
-    found = kernel.tools.get(user.owner, tool)
-    if found is None:
-        raise _no_tool(tool)
-    return found.describe() | {"source": found.source, "function": found.function}
+    return kernel.get_tool(tool, user.owner)  # ToolNotFound: 404
 
 
 @router.delete("/tools/{tool}", status_code=204, summary="Delete a tool (agents lose it)")
 async def delete_tool(tool: ToolName, user: CurrentUser, kernel: KernelDep) -> Response:
-    try:
-        kernel.remove_tool(tool, user.owner)
-    except ToolNotFound:
-        raise _no_tool(tool) from None
+    kernel.remove_tool(tool, user.owner)  # ToolNotFound: 404
     return Response(status_code=204)
 
 
@@ -116,10 +105,7 @@ async def agent_tools(agent: AgentName, user: CurrentUser, kernel: KernelDep) ->
 async def attach_tool(
     agent: AgentName, tool: ToolName, user: CurrentUser, kernel: KernelDep
 ) -> dict[str, Any]:
-    try:
-        kernel.attach_tool(agent, tool, user.owner)
-    except ToolNotFound:
-        raise _no_tool(tool) from None
+    kernel.attach_tool(agent, tool, user.owner)  # ToolNotFound: 404
     return {"tools": kernel.list_tools(user.owner, agent=agent)}
 
 
@@ -183,10 +169,7 @@ async def list_approvals(
 async def get_approval(
     approval_id: ApprovalId, user: CurrentUser, kernel: KernelDep
 ) -> dict[str, Any]:
-    try:
-        return kernel.approval_store.get(approval_id, user.owner)
-    except ApprovalNotFound as e:
-        raise APIError(404, str(e.args[0]), "not_found_error", code="approval_not_found") from None
+    return kernel.approval(approval_id, user.owner)  # ApprovalNotFound: 404
 
 
 @router.post("/approvals/{approval_id}", summary="Approve or deny a call; the agent gets it")
@@ -194,18 +177,12 @@ async def decide(
     approval_id: ApprovalId, body: Decision, user: CurrentUser, kernel: KernelDep, state: State
 ) -> dict[str, Any]:
     # Check first, so a wrong id is a clean 404 before any task starts.
-    try:
-        kernel.approval_store.get(approval_id, user.owner)
-    except ApprovalNotFound as e:
-        raise APIError(404, str(e.args[0]), "not_found_error", code="approval_not_found") from None
+    kernel.approval(approval_id, user.owner)  # ApprovalNotFound: 404
     task = state.spawn(kernel.decide(approval_id, body.approve, body.reason, owner=user.owner))
-    try:
-        # shield: the decision is taken and its turn runs even if the client leaves
-        turn = await asyncio.shield(task)
-    except AlreadyDecided as e:
-        raise APIError(409, str(e), "conflict_error", code="already_decided") from None
+    # shield: the decision is taken and its turn runs even if the client leaves
+    turn = await asyncio.shield(task)  # AlreadyDecided: 409
     return {
-        "approval": kernel.approval_store.get(approval_id, user.owner),
+        "approval": kernel.approval(approval_id, user.owner),
         "turn": turn_body(turn),
     }
 
@@ -223,7 +200,7 @@ async def audit(
     before: Annotated[int | None, Query(ge=1, description="only entries with a smaller id")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    entries = kernel.audit_log.query(user.owner, agent=agent, limit=limit, before=before)
+    entries = kernel.audit(user.owner, agent=agent, limit=limit, before=before)
     # the next page starts below the last id of this one
     more = len(entries) == limit
     return {"entries": entries, "next_before": entries[-1]["id"] if more and entries else None}
