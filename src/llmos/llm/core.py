@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from llmos.errors import BackendError
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -159,7 +161,7 @@ class ChatResponse:
 # --- error kinds -------------------------------------------------------------
 
 
-class CoreError(Exception):
+class CoreError(BackendError):
     """A core failed to answer. Subclasses say how the kernel should react."""
 
 
@@ -170,6 +172,8 @@ class ContextLengthExceeded(CoreError):
 class RateLimited(CoreError):
     """429 or a throttling answer: retry after `retry_after` seconds (None: back off)."""
 
+    unavailable = True
+
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -177,6 +181,8 @@ class RateLimited(CoreError):
 
 class CoreUnavailable(CoreError):
     """5xx, timeout, refused connection, missing model file: retry later or report."""
+
+    unavailable = True
 
 
 class AuthenticationFailed(CoreError):
