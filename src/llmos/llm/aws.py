@@ -1,4 +1,4 @@
-"""AWS plumbing for Bedrock: the region, a `bedrock-runtime` client, and botocore errors as `CoreError`s.
+"""AWS plumbing for Bedrock: the region, a `bedrock-runtime` client, botocore errors as CoreErrors.
 
 The Bedrock core (`llm/bedrock.py`) and the Bedrock embedder both use it.
 Credentials come from the standard AWS chain; nothing here reads them,

@@ -7,6 +7,8 @@ adapter (`openai_compat`, `llamacpp`, `replay`, …) implements this protocol an
 maps its failures onto the error kinds below, so the kernel can react the same
 way whatever the backend: back off on `RateLimited`, flush memory and retry on
 `ContextLengthExceeded`, report `CoreUnavailable` and `AuthenticationFailed`.
+Every kind is an `llmos.errors.BackendError`; `CoreUnavailable` and
+`RateLimited` are its `unavailable` ones (retrying later may succeed).
 
 Streaming is optional and outside the protocol: cores that offer it
 (`anthropic`, `bedrock`) have `stream(request)`, an async iterator of text

@@ -1,4 +1,4 @@
-"""`LlamaCppCore`: the core for the embedded local model (llama-cpp-python), by default Gemma 3 270M.
+"""`LlamaCppCore`: the core for the embedded model (llama-cpp-python), by default Gemma 3 270M.
 
 What it does:
 

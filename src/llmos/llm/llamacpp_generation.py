@@ -1,4 +1,4 @@
-"""Preemptible generations on the embedded llama.cpp model: what `LlamaCppCore.start(request)` returns.
+"""Preemptible generations on the embedded llama.cpp model: what `LlamaCppCore.start()` returns.
 
 A `LlamaCppGeneration` is one request run in slices. `run(n)` evaluates the
 prompt on its first call (however long) and samples up to n more tokens, in a

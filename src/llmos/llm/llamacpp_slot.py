@@ -1,4 +1,4 @@
-"""`ModelSlot`: the embedded model's one sequence — who holds it, and the saved states of the others.
+"""`ModelSlot`: the embedded model's one sequence, who holds it, and the saved states of the others.
 
 A llama.cpp model here decodes one sequence at a time. Its occupant is a live
 generation (`llm/llamacpp_generation.py`), or the agent (`ChatRequest.cache_key`)

@@ -412,7 +412,9 @@ def _parse_response(data: Any, name: str) -> ChatResponse:
     usage_raw = usage_raw if isinstance(usage_raw, Mapping) else {}
     details = usage_raw.get("prompt_tokens_details")
     details = details if isinstance(details, Mapping) else {}
-    cached = as_int(details.get("cached_tokens")) or as_int(usage_raw.get("prompt_cache_hit_tokens"))
+    cached = as_int(details.get("cached_tokens")) or as_int(
+        usage_raw.get("prompt_cache_hit_tokens")
+    )
     usage = Usage(
         prompt_tokens=as_int(usage_raw.get("prompt_tokens")),
         completion_tokens=as_int(usage_raw.get("completion_tokens")),

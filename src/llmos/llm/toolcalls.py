@@ -140,7 +140,8 @@ _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 # dropped before repairing: a bare word that may be the start of anything
 # ("Tr", an unquoted key), then a key left without its value.
 _CUT_WORD = re.compile(r"(?<![\w$.\-])[A-Za-z_$][\w$.-]*\Z")
-_CUT_KEY = re.compile(r",?\s*(?:\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[A-Za-z_$][\w$.-]*)\s*:\s*\Z")
+_KEY = r"(?:\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[A-Za-z_$][\w$.-]*)"
+_CUT_KEY = re.compile(r",?\s*" + _KEY + r"\s*:\s*\Z")
 _LITERALS = frozenset({"true", "false", "null", "True", "False", "None"})
 
 
