@@ -162,7 +162,7 @@ class AnthropicCore(RemoteCore):
             return self.context_window
         if not isinstance(data, Mapping):
             return self.context_window
-        window = asas_int(data.get("max_input_tokens")) or None
+        window = as_int(data.get("max_input_tokens")) or None
         caps = data.get("capabilities")
         schema = None
         if isinstance(caps, Mapping) and isinstance(caps.get("structured_outputs"), Mapping):
