@@ -344,12 +344,12 @@ def switch_costs(core: LlamaCppCore, job: Job, extra: int, repeats: int) -> dict
     """
     import llama_cpp
 
-    with core._lock:
-        llm = core._load()
+    with core.slot.lock:
+        llm = core.load()
         prompt = core._tokenize_prompt(llm, core._segments(job.request.messages, []))
         # Stand-ins for `extra` generated tokens: only their number matters here.
         tokens = prompt + (prompt[1:] * (extra // len(prompt) + 1))[:extra]
-        store = core._slot.store
+        store = core.slot.store
         memory = llama_cpp.llama_get_memory(llm.ctx)
         evals, saves, restores = [], [], []
         for _ in range(repeats):
@@ -368,7 +368,7 @@ def switch_costs(core: LlamaCppCore, job: Job, extra: int, repeats: int) -> dict
             restores.append(time.perf_counter() - t)
         llama_cpp.llama_memory_clear(memory, True)
         llm.n_tokens = 0
-        core._slot.agent = core._slot.gen = None
+        core.slot.agent = core.slot.gen = None
     ev, sv, rs = (statistics.median(x) for x in (evals, saves, restores))
     return {
         "tokens": len(tokens),

@@ -24,7 +24,8 @@ from llmos.llm.anthropic import AnthropicCore
 from llmos.llm.bedrock import BedrockCore
 from llmos.llm.caching import OPENING_TEXT, Block, mark_last_stable, system_blocks, to_turns
 from llmos.llm.core import ChatRequest, ChatResponse, Message, ToolCall
-from llmos.llm.models import Endpoint, bedrock_base_id, check, configured, lookup
+from llmos.llm.endpoints import Endpoint, check, configured
+from llmos.llm.models import bedrock_base_id, lookup
 from llmos.llm.registry import make_core
 from llmos.llm.replay import ScriptedCore, call
 from tests.fakes.anthropic_server import FakeAnthropicServer

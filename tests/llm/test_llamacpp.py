@@ -206,11 +206,11 @@ async def test_constrained_decoder_matches_llama_cpp_grammar_sampling(core: Llam
     # grammar sampler chooses.
     messages = [*FIRST, Message(role="user", content="Also remember that I like tea.")]
     resp = await core.chat(ChatRequest(messages=messages, tools=TOOLS, max_tokens=32))
-    with core._lock:
-        llm = core._load()
+    with core.slot.lock:
+        llm = core.load()
         tokens = core._tokenize_prompt(llm, core._segments(messages, TOOLS))
         ref = llm.create_completion(
-            prompt=tokens, max_tokens=32, temperature=0.0, grammar=core._grammar(TOOLS)
+            prompt=tokens, max_tokens=32, temperature=0.0, grammar=core.grammar(TOOLS)
         )
     expected = parse_call(ref["choices"][0]["text"], TOOLS)
     got = resp.tool_calls[0]

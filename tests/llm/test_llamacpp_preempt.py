@@ -109,7 +109,7 @@ def answer(resp: ChatResponse) -> tuple[object, ...]:
 def test_core_is_preemptible_and_takes_its_budgets(tmp_path: Path) -> None:
     core = LlamaCppCore(kv_cache_bytes=1, kv_disk_bytes=2, kv_dir=tmp_path)
     assert isinstance(core, PreemptibleCore)
-    store = core._slot.store
+    store = core.slot.store
     assert (store.ram_budget, store.disk_budget, store._base) == (1, 2, tmp_path)
     assert core.stats()["store"]["entries_ram"] == 0
 
@@ -140,7 +140,7 @@ async def test_preempted_generation_equals_uninterrupted(core: LlamaCppCore, too
     finally:
         for gen in gens:
             await gen.close()
-    assert not [k for k in core._slot.store if k.startswith("gen:")], "snapshots leaked"
+    assert not [k for k in core.slot.store if k.startswith("gen:")], "snapshots leaked"
 
 
 async def test_without_snapshots_resume_reevaluates(core: LlamaCppCore) -> None:
@@ -192,7 +192,7 @@ async def test_agents_taking_turns_get_their_prompt_state_back(core: LlamaCppCor
     assert evaluated == resp.usage.prompt_tokens - resp.usage.cached_prompt_tokens
     assert evaluated < resp.usage.prompt_tokens // 2
     # bob's state was saved in turn when ada took the model back.
-    assert "agent:bob" in core._slot.store
+    assert "agent:bob" in core.slot.store
     # The same agent again: its state is still in the model, nothing restored.
     again = await core.chat(second_a)
     assert core.stats()["live_hits"] == s1["live_hits"] + 1
@@ -203,8 +203,8 @@ async def test_tiny_ram_budget_spills_to_disk_and_back(core: LlamaCppCore, tmp_p
     reqs = [request("ada", max_tokens=8), request("cy", max_tokens=8)]
     expected = await uninterrupted(core, *reqs)
     # The same core with a 1-byte RAM budget: every saved state goes to disk.
-    small, roomy = core, core._slot.store
-    small._slot.store = KVStore(ram_bytes=1, disk_bytes=1 << 30, directory=tmp_path)
+    small, roomy = core, core.slot.store
+    small.slot.store = KVStore(ram_bytes=1, disk_bytes=1 << 30, directory=tmp_path)
     try:
         gens = [small.start(r) for r in reqs]
         await interleave(gens, quantum=3)
@@ -227,7 +227,7 @@ async def test_tiny_ram_budget_spills_to_disk_and_back(core: LlamaCppCore, tmp_p
         assert list(tmp_path.glob("kv-*/*.kv")), "cy's state is not on disk"
 
         # Past the disk cap the oldest states are dropped: a miss, still correct.
-        small._slot.store.disk_budget = 1
+        small.slot.store.disk_budget = 1
         await small.chat(request("cy", max_tokens=2))
         assert small.stats()["store"]["dropped"] >= 1
         misses = small.stats()["misses"]
@@ -235,8 +235,8 @@ async def test_tiny_ram_budget_spills_to_disk_and_back(core: LlamaCppCore, tmp_p
         assert small.stats()["misses"] == misses + 1
         assert resp.content == expected[0][1].content
     finally:
-        small._slot.store.close()
-        small._slot.store = roomy
+        small.slot.store.close()
+        small.slot.store = roomy
         small.clear_kv_cache()
     assert not list(tmp_path.glob("kv-*")), "state directory left behind"
 
@@ -258,9 +258,9 @@ async def test_close_mid_generation_leaves_the_core_usable(core: LlamaCppCore) -
         other = core.start(request("cy", max_tokens=6))
         await other.run(2)
         await other.suspend()
-        assert other.snapshot is not None and other.snapshot in core._slot.store
+        assert other.snapshot is not None and other.snapshot in core.slot.store
         await other.close()
-        assert not [k for k in core._slot.store if k.startswith("gen:")]
+        assert not [k for k in core.slot.store if k.startswith("gen:")]
     finally:
         core.ignore_eos = False
     ((_, want),) = await uninterrupted(core, request("ada", max_tokens=6))

@@ -25,14 +25,9 @@ from llmos.llm.core import (
     ToolCall,
     ToolSpec,
 )
-from llmos.llm.openai_compat import (
-    DEFAULT_CONTEXT_WINDOW,
-    OpenAICompatCore,
-    _window_from_models,
-    known_context_window,
-    ollama_core,
-    retry_after_seconds,
-)
+from llmos.llm.models import DEFAULT_CONTEXT_WINDOW, known_context_window
+from llmos.llm.openai_compat import OpenAICompatCore, _window_from_models, ollama_core
+from llmos.llm.remote import retry_after_seconds
 from tests.fakes.openai_server import Fail, FakeOpenAIServer, Hang
 
 KEY = "sk-test-secret-0123456789abcdef"

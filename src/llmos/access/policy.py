@@ -9,9 +9,9 @@ stored digest is compared in constant time. A key is shown once, when it is
 made, and never again.
 
 `RateLimiter` is a token bucket per user: `rate` requests per second on
-average, bursts of up to `burst`. `redact()` blanks anything that looks like a
-secret (llmos keys, provider keys, bearer tokens) in text bound for a
-response or a log.
+average, bursts of up to `burst`. `redact()` (from `llmos/redact.py`, kept
+importable here) blanks anything that looks like a secret (llmos keys,
+provider keys, bearer tokens) in text bound for a response or a log.
 
 Per-agent grants, approvals of irreversible tools and the audit log live
 next door in `grants.py`, `approvals.py` and `audit.py`. Left out:
@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from llmos.errors import Conflict, NotFound
+from llmos.redact import redact as redact  # the server imports it from here
 from llmos.storage.models import api_keys, users
 
 if TYPE_CHECKING:
@@ -194,20 +195,3 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate
         self._buckets[user] = (tokens - 1.0, now)
         return 0.0
-
-
-# What a secret looks like: our keys, OpenAI/Anthropic-style provider keys
-# (also when partly masked, as providers echo them), and bearer tokens.
-_SECRET = re.compile(
-    r"(?:llmos-[A-Za-z0-9_\-]{4,}"
-    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_\-*.]{6,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9_\-.~+/=*]{8,}"
-    r"|\b(?:AKIA|ASIA)[A-Z0-9]{12,})"
-)
-
-
-def redact(text: str | None) -> str | None:
-    """`text` with anything that looks like a key replaced by "[redacted]"."""
-    if not text:
-        return text
-    return _SECRET.sub("[redacted]", text)

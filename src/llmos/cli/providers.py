@@ -40,8 +40,8 @@ def models(
     """
 
     async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        from llmos.llm.models import check as probe_all
-        from llmos.llm.models import configured
+        from llmos.llm.endpoints import check as probe_all
+        from llmos.llm.endpoints import configured
 
         endpoints = configured(kernel.agent_models())
         if not check:

@@ -1,4 +1,4 @@
-"""`AnthropicCore`: Claude through Anthropic's Messages API and the official SDK.
+"""`AnthropicCore`: the core for Claude, on Anthropic's Messages API through the official SDK.
 
 `anthropic/MODEL` (e.g. `anthropic/claude-sonnet-4-5`) makes one. It:
 
@@ -23,6 +23,9 @@
 * learns the context window and structured-output support from the models
   endpoint (`probe()`), else from `llm/models.py`.
 
+Key handling, error mapping and token calibration are `llm/remote.py`'s,
+shared with the other network cores.
+
 `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` configure it, as they do the
 SDK. The SDK (about 2.5 s to import) is imported on first use, in a thread,
 and runs with `max_retries=0`: the kernel's run queue does the backoff.
@@ -38,7 +41,6 @@ import asyncio
 import importlib
 import json
 import os
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,20 +53,25 @@ from llmos.llm.caching import (
     to_turns,
 )
 from llmos.llm.core import (
-    AuthenticationFailed,
     BadRequest,
     ChatRequest,
     ChatResponse,
     ContextLengthExceeded,
     CoreError,
     CoreUnavailable,
-    RateLimited,
     ToolCall,
     Usage,
-    tool_spec_chars,
 )
 from llmos.llm.models import lookup, with_provider
-from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS, CalibratedEstimate
+from llmos.llm.remote import (
+    CONTEXT_OVERFLOW,
+    MAX_ERROR_TEXT,
+    RemoteCore,
+    as_int,
+    retry_after_seconds,
+    status_error,
+)
+from llmos.redact import redact
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -75,21 +82,13 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 EPHEMERAL = {"type": "ephemeral"}
 _TOOL_CHOICE = {"required": {"type": "any"}, "auto": {"type": "auto"}, "none": {"type": "none"}}
 _FINISH = {"tool_use": "tool_calls", "max_tokens": "length", "end_turn": "stop"}
-# "prompt is too long: 210000 tokens > 200000 maximum", and the sum of input
-# and max_tokens over the window ("input length and `max_tokens` exceed context limit").
-_CONTEXT_PATTERNS = re.compile(
-    r"prompt is too long|exceed context limit|context window|context length|too many tokens",
-    re.IGNORECASE,
-)
-_KEY_LIKE = re.compile(r"\bsk-ant-[A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
-_USERINFO = re.compile(r"//[^/@\s]+@")
-_MAX_ERROR_TEXT = 500
 
 
-class AnthropicCore:
+class AnthropicCore(RemoteCore):
     """A `Core` on Anthropic's Messages API."""
 
     native_tools = True
+    key_env = "ANTHROPIC_API_KEY"
 
     def __init__(
         self,
@@ -103,18 +102,20 @@ class AnthropicCore:
         name: str | None = None,
         cache: bool = True,
     ) -> None:
+        name = name or f"anthropic/{model}"
+        self.info = lookup(name)
+        super().__init__(
+            name,
+            context_window=context_window,
+            default_window=self.info.context_window,
+            capacity=capacity,
+            timeout=timeout,
+            api_key=api_key,
+        )
         self.model = model
-        self.name = name or f"anthropic/{model}"
         self.base_url = base_url
-        self.capacity = capacity
-        self.timeout = timeout
-        self.info = lookup(self.name)
-        self._context_window_given = context_window is not None
-        self.context_window = context_window or self.info.context_window
         #: place cache_control breakpoints (off: send none).
         self.cache = cache
-        self.estimate = CalibratedEstimate()
-        self._api_key = api_key
         self._client: AsyncAnthropic | None = None
         self._send_temperature = True
 
@@ -122,21 +123,12 @@ class AnthropicCore:
 
     def _where(self) -> str:
         url = self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
-        return _USERINFO.sub("//***@", url)  # a gateway URL may carry user:password
-
-    def _key(self) -> str:
-        key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
-        if key:
-            return key
-        if self.base_url is None and not os.environ.get("ANTHROPIC_BASE_URL"):
-            raise AuthenticationFailed(
-                f"{self.name}: no API key (pass api_key or set ANTHROPIC_API_KEY)"
-            )
-        return "no-key"  # a gateway of the user's may need none; the SDK wants one
+        return redact(url, mask="***")  # a gateway URL may carry user:password
 
     async def _get_client(self) -> AsyncAnthropic:
         if self._client is None:
-            key = self._key()
+            own = self.base_url is not None or bool(os.environ.get("ANTHROPIC_BASE_URL"))
+            key = self._key(own_endpoint=own)
             # ~2.5 s to import: off the event loop, so other agents keep running.
             sdk = await asyncio.to_thread(importlib.import_module, "anthropic")
             if self._client is not None:
@@ -170,18 +162,13 @@ class AnthropicCore:
             return self.context_window
         if not isinstance(data, Mapping):
             return self.context_window
-        window = _int(data.get("max_input_tokens")) or None
+        window = as_int(data.get("max_input_tokens")) or None
         caps = data.get("capabilities")
         schema = None
         if isinstance(caps, Mapping) and isinstance(caps.get("structured_outputs"), Mapping):
             schema = bool(caps["structured_outputs"].get("supported"))
         self.info = with_provider(self.info, context_window=window, json_schema=schema)
-        if not self._context_window_given:
-            self.context_window = self.info.context_window
-        return self.context_window
-
-    def count_tokens(self, text: str) -> int:
-        return self.estimate.count(text)
+        return self._learn_window(self.info.context_window)
 
     # --- requests ----------------------------------------------------------------
 
@@ -227,34 +214,33 @@ class AnthropicCore:
             body["extra_body"] = {"temperature": min(1.0, max(0.0, request.temperature))}
         return body
 
-    def _degrade(self, error: BadRequest, body: dict[str, Any]) -> bool:
+    def _degrade(self, error: BadRequest, sent: dict[str, Any]) -> bool:
         """Stop sending temperature if the server just rejected it; True to retry."""
-        if "temperature" in str(error).lower() and "extra_body" in body and self._send_temperature:
+        if "temperature" in str(error).lower() and "extra_body" in sent and self._send_temperature:
             self._send_temperature = False
             return True
         return False
 
-    async def chat(self, request: ChatRequest) -> ChatResponse:
+    async def _create(self, body: dict[str, Any], **more: Any) -> Any:
+        """`messages.create` (raw, or a stream with `stream=True`); errors as `CoreError`s."""
         client = await self._get_client()
         import anthropic  # imported by _get_client: a dict lookup
 
-        while True:
-            body = self.request_body(request)
-            try:
-                raw = await client.messages.with_raw_response.create(**body)
-                break
-            except anthropic.AnthropicError as exc:
-                # `from None`: the SDK error carries the request and its headers.
-                error = self._map_error(exc)
-            if not (isinstance(error, BadRequest) and self._degrade(error, body)):
-                raise error from None
+        create = client.messages.create if more else client.messages.with_raw_response.create
+        try:
+            return await create(**body, **more)
+        except anthropic.AnthropicError as exc:
+            # `from None`: the SDK error carries the request and its headers.
+            raise self._map_error(exc) from None
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        _, raw = await self._send(lambda: self.request_body(request), self._create)
         try:
             data = raw.http_response.json()
         except ValueError:
-            text = self._clean(raw.http_response.text[:200])
-            raise CoreUnavailable(f"{self.name}: malformed response (not JSON): {text!r}") from None
+            raise self._not_json(raw.http_response.text) from None
         response = _parse_message(data, self.name)
-        self._calibrate(request, response)
+        self._calibrate(request.messages, request.tools, response.usage)
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str]:
@@ -275,22 +261,15 @@ class AnthropicCore:
             if text and on_text is not None:
                 on_text(text)
         response = acc.response(self.name)
-        self._calibrate(request, response)
+        self._calibrate(request.messages, request.tools, response.usage)
         return response
 
     async def _events(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        client = await self._get_client()
-        import anthropic
+        _, stream = await self._send(
+            lambda: self.request_body(request), lambda body: self._create(body, stream=True)
+        )
+        import anthropic  # imported by _get_client: a dict lookup
 
-        while True:
-            body = self.request_body(request)
-            try:
-                stream = await client.messages.create(**body, stream=True)
-                break
-            except anthropic.AnthropicError as exc:
-                error = self._map_error(exc)
-            if not (isinstance(error, BadRequest) and self._degrade(error, body)):
-                raise error from None
         try:
             async with stream:
                 async for event in stream:
@@ -300,17 +279,8 @@ class AnthropicCore:
 
     # --- errors ------------------------------------------------------------------
 
-    def _clean(self, text: str) -> str:
-        key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
-        if key:
-            text = text.replace(key, "***")
-        text = _KEY_LIKE.sub("***", text)
-        return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
-
     def _map_error(self, exc: Exception) -> CoreError:
         import anthropic
-
-        from llmos.llm.openai_compat import retry_after_seconds
 
         if isinstance(exc, anthropic.APITimeoutError):
             return CoreUnavailable(f"{self.name}: no answer within {self.timeout:g}s")
@@ -323,26 +293,19 @@ class AnthropicCore:
         detail = self._clean(detail)
         # An error event inside a stream arrives with the stream's 200.
         shown = f"HTTP {status}" if status != 200 else "error in stream"
-        text = f"{self.name}: {shown}: {etype + ': ' if etype else ''}{detail}"
         headers = exc.response.headers if exc.response is not None else {}
-        if status in (429, 529) or etype in ("rate_limit_error", "overloaded_error"):
-            return RateLimited(text, retry_after=retry_after_seconds(headers))
-        if status in (401, 403) or etype in ("authentication_error", "permission_error"):
-            return AuthenticationFailed(text)
-        if status == 413 or etype == "request_too_large" or _CONTEXT_PATTERNS.search(detail):
-            return ContextLengthExceeded(text)
-        if status >= 500 or status == 408 or etype in ("api_error", "timeout_error"):
-            return CoreUnavailable(text)
-        return BadRequest(text)
-
-    def _calibrate(self, request: ChatRequest, response: ChatResponse) -> None:
-        """Feed the estimate what Anthropic counted for what we sent (see openai_compat)."""
-        reported = response.usage.prompt_tokens
-        if reported <= 0:
-            return
-        chars = sum(len(m.text_for_count()) for m in request.messages)
-        chars += tool_spec_chars(request.tools)
-        self.estimate.observe(chars, reported - MESSAGE_OVERHEAD_TOKENS * len(request.messages))
+        return status_error(
+            status,
+            f"{self.name}: {shown}: {etype + ': ' if etype else ''}{detail}",
+            retry_after=retry_after_seconds(headers),
+            # 529: overloaded.
+            rate_limited=status == 529 or etype in ("rate_limit_error", "overloaded_error"),
+            auth=etype in ("authentication_error", "permission_error"),
+            overflow=status == 413
+            or etype == "request_too_large"
+            or bool(CONTEXT_OVERFLOW.search(detail)),
+            unavailable=etype in ("api_error", "timeout_error"),
+        )
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -382,17 +345,13 @@ def _cap_breakpoints(system: list[tuple[str, bool]], turns: list[Turn]) -> None:
             excess -= 1
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _usage(raw: Any) -> Usage:
     u = raw if isinstance(raw, Mapping) else {}
-    read = _int(u.get("cache_read_input_tokens"))
-    written = _int(u.get("cache_creation_input_tokens"))
+    read = as_int(u.get("cache_read_input_tokens"))
+    written = as_int(u.get("cache_creation_input_tokens"))
     return Usage(
-        prompt_tokens=_int(u.get("input_tokens")) + read + written,
-        completion_tokens=_int(u.get("output_tokens")),
+        prompt_tokens=as_int(u.get("input_tokens")) + read + written,
+        completion_tokens=as_int(u.get("output_tokens")),
         cached_prompt_tokens=read,
     )
 
@@ -417,8 +376,8 @@ def _parse_message(data: Any, name: str) -> ChatResponse:
         raise CoreUnavailable(f"{name}: malformed response: not a JSON object")
     if data.get("type") == "error":  # some gateways answer 200 with an error body
         err = data.get("error") if isinstance(data.get("error"), Mapping) else {}
-        msg = str(err.get("message") or err)[:_MAX_ERROR_TEXT]
-        if _CONTEXT_PATTERNS.search(msg):
+        msg = str(err.get("message") or err)[:MAX_ERROR_TEXT]
+        if CONTEXT_OVERFLOW.search(msg):
             raise ContextLengthExceeded(f"{name}: {msg}")
         raise CoreUnavailable(f"{name}: server error in a 200 answer: {msg}")
     content = data.get("content")

@@ -1,4 +1,4 @@
-"""`BedrockCore`: models on Amazon Bedrock through the Converse API and `boto3`.
+"""`BedrockCore`: the core for models on Amazon Bedrock, through the Converse API and `boto3`.
 
 `bedrock/MODEL_ID` makes one: a foundation model id
 (`anthropic.claude-3-5-haiku-20241022-v1:0`), an inference profile id
@@ -25,7 +25,9 @@
   `ContextLengthExceeded`; AccessDeniedException and credential errors ->
   `AuthenticationFailed`, naming the model and region and never a secret;
   ModelNotReady, ServiceUnavailable, InternalServer, model timeouts and
-  network timeouts -> `CoreUnavailable`; the rest -> `BadRequest`.
+  network timeouts -> `CoreUnavailable`; the rest -> `BadRequest`
+  (`llm/aws.py`, on `llm/remote.py`'s mapping shared with the other network
+  cores).
 
 Credentials and region come from the standard AWS chain (environment,
 profiles, SSO, instance roles); `AWS_REGION` is honoured as well as
@@ -45,32 +47,30 @@ import asyncio
 import functools
 import json
 import os
-import re
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from llmos.llm.aws import aws_secrets, bedrock_client, map_aws_error
 from llmos.llm.caching import Block, mark_last_stable, system_blocks, to_turns
 from llmos.llm.core import (
-    AuthenticationFailed,
     BadRequest,
     ChatRequest,
     ChatResponse,
-    ContextLengthExceeded,
     CoreError,
     CoreUnavailable,
     Message,
-    RateLimited,
     ToolCall,
     ToolSpec,
     Usage,
-    tool_spec_chars,
 )
 from llmos.llm.models import lookup
-from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS, CalibratedEstimate
+from llmos.llm.remote import RemoteCore, as_int
 
-__all__ = ["BedrockCore", "aws_region", "bedrock_client", "map_aws_error"]
+# bedrock_client and map_aws_error stay importable from here for the Bedrock
+# embedder, which imported them before they moved to llm/aws.py.
+__all__ = ["BedrockCore", "bedrock_client", "map_aws_error"]
 
 CACHE_POINT = {"cachePoint": {"type": "default"}}
 _TOOL_CHOICE = {"required": {"any": {}}, "auto": {"auto": {}}}
@@ -81,159 +81,10 @@ _FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
 }
-# How Bedrock and the models behind it say "the prompt does not fit".
-_CONTEXT_PATTERNS = re.compile(
-    r"too long|input length|too many (input )?tokens|context (window|length|limit)"
-    r"|exceeds? the (maximum|max)|maximum context|max_tokens.*exceed",
-    re.IGNORECASE,
-)
-_MAX_ERROR_TEXT = 500
 _SENTINEL = object()
 
 
-def aws_region(region: str | None = None, profile: str | None = None) -> str | None:
-    """The region to use: given, else AWS_REGION, else botocore's chain (AWS_DEFAULT_REGION,
-    the profile's config)."""
-    if region:
-        return region
-    env = os.environ.get("AWS_REGION", "").strip()
-    if env:
-        return env
-    import botocore.session
-
-    session = botocore.session.Session(profile=profile)
-    value = session.get_config_variable("region")
-    return str(value) if value else None
-
-
-@functools.cache
-def _shared_loader() -> Any:
-    import botocore.session
-
-    return botocore.session.Session().get_component("data_loader")
-
-
-def bedrock_client(
-    region: str | None = None,
-    *,
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    timeout: float = 120.0,
-    pool: int = 10,
-    attempts: int = 1,
-) -> Any:
-    """A `bedrock-runtime` client, by default with retries off (the kernel backs off),
-    its connection pool sized for `pool` threads.
-
-    Slow (loads the service model): call it off the event loop.
-    """
-    import boto3
-    import botocore.session
-    from botocore.config import Config
-
-    resolved = aws_region(region, profile)
-    if resolved is None and (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")):
-        resolved = "us-east-1"  # a custom endpoint still needs a region to sign for
-    core_session = botocore.session.Session(profile=profile)
-    # A fresh session per client (credentials are resolved anew), but one
-    # loader: parsing the service model costs ~0.2 s per client otherwise.
-    core_session.register_component("data_loader", _shared_loader())
-    session = boto3.session.Session(botocore_session=core_session, region_name=resolved)
-    config = Config(
-        retries={"total_max_attempts": attempts, "mode": "standard"},
-        connect_timeout=min(10.0, timeout),
-        read_timeout=timeout,
-        max_pool_connections=max(10, pool),
-        user_agent_extra="llmos",
-    )
-    return session.client("bedrock-runtime", endpoint_url=endpoint_url, config=config)
-
-
-def _secrets() -> list[str]:
-    values = [os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
-    return [v for v in values if len(v) >= 8]
-
-
-def clean_aws_text(text: str) -> str:
-    """`text` without AWS secrets (from the environment), shortened."""
-    for secret in _secrets():
-        text = text.replace(secret, "***")
-    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
-
-
-def map_aws_error(exc: BaseException, name: str, model_id: str, region: str | None) -> CoreError:
-    """A botocore exception as the kernel's error kind, with a message safe to show."""
-    from botocore import exceptions as bx
-
-    where = f"region {region}" if region else "the configured region"
-    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
-        return AuthenticationFailed(
-            f"{name}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-            "AWS_PROFILE, or use SSO or an instance role)"
-        )
-    if isinstance(exc, bx.CredentialRetrievalError | bx.TokenRetrievalError):
-        return AuthenticationFailed(f"{name}: could not load AWS credentials: {type(exc).__name__}")
-    if isinstance(exc, bx.NoRegionError):
-        return BadRequest(f"{name}: no AWS region: set AWS_REGION (e.g. us-east-1)")
-    if isinstance(exc, bx.ReadTimeoutError | bx.ConnectTimeoutError):
-        return CoreUnavailable(f"{name}: Bedrock did not answer in time ({where})")
-    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError):
-        return CoreUnavailable(f"{name}: cannot reach the Bedrock endpoint in {where}")
-    if isinstance(exc, bx.ParamValidationError):
-        return BadRequest(f"{name}: invalid request: {clean_aws_text(str(exc))}")
-    if not isinstance(exc, bx.ClientError):
-        return CoreUnavailable(f"{name}: {type(exc).__name__}: {clean_aws_text(str(exc))}")
-
-    error = exc.response.get("Error", {}) if isinstance(exc.response, Mapping) else {}
-    code = str(error.get("Code") or "")
-    message = clean_aws_text(str(error.get("Message") or exc))
-    meta = exc.response.get("ResponseMetadata", {}) if isinstance(exc.response, Mapping) else {}
-    status = int(meta.get("HTTPStatusCode") or 0)
-    # Event-stream exceptions arrive as "throttlingException": compare lowercased.
-    kind = code.lower().removesuffix("exception")
-    text = f"{name}: {code or 'error'}" + (f" (HTTP {status})" if status else "") + f": {message}"
-    if kind in ("throttling", "servicequotaexceeded", "toomanyrequests") or (
-        status == 429 and kind != "modelnotready"
-    ):
-        from llmos.llm.openai_compat import retry_after_seconds
-
-        headers = meta.get("HTTPHeaders") or {}
-        return RateLimited(text, retry_after=retry_after_seconds(headers))
-    if kind in (
-        "accessdenied",
-        "unrecognizedclient",
-        "invalidsignature",
-        "signaturedoesnotmatch",
-        "expiredtoken",
-        "unauthorized",
-        "invalidclienttokenid",
-    ) or status in (401, 403):
-        return AuthenticationFailed(
-            f"{name}: access denied to model {model_id} in {where} ({code or status}): "
-            f"{message.rstrip('.')}. "
-            "Check that model access is enabled for this account and region and that the "
-            "credentials allow bedrock:InvokeModel (and bedrock:InvokeModelWithResponseStream)."
-        )
-    if kind == "validation" and _CONTEXT_PATTERNS.search(message):
-        return ContextLengthExceeded(text)
-    if (
-        kind
-        in (
-            "modelnotready",
-            "serviceunavailable",
-            "internalserver",
-            "modeltimeout",
-            "modelerror",
-            "modelstreamerror",
-        )
-        or status >= 500
-        or status == 408
-    ):
-        return CoreUnavailable(text)
-    return BadRequest(text)
-
-
-class BedrockCore:
+class BedrockCore(RemoteCore):
     """A `Core` on Bedrock's Converse API."""
 
     def __init__(
@@ -250,19 +101,22 @@ class BedrockCore:
         cache: bool | None = None,
         client: Any = None,
     ) -> None:
+        name = name or f"bedrock/{model_id}"
+        self.info = lookup(name)
+        super().__init__(
+            name,
+            context_window=context_window,
+            default_window=self.info.context_window,
+            capacity=capacity,
+            timeout=timeout,
+        )
         self.model_id = model_id
-        self.name = name or f"bedrock/{model_id}"
         self.region = region
         self.endpoint_url = endpoint_url
         self.profile = profile
-        self.capacity = capacity
-        self.timeout = timeout
-        self.info = lookup(self.name)
-        self.context_window = context_window or self.info.context_window
         self.native_tools = self.info.native_tools
         #: place cachePoint blocks (None: where the model offers caching).
         self.cache = self.info.caching if cache is None else cache
-        self.estimate = CalibratedEstimate()
         self._client = client  # a ready client (tests pass one with a Stubber)
         self._client_lock = threading.Lock()
         self._send_tool_choice = True
@@ -306,14 +160,14 @@ class BedrockCore:
             return exc
         return map_aws_error(exc, self.name, self.model_id, self._region_name())
 
+    def _secrets(self) -> list[str | None]:
+        return list(aws_secrets())
+
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         client, self._client = self._client, None
         if client is not None and hasattr(client, "close"):
             client.close()
-
-    def count_tokens(self, text: str) -> int:
-        return self.estimate.count(text)
 
     # --- requests ----------------------------------------------------------------
 
@@ -361,20 +215,17 @@ class BedrockCore:
             kwargs["toolConfig"] = config
         return kwargs
 
-    def _degrade(self, error: CoreError, kwargs: dict[str, Any]) -> bool:
-        """Stop sending what the model just rejected; True if worth retrying.
+    def _degrade(self, error: BadRequest, sent: dict[str, Any]) -> bool:
+        """Stop sending cachePoints, toolChoice or native tools if the model rejected them.
 
-        Each step is learnt from one ValidationException and remembered, and
-        only a field this request carried counts (concurrent failures degrade once).
+        Each step is learnt from one ValidationException and then remembered.
         """
-        if not isinstance(error, BadRequest):
-            return False
         text = str(error).lower()
-        sent_cache = self.cache and _has_cache_points(kwargs)
+        sent_cache = self.cache and _has_cache_points(sent)
         if sent_cache and ("cachepoint" in text or "caching" in text or "cache point" in text):
             self.cache = False
             return True
-        config = kwargs.get("toolConfig") or {}
+        config = sent.get("toolConfig") or {}
         if "toolChoice" in config and ("toolchoice" in text or "tool_choice" in text):
             self._send_tool_choice = False
             return True
@@ -383,31 +234,25 @@ class BedrockCore:
             return True
         return False
 
+    async def _converse(self, operation: str, request: ChatRequest) -> tuple[dict[str, Any], Any]:
+        """`operation` on a pool thread; what was sent (after any degrading) and the answer."""
+        return await self._send(
+            lambda: self.request_kwargs(request),
+            lambda kwargs: self._run(self._call, operation, kwargs),
+        )
+
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        while True:
-            kwargs = self.request_kwargs(request)
-            try:
-                data = await self._run(self._call, "converse", kwargs)
-                break
-            except CoreError as error:
-                if not self._degrade(error, kwargs):
-                    raise
-        response = _parse_converse(data, self.name)
-        return self._finish(request, kwargs, response)
+        kwargs, data = await self._converse("converse", request)
+        return self._finish(request, kwargs, _parse_converse(data, self.name))
 
     def _finish(
         self, request: ChatRequest, kwargs: dict[str, Any], response: ChatResponse
     ) -> ChatResponse:
-        emulated = (
-            bool(request.tools) and request.tool_choice != "none" and "toolConfig" not in kwargs
-        )
-        if emulated and not response.tool_calls:
-            from llmos.llm.toolcalls import parse_call
+        if request.tools and request.tool_choice != "none" and "toolConfig" not in kwargs:
+            from llmos.llm.toolcalls import as_tool_call
 
-            call = parse_call(response.content or "", request.tools)
-            finish = "tool_calls" if response.finish_reason == "stop" else response.finish_reason
-            response = ChatResponse(None, [call], response.usage, finish)
-        self._calibrate(request, response)
+            response = as_tool_call(response, request.tools)  # tools were emulated
+        self._calibrate(request.messages, request.tools, response.usage)
         return response
 
     # --- streaming ---------------------------------------------------------------
@@ -436,14 +281,7 @@ class BedrockCore:
         self, request: ChatRequest, sent: dict[str, Any] | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """ConverseStream events as dicts, read on a pool thread and handed over a queue."""
-        while True:
-            kwargs = self.request_kwargs(request)
-            try:
-                response = await self._run(self._call, "converse_stream", kwargs)
-                break
-            except CoreError as error:
-                if not self._degrade(error, kwargs):
-                    raise
+        kwargs, response = await self._converse("converse_stream", request)
         if sent is not None:
             sent.update(kwargs)
         loop = asyncio.get_running_loop()
@@ -474,14 +312,6 @@ class BedrockCore:
                 yield item
         finally:
             stop.set()  # a consumer that stops early ends the read at the next event
-
-    def _calibrate(self, request: ChatRequest, response: ChatResponse) -> None:
-        reported = response.usage.prompt_tokens
-        if reported <= 0:
-            return
-        chars = sum(len(m.text_for_count()) for m in request.messages)
-        chars += tool_spec_chars(request.tools)
-        self.estimate.observe(chars, reported - MESSAGE_OVERHEAD_TOKENS * len(request.messages))
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -516,17 +346,13 @@ def _has_cache_points(kwargs: Mapping[str, Any]) -> bool:
     return any("cachePoint" in b for b in blocks)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _usage(raw: Any) -> Usage:
     u = raw if isinstance(raw, Mapping) else {}
-    read = _int(u.get("cacheReadInputTokens"))
-    written = _int(u.get("cacheWriteInputTokens"))
+    read = as_int(u.get("cacheReadInputTokens"))
+    written = as_int(u.get("cacheWriteInputTokens"))
     return Usage(
-        prompt_tokens=_int(u.get("inputTokens")) + read + written,
-        completion_tokens=_int(u.get("outputTokens")),
+        prompt_tokens=as_int(u.get("inputTokens")) + read + written,
+        completion_tokens=as_int(u.get("outputTokens")),
         cached_prompt_tokens=read,
     )
 

@@ -7,6 +7,8 @@ adapter (`openai_compat`, `llamacpp`, `replay`, …) implements this protocol an
 maps its failures onto the error kinds below, so the kernel can react the same
 way whatever the backend: back off on `RateLimited`, flush memory and retry on
 `ContextLengthExceeded`, report `CoreUnavailable` and `AuthenticationFailed`.
+Every kind is an `llmos.errors.BackendError`; `CoreUnavailable` and
+`RateLimited` are its `unavailable` ones (retrying later may succeed).
 
 Streaming is optional and outside the protocol: cores that offer it
 (`anthropic`, `bedrock`) have `stream(request)`, an async iterator of text
@@ -21,6 +23,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from llmos.errors import BackendError
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -159,7 +163,7 @@ class ChatResponse:
 # --- error kinds -------------------------------------------------------------
 
 
-class CoreError(Exception):
+class CoreError(BackendError):
     """A core failed to answer. Subclasses say how the kernel should react."""
 
 
@@ -170,6 +174,8 @@ class ContextLengthExceeded(CoreError):
 class RateLimited(CoreError):
     """429 or a throttling answer: retry after `retry_after` seconds (None: back off)."""
 
+    unavailable = True
+
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -177,6 +183,8 @@ class RateLimited(CoreError):
 
 class CoreUnavailable(CoreError):
     """5xx, timeout, refused connection, missing model file: retry later or report."""
+
+    unavailable = True
 
 
 class AuthenticationFailed(CoreError):

@@ -1,4 +1,4 @@
-"""`LlamaCppCore`: the embedded local model (llama-cpp-python), by default Gemma 3 270M.
+"""`LlamaCppCore`: the core for the embedded model (llama-cpp-python), by default Gemma 3 270M.
 
 What it does:
 
@@ -22,8 +22,8 @@ What it does:
   resumes without evaluating any token twice (`llm/llamacpp_generation.py`);
 * keeps each agent's prompt state (`ChatRequest.cache_key`) when another agent
   takes the model, in RAM up to `kv_cache_bytes` and then on disk
-  (`llm/kvstore.py`), so agents taking turns do not re-evaluate each other's
-  prompts; `stats()` reports hits, misses and bytes.
+  (`llm/llamacpp_slot.py`, `llm/kvstore.py`), so agents taking turns do not
+  re-evaluate each other's prompts; `stats()` reports hits, misses and bytes.
 
 Left out: streaming, several sequences decoded in one batch, GPU offload, and
 any chat template other than Gemma's.
@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,8 +48,10 @@ from llmos.llm.core import (
     Message,
     ToolSpec,
 )
-from llmos.llm.kvstore import KVStore, common_prefix
-from llmos.llm.llamacpp_generation import LlamaCppGeneration, ModelSlot
+from llmos.llm.kvstore import KVStore
+from llmos.llm.llamacpp_generation import LlamaCppGeneration
+from llmos.llm.llamacpp_slot import ModelSlot
+from llmos.llm.models import DEFAULT_CONTEXT_WINDOW
 from llmos.llm.toolcalls import call_schema, flatten_messages, render_tools_prompt
 
 if TYPE_CHECKING:  # llama_cpp loads a shared library: imported on first use only
@@ -89,7 +90,7 @@ class LlamaCppCore:
     def __init__(
         self,
         model_path: str | None = None,
-        context_window: int = 8192,
+        context_window: int = DEFAULT_CONTEXT_WINDOW,
         n_threads: int | None = None,
         name: str = "local/gemma-3-270m",
         seed: int = 0,
@@ -109,19 +110,11 @@ class LlamaCppCore:
         self.tool_max_tokens = tool_max_tokens
         self.ignore_eos = ignore_eos
         self._llm: Llama | None = None
-        self._n_swa = 0
-        self._start_of_turn_id: int | None = None
-        # One sequence at a time: the Llama object (its KV cache and token
-        # history) is not safe to share between threads. Guards `_slot` too.
-        self._lock = threading.Lock()
-        # Who is in the model's sequence, and the saved states of the others.
+        # Who is in the model's one sequence, the saved states of the others,
+        # and the lock that lets one generation at a time use the model.
         store = KVStore(kv_cache_bytes, kv_disk_bytes, Path(kv_dir) if kv_dir else None)
-        self._slot = ModelSlot(store, snapshots=snapshot_switches)
-        # Generations holding llama.cpp samplers, freed before the model is;
-        # `_epoch` counts unloads, so a generation outliving one fails cleanly.
-        self._live: weakref.WeakSet[LlamaCppGeneration] = weakref.WeakSet()
-        self._epoch = 0
-        # Separate from `_lock` so count_tokens never waits for a generation.
+        self.slot = ModelSlot(store, snapshots=snapshot_switches)
+        # Separate from the slot's lock so count_tokens never waits for a generation.
         self._load_lock = threading.Lock()
         # Compiled grammars by schema text: the tool set rarely changes between
         # steps, so the schema-to-GBNF conversion is done once per tool set.
@@ -130,11 +123,11 @@ class LlamaCppCore:
     @property
     def snapshot_switches(self) -> bool:
         """Whether a suspended generation keeps its KV state (else: re-evaluated on resume)."""
-        return self._slot.snapshots
+        return self.slot.snapshots
 
     @snapshot_switches.setter
     def snapshot_switches(self, on: bool) -> None:
-        self._slot.snapshots = on
+        self.slot.snapshots = on
 
     # --- loading ---------------------------------------------------------------
 
@@ -156,7 +149,8 @@ class LlamaCppCore:
         except Exception as exc:
             raise CoreUnavailable(f"cannot assemble the Gemma 3 270M model file: {exc}") from exc
 
-    def _load(self) -> Llama:
+    def load(self) -> Llama:
+        """The model, loaded on first use (raises `CoreUnavailable` if it cannot be)."""
         llm = self._llm
         if llm is not None:
             return llm
@@ -192,9 +186,9 @@ class LlamaCppCore:
             )
         except Exception as exc:  # llama.cpp says only "Failed to load model"
             raise CoreUnavailable(f"cannot load model file {path}: {exc}") from exc
-        self._n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
+        self.slot.n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
         sot = llm.tokenize(START.encode(), add_bos=False, special=True)
-        self._start_of_turn_id = sot[0] if len(sot) == 1 else None
+        self.slot.start_of_turn_id = sot[0] if len(sot) == 1 else None
         self._llm = llm
         return llm
 
@@ -242,6 +236,12 @@ class LlamaCppCore:
         """The prompt text the model sees for these messages (BOS not shown)."""
         return "".join(self._segments(messages, tools))
 
+    def prompt_tokens(
+        self, llm: Llama, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> list[int]:
+        """The prompt for `messages` and `tools` as the model's tokens, BOS first."""
+        return self._tokenize_prompt(llm, self._segments(messages, tools))
+
     def _tokenize_prompt(self, llm: Llama, segments: list[str]) -> list[int]:
         tokens = [llm.token_bos()]
         for i, seg in enumerate(segments):
@@ -251,7 +251,8 @@ class LlamaCppCore:
 
     # --- inference -------------------------------------------------------------
 
-    def _grammar(self, tools: Sequence[ToolSpec]) -> LlamaGrammar:
+    def grammar(self, tools: Sequence[ToolSpec]) -> LlamaGrammar:
+        """The compiled grammar of a call to one of `tools` (cached per tool set)."""
         from llama_cpp import LlamaGrammar
 
         key = json.dumps(call_schema(tools, closed=True))
@@ -277,35 +278,6 @@ class LlamaCppCore:
             self._grammars[key] = grammar
         return grammar
 
-    def _prefill(self, llm: Llama, tokens: list[int]) -> int:
-        """Evaluate `tokens`, reusing the KV cache of the longest common prefix.
-
-        Returns how many prompt tokens were reused. An agent's prompt is
-        append-only, so a step usually evaluates only what was added since the
-        previous one. Gemma 3's sliding-window layers need the 512 positions
-        before the reuse point: the full-size cache set in `_load_locked` keeps
-        them, and should a cache have dropped them, the prompt is evaluated
-        from the start rather than attending to a partial window (the llama.cpp
-        server checks the same).
-        """
-        import llama_cpp
-
-        prefix = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
-        # At least one token must be evaluated to have logits to sample from.
-        reuse = min(prefix, len(tokens) - 1)
-        memory = llama_cpp.llama_get_memory(llm.ctx)
-        if reuse > 0 and self._n_swa > 0:
-            pos_min = llama_cpp.llama_memory_seq_pos_min(memory, 0)
-            if pos_min > max(0, reuse - self._n_swa):
-                reuse = 0
-        if reuse > 0 and not llama_cpp.llama_memory_seq_rm(memory, 0, reuse, -1):
-            reuse = 0
-        if reuse == 0:
-            llama_cpp.llama_memory_clear(memory, True)
-        llm.n_tokens = reuse
-        llm.eval(tokens[reuse:])
-        return reuse
-
     def start(self, request: ChatRequest) -> LlamaCppGeneration:
         """A generation of `request` to run in slices (nothing runs until `run`)."""
         return LlamaCppGeneration(self, request)
@@ -327,7 +299,7 @@ class LlamaCppCore:
         """Tokens `text` costs, from the model's own tokenizer (loads the model)."""
         if not text:
             return 0
-        # Not `_lock`: counting must not wait for a generation (tokenizing only
+        # Not the slot's lock: counting must not wait for a generation (tokenizing only
         # reads the vocabulary). `_load_lock` keeps aclose from freeing the
         # model under it.
         with self._load_lock:
@@ -340,24 +312,19 @@ class LlamaCppCore:
         Without the lock: counters are read as they are, so a status page never
         waits for a prompt evaluation to finish.
         """
-        return self._slot.stats()
+        return self.slot.stats()
 
     def clear_kv_cache(self) -> None:
         """Forget every agent's saved prompt state and the model's content
         (suspended generations keep their snapshots)."""
-        with self._lock:
-            self._slot.clear(self._llm)
+        with self.slot.lock:
+            self.slot.clear(self._llm)
 
     def _close_sync(self) -> None:
-        with self._lock, self._load_lock:
+        with self.slot.lock, self._load_lock:
             llm, self._llm = self._llm, None
             self._grammars.clear()
-            for gen in list(self._live):
-                gen._free_sampler()
-            self._live = weakref.WeakSet()
-            self._slot.gen = self._slot.agent = None
-            self._slot.store.close()
-            self._epoch += 1
+            self.slot.unload()
             if llm is not None:
                 llm.close()
 

@@ -1,11 +1,13 @@
-"""Preemptible generations on the embedded llama.cpp model: `LlamaCppCore.start(request)`.
+"""Preemptible generations on the embedded llama.cpp model: what `LlamaCppCore.start()` returns.
 
 A `LlamaCppGeneration` is one request run in slices. `run(n)` evaluates the
 prompt on its first call (however long) and samples up to n more tokens, in a
-worker thread under the core's lock; `suspend()` copies the sequence's KV state
-out of the model into the core's `KVStore` (a few milliseconds) so another
-generation can use the model; `resume()` copies it back. `chat()` is `start`
-plus one `run` to the end.
+worker thread under the model slot's lock; `suspend()` copies the sequence's
+KV state out of the model into the slot's `KVStore` (a few milliseconds) so
+another generation can use the model; `resume()` copies it back. `chat()` is
+`start` plus one `run` to the end. A generation sees its core only through
+`ModelHost`, the few things it needs of it (the core satisfies it; this
+module does not import the core).
 
 Exactness: every slice ends with its last sampled token not yet evaluated, and
 the next slice starts by evaluating it. A resumed generation therefore makes
@@ -15,15 +17,10 @@ sampling depends on lives in the generation and nobody else touches it: the
 grammar sampler (a llama.cpp object made for this generation from the core's
 compiled grammar text), the random generator, the tokens sampled so far.
 
-`ModelSlot` records whose tokens are in the model's one sequence: a live
-generation, or the finished request of an agent (`ChatRequest.cache_key`).
-Whoever needs the model next first displaces the occupant, saving its state:
-a live generation's as its snapshot, an agent's as that agent's prompt state,
-so when agents alternate (A, B, A, ...) A's next request restores A's state
-instead of re-evaluating A's prompt from the first token that differs from
-B's. A generation displaced without an explicit `suspend()` (two callers
-sharing a core outside the run queue) is saved the same way, so the lock is
-all that is needed for safety.
+`ModelSlot` (`llm/llamacpp_slot.py`) records whose tokens are in the model's
+one sequence. A generation displaced without an explicit `suspend()` (two
+callers sharing a core outside the run queue) is saved as a suspended one is,
+so the slot's lock is all that is needed for safety.
 
 With `snapshot_switches=False` a suspended generation keeps nothing: `resume()`
 re-evaluates its prompt and generated tokens (what a context switch costs
@@ -42,7 +39,8 @@ import asyncio
 import ctypes
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -52,189 +50,48 @@ from llmos.llm.core import (
     ChatResponse,
     ContextLengthExceeded,
     CoreUnavailable,
+    Message,
+    ToolSpec,
     Usage,
 )
-from llmos.llm.kvstore import KVStore, common_prefix
+from llmos.llm.llamacpp_slot import ModelSlot, live_tokens
 from llmos.llm.toolcalls import parse_call
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
+    from llama_cpp import Llama, LlamaGrammar
 
-    from llmos.llm.llamacpp import LlamaCppCore
-
-__all__ = ["LlamaCppGeneration", "ModelSlot"]
+__all__ = ["LlamaCppGeneration", "ModelHost"]
 
 _ids = itertools.count(1)
 
-# Restoring a saved state costs a few milliseconds (about 18 KB per token);
-# evaluating 64 tokens costs about 300 ms on the embedded model.
-SHARE_MIN_TOKENS = 64
 
+class ModelHost(Protocol):
+    """What a generation needs of the core it runs on (`LlamaCppCore` is one)."""
 
-def _live_tokens(llm: Llama) -> list[int]:
-    """The tokens whose KV is in the model's sequence 0 (the Llama object tracks them)."""
-    return llm.input_ids[: llm.n_tokens].tolist()
+    name: str
+    context_window: int
+    seed: int
+    tool_max_tokens: int  # the most tokens a tool call may take
+    ignore_eos: bool  # generate exactly max_tokens (benchmarks)
+    slot: ModelSlot
 
+    def load(self) -> Llama:
+        """The model, loaded on first use."""
+        ...
 
-def _set_live_tokens(llm: Llama, tokens: list[int]) -> None:
-    """After a state restore: tell the Llama object which tokens its cache now holds."""
-    llm.input_ids[: len(tokens)] = tokens
-    llm.n_tokens = len(tokens)
+    def prompt_tokens(
+        self, llm: Llama, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> list[int]: ...
 
-
-class ModelSlot:
-    """The model's one sequence: who occupies it, and the saved states of the others.
-
-    Every method is called with the core's `_lock` held; that lock guards all
-    fields here and the model's KV cache.
-    """
-
-    def __init__(self, store: KVStore, *, snapshots: bool) -> None:
-        self.store = store
-        self.snapshots = snapshots
-        # At most one of these is set: a live (unfinished) generation whose
-        # state is in the model, or the agent whose finished request left it.
-        self.gen: LlamaCppGeneration | None = None
-        self.agent: str | None = None
-        # counters for stats()
-        self.requests = 0
-        self.prompt_tokens = 0
-        self.prompt_tokens_evaluated = 0
-        self.prompt_tokens_reused = 0
-        self.reevaluated_tokens = 0  # evaluated again after a switch without a snapshot
-        self.completion_tokens = 0
-        self.hits = 0  # first prefill started from the agent's saved state
-        self.live_hits = 0  # ... from the agent's state still in the model
-        self.misses = 0  # ... from neither (the agent had a cache key)
-        self.shared_hits = 0  # ... from another agent's saved state (a shared head)
-        self.suspends = 0
-        self.snapshot_restores = 0
-        self.resumes_without_snapshot = 0
-
-    def enter(self, gen: LlamaCppGeneration, llm: Llama) -> None:
-        """Put `gen`'s saved state (if any) in the model, displacing the occupant.
-
-        Afterwards the model holds some prefix of `gen`'s tokens (possibly
-        empty); the caller evaluates the rest.
-        """
-        if self.gen is gen:
-            return
-        own_agent_in_place = gen.cache_key is not None and self.agent == gen.cache_key
-        self.vacate(llm, incoming=gen)
-        self.gen = gen
-        if gen.snapshot is not None:
-            snap, gen.snapshot = gen.snapshot, None
-            tokens = self.store.restore(snap, llm.ctx)
-            if tokens is not None:
-                _set_live_tokens(llm, tokens)
-                self.snapshot_restores += 1
-                return
-            _set_live_tokens(llm, [])  # lost or failed: the sequence is empty now
-        if gen.high > 0:  # displaced before, and nothing saved: re-evaluated
-            self.resumes_without_snapshot += 1
-        first = gen.high == 0
-        key = _agent_key(gen.cache_key)
-        saved = self.store.tokens(key) if key is not None else None
-        if saved is not None:
-            target = gen.target()
-            if common_prefix(saved, target) > common_prefix(_live_tokens(llm), target):
-                tokens = self.store.restore(key, llm.ctx)
-                _set_live_tokens(llm, tokens or [])
-                if first and tokens is not None:
-                    self.hits += 1
-                    return
-        if first and gen.cache_key is not None:
-            if own_agent_in_place:
-                self.live_hits += 1
-            else:
-                self.misses += 1
-        if first and not own_agent_in_place:
-            self._share_prefix(gen, llm)
-
-    def _share_prefix(self, gen: LlamaCppGeneration, llm: Llama) -> None:
-        """Start a newcomer from whichever saved state shares most of its prompt
-        (another agent's, with the same tools and system prompt), when that
-        beats what the model holds by enough to pay for the restore."""
-        target = gen.target()
-        live = common_prefix(_live_tokens(llm), target)
-        key, shared = self.store.longest_prefix(target)
-        if key is None or shared < live + SHARE_MIN_TOKENS:
-            return
-        tokens = self.store.restore(key, llm.ctx, keep=True)
-        _set_live_tokens(llm, tokens or [])
-        if tokens is not None:
-            self.shared_hits += 1
-
-    def vacate(self, llm: Llama, incoming: LlamaCppGeneration | None = None) -> None:
-        """Save the occupant's state so the model can be used by someone else.
-
-        The KV cache itself is left as it is: the next prompt may share a
-        prefix with it (`LlamaCppCore._prefill` reuses it).
-        """
-        gen, self.gen = self.gen, None
-        agent, self.agent = self.agent, None
-        if gen is not None:
-            if self.snapshots and llm.n_tokens > 0:
-                key = f"gen:{gen.id}"
-                if self.store.save(key, llm.ctx, _live_tokens(llm)):
-                    gen.snapshot = key
-            return
-        # An agent's next request extends its own state: nothing to keep then.
-        keep = agent is not None and (incoming is None or incoming.cache_key != agent)
-        if keep and llm.n_tokens > 0:
-            self.store.save(f"agent:{agent}", llm.ctx, _live_tokens(llm))
-
-    def leave(self, gen: LlamaCppGeneration) -> None:
-        """`gen` finished or was closed: its tokens stay as its agent's state."""
-        if self.gen is gen:
-            self.gen = None
-            self.agent = gen.cache_key
-
-    def lost(self, llm: Llama) -> None:
-        """A decode failed: the cache's content is unknown, so forget it."""
-        import llama_cpp
-
-        self.gen = None
-        self.agent = None
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
-        llm.n_tokens = 0
-
-    def clear(self, llm: Llama | None) -> None:
-        """Forget every agent's saved state and the model's content (suspended
-        generations keep their snapshots)."""
-        if llm is not None:
-            self.vacate(llm)
-            self.lost(llm)
-        for key in [k for k in self.store if k.startswith("agent:")]:
-            self.store.drop(key)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "prompt_tokens": self.prompt_tokens,
-            "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
-            "prompt_tokens_reused": self.prompt_tokens_reused,
-            "reevaluated_tokens": self.reevaluated_tokens,
-            "completion_tokens": self.completion_tokens,
-            "hits": self.hits,
-            "live_hits": self.live_hits,
-            "misses": self.misses,
-            "shared_hits": self.shared_hits,
-            "suspends": self.suspends,
-            "snapshot_restores": self.snapshot_restores,
-            "resumes_without_snapshot": self.resumes_without_snapshot,
-            "store": self.store.stats(),
-        }
-
-
-def _agent_key(cache_key: str | None) -> str | None:
-    return f"agent:{cache_key}" if cache_key is not None else None
+    def grammar(self, tools: Sequence[ToolSpec]) -> LlamaGrammar:
+        """The compiled grammar of a call to one of `tools`."""
+        ...
 
 
 class LlamaCppGeneration:
     """One request on a `LlamaCppCore`, run in slices. Implements `llmos.llm.core.Generation`."""
 
-    def __init__(self, core: LlamaCppCore, request: ChatRequest) -> None:
+    def __init__(self, core: ModelHost, request: ChatRequest) -> None:
         self.core = core
         self.request = request
         self.id = next(_ids)
@@ -310,78 +167,78 @@ class LlamaCppGeneration:
 
     def run_sync(self, max_new_tokens: int) -> bool:
         core = self.core
-        with core._lock:
+        with core.slot.lock:
             self._check_usable()
             if self.finish is not None or max_new_tokens <= 0:
                 return self.finish is not None
-            llm = core._load()
+            llm = core.load()
             if self.prompt is None:
                 self._begin(llm)
             self.suspended = False
             try:
-                core._slot.enter(self, llm)
+                core.slot.enter(self, llm)
                 self._evaluate(llm, len(self.target()))
                 return self._sample(llm, max_new_tokens)
             except RuntimeError as exc:  # llama_decode failed: the cache is unknown
-                core._slot.lost(llm)
-                self._free_sampler()
+                core.slot.lost(llm)
+                self.free_sampler()
                 self._closed = True
                 raise CoreUnavailable(f"llama.cpp failed ({core.name}): {exc}") from exc
 
     def suspend_sync(self) -> None:
         core = self.core
-        with core._lock:
+        with core.slot.lock:
             if self._closed or self.finish is not None or self.suspended:
                 return
             self.suspended = True
             self.suspensions += 1
-            core._slot.suspends += 1
-            if core._slot.gen is self and core._llm is not None:
-                core._slot.vacate(core._llm)
+            core.slot.suspends += 1
+            if core.slot.gen is self:  # then the model is loaded: load() only returns it
+                core.slot.vacate(core.load())
 
     def resume_sync(self) -> None:
         """Put the saved state back (or, without a snapshot, re-evaluate it) now,
         so the switch's cost is paid here rather than inside the next slice."""
         core = self.core
-        with core._lock:
+        with core.slot.lock:
             self._check_usable()
             self.suspended = False
-            if self.finish is not None or self.prompt is None or core._slot.gen is self:
+            if self.finish is not None or self.prompt is None or core.slot.gen is self:
                 return
-            llm = core._load()
+            llm = core.load()
             try:
-                core._slot.enter(self, llm)
+                core.slot.enter(self, llm)
                 # The last sampled token is evaluated by the next slice.
                 self._evaluate(llm, len(self.target()) - 1)
             except RuntimeError as exc:
-                core._slot.lost(llm)
+                core.slot.lost(llm)
                 raise CoreUnavailable(f"llama.cpp failed ({core.name}): {exc}") from exc
 
     def close_sync(self) -> None:
         core = self.core
-        with core._lock:
+        with core.slot.lock:
             if self._closed and self._sampler is None and self.snapshot is None:
                 return
             self._closed = True
-            core._slot.leave(self)
+            core.slot.leave(self)
             if self.snapshot is not None:
-                core._slot.store.drop(self.snapshot)
+                core.slot.store.drop(self.snapshot)
                 self.snapshot = None
-            self._free_sampler()
-            core._live.discard(self)
+            self.free_sampler()
+            core.slot.live.discard(self)
 
     # --- inside the lock -----------------------------------------------------------
 
     def _check_usable(self) -> None:
         if self._closed and self.finish is None:
             raise CoreUnavailable("the generation was closed")
-        if self.prompt is not None and self.finish is None and self._epoch != self.core._epoch:
+        if self.prompt is not None and self.finish is None and self._epoch != self.core.slot.epoch:
             raise CoreUnavailable(f"the model was unloaded ({self.core.name})")
 
     def _begin(self, llm: Llama) -> None:
         """First run: tokenize, check the window, make this generation's sampler."""
         core = self.core
-        prompt = core._tokenize_prompt(llm, core._segments(self.request.messages, self.tools))
+        prompt = core.prompt_tokens(llm, self.request.messages, self.tools)
         if len(prompt) + self.max_tokens > core.context_window:
             raise ContextLengthExceeded(
                 f"prompt of {len(prompt)} tokens + {self.max_tokens} to generate exceeds "
@@ -390,7 +247,7 @@ class LlamaCppGeneration:
         if self.use_tools:
             import llama_cpp
 
-            grammar = core._grammar(self.tools)
+            grammar = core.grammar(self.tools)
             # A sampler of its own: the grammar's parse state advances with
             # every accepted token and must not be shared with another request.
             self._sampler = llama_cpp.llama_sampler_init_grammar(
@@ -401,9 +258,9 @@ class LlamaCppGeneration:
                 raise BadRequest("llama.cpp could not parse the tool-call grammar")
         self._picker = _Picker(llm.n_vocab(), self._sampler, self.request.temperature, core.seed)
         self.prompt = prompt
-        self._epoch = core._epoch
-        core._live.add(self)
-        slot = core._slot
+        slot = core.slot
+        self._epoch = slot.epoch
+        slot.live.add(self)
         slot.requests += 1
         slot.prompt_tokens += len(prompt)
 
@@ -412,11 +269,11 @@ class LlamaCppGeneration:
         only what it lacks (at least one token when logits are needed: upto = all)."""
         target = self.target()[:upto]
         need_logits = upto == len(self.target())
-        if upto <= 0 or (not need_logits and llm.n_tokens == upto and _live_tokens(llm) == target):
+        if upto <= 0 or (not need_logits and llm.n_tokens == upto and live_tokens(llm) == target):
             return
-        reuse = self.core._prefill(llm, target)
+        reuse = self.core.slot.prefill(llm, target)
         assert self.prompt is not None
-        slot = self.core._slot
+        slot = self.core.slot
         evaluated_prompt = max(0, len(self.prompt) - reuse)
         again = max(0, min(self.high, upto) - reuse)
         if self.high == 0:
@@ -447,7 +304,7 @@ class LlamaCppGeneration:
         vocab = llm._model.vocab
         ctx = llm.ctx
         n_vocab = llm.n_vocab()
-        sot = core._start_of_turn_id
+        sot = core.slot.start_of_turn_id
         picker = self._picker
         assert picker is not None
         for i in range(n):
@@ -475,7 +332,7 @@ class LlamaCppGeneration:
             if self._sampler is not None:
                 llama_cpp.llama_sampler_accept(self._sampler, token)
             self.out.append(token)
-            core._slot.completion_tokens += 1
+            core.slot.completion_tokens += 1
             if len(self.out) >= self.max_tokens:
                 self._finish(llm, "length")
                 return True
@@ -487,10 +344,10 @@ class LlamaCppGeneration:
     def _finish(self, llm: Llama, reason: str) -> None:
         self.finish = reason
         self.text = llm.detokenize(self.out).decode("utf-8", errors="replace")
-        self._free_sampler()
-        self.core._slot.leave(self)
+        self.free_sampler()
+        self.core.slot.leave(self)
 
-    def _free_sampler(self) -> None:
+    def free_sampler(self) -> None:
         if self._sampler is not None:
             import llama_cpp
 

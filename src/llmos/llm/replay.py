@@ -69,7 +69,7 @@ class ScriptedCore:
         return len(text) // 4 + 1 if text else 0
 
     def prompt_tokens(self, request: ChatRequest) -> int:
-        from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS
+        from llmos.llm.tokens import MESSAGE_OVERHEAD_TOKENS
 
         total = sum(
             self.count_tokens(m.text_for_count()) + MESSAGE_OVERHEAD_TOKENS

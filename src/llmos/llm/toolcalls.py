@@ -1,4 +1,4 @@
-"""Tool calling for models without native function calling.
+"""Tool calling in text, for models without native function calling.
 
 A local base model (Gemma 3 270M) knows nothing of OpenAI's `tools` field, so
 llmos does it in text:
@@ -8,17 +8,19 @@ llmos does it in text:
 * `call_schema` is the JSON schema of that object, from which a backend that
   supports it builds a grammar so the output is well formed whatever the model
   "means";
-* `parse_call` turns the model's text back into a `ToolCall`, repairing the
-  usual damage (code fences, prose around the object, trailing commas, single
-  quotes, Python literals, unquoted keys, an object cut off by max_tokens). It
-  never raises: an unusable answer becomes a call named "" whose arguments are
-  the raw text, which the executor reports to the model as a failed call;
+* `parse_call` turns the model's text back into a `ToolCall`: it finds the
+  call (in a code fence, after prose that has braces of its own) and has the
+  `json_repair` library mend the usual damage (trailing commas, single quotes,
+  Python literals, unquoted keys, an object cut off by max_tokens, where what
+  the cut left half-written is dropped rather than guessed). It never raises:
+  an unusable answer becomes a call named "" whose arguments are the raw
+  text, which the executor reports to the model as a failed call;
+  `as_tool_call` does the same for a whole `ChatResponse`;
 * `flatten_messages` rewrites a conversation that contains tool calls and tool
   results into plain user/assistant text for such backends.
 
 Left out: several calls in one answer (MemGPT agents make one call per step),
-validation of the arguments against the schema (the executor's job), and any
-import heavier than the standard library.
+and validation of the arguments against the schema (the executor's job).
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from llmos.llm.core import Message, ToolCall, ToolSpec
+import json_repair
+
+from llmos.llm.core import ChatResponse, Message, ToolCall, ToolSpec
 
 __all__ = [
+    "as_tool_call",
     "call_schema",
     "flatten_messages",
     "new_call_id",
@@ -131,135 +136,50 @@ def call_schema(tools: Sequence[ToolSpec], *, closed: bool = False) -> dict[str,
 # --- parsing -------------------------------------------------------------------
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
-_WORD = re.compile(r"[A-Za-z_$][\w$.-]*")
-_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_LITERALS = {
-    "true": "true", "false": "false", "null": "null",
-    "True": "true", "False": "false", "None": "null",
-}  # fmt: skip
-_CLOSER = {"{": "}", "[": "]"}
-# Repair tries at most this many cut points before giving up on a truncated
-# object: each try is a json.loads of the prefix.
-_MAX_CUTS = 64
+# What a cut at the end of the text can leave half-written outside a string,
+# dropped before repairing: a bare word that may be the start of anything
+# ("Tr", an unquoted key), then a key left without its value.
+_CUT_WORD = re.compile(r"(?<![\w$.\-])[A-Za-z_$][\w$.-]*\Z")
+_KEY = r"(?:\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[A-Za-z_$][\w$.-]*)"
+_CUT_KEY = re.compile(r",?\s*" + _KEY + r"\s*:\s*\Z")
+_LITERALS = frozenset({"true", "false", "null", "True", "False", "None"})
+
+
+def _ends_in_string(text: str) -> bool:
+    quote: str | None = None
+    escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = quote is not None
+        elif quote is None and ch in "\"'":
+            quote = ch
+        elif ch == quote:
+            quote = None
+    return quote is not None
+
+
+def _drop_cut_tail(text: str) -> str:
+    """`text` without what a cut at its end left half-written.
+
+    A string cut short keeps what it has (less a backslash that began an
+    escape); outside a string a cut word and then a key without value go.
+    """
+    text = text.rstrip()
+    if _ends_in_string(text):
+        return text[:-1] if (len(text) - len(text.rstrip("\\"))) % 2 else text
+    word = _CUT_WORD.search(text)
+    if word and word.group() not in _LITERALS:
+        text = text[: word.start()]
+    key = _CUT_KEY.search(text)
+    return text[: key.start()] if key else text
 
 
 def _repair(text: str) -> Any | None:
-    """Best-effort JSON value from damaged text that starts at `{` or `[`.
-
-    One pass re-emits the text as strict JSON: single-quoted strings become
-    double-quoted, Python literals become JSON ones, bare words are quoted,
-    trailing commas are dropped. It stops where the top-level value closes. If
-    the text ends first (truncated output), it closes the open string and
-    brackets; if that is still invalid (cut inside a key or a literal), it
-    retries from the last points where a value had ended.
-    """
-    out: list[str] = []
-    stack: list[str] = []
-    # (length of out, copy of stack) after each complete value or opening bracket
-    cuts: list[tuple[int, list[str]]] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in "\"'":
-            quote, j, buf = ch, i + 1, []
-            while j < n and text[j] != quote:
-                c = text[j]
-                if c == "\\" and j + 1 >= n:  # cut right after a backslash
-                    j += 1
-                    continue
-                if c == "\\":
-                    nxt = text[j + 1]
-                    # \' is not a JSON escape; other escapes pass through.
-                    buf.append("'" if nxt == "'" else c + nxt)
-                    j += 2
-                    continue
-                if c == '"':
-                    buf.append('\\"')
-                elif c == "\n":
-                    buf.append("\\n")
-                elif c == "\t":
-                    buf.append("\\t")
-                elif c == "\r":
-                    buf.append("\\r")
-                else:
-                    buf.append(c)
-                j += 1
-            out.append('"' + "".join(buf) + '"')
-            if j >= n:  # unterminated string: the text was cut here
-                break
-            i = j + 1
-            cuts.append((len(out), list(stack)))
-            continue
-        if ch in "{[":
-            stack.append(ch)
-            out.append(ch)
-            cuts.append((len(out), list(stack)))
-            i += 1
-            continue
-        if ch in "}]":
-            # Drop a trailing comma before the closer.
-            while out and out[-1].strip() == "":
-                out.pop()
-            if out and out[-1] == ",":
-                out.pop()
-            i += 1
-            opener = "{" if ch == "}" else "["
-            if opener not in stack:
-                continue  # a stray closer
-            # A closer that skips an open bracket closes that one too
-            # (`{"a": [1, 2}` lost its `]`).
-            while stack:
-                top = stack.pop()
-                out.append(_CLOSER[top])
-                if top == opener:
-                    break
-            if not stack:
-                break
-            cuts.append((len(out), list(stack)))
-            continue
-        if ch in ",:":
-            out.append(ch)
-            i += 1
-            continue
-        if ch.isspace():
-            out.append(" ")
-            i += 1
-            continue
-        m = _NUMBER.match(text, i)
-        if m:
-            # A number at the very end may have been cut short; still usable.
-            out.append(m.group())
-            i = m.end()
-            cuts.append((len(out), list(stack)))
-            continue
-        m = _WORD.match(text, i)
-        if m:
-            word = m.group()
-            if m.end() >= n and word not in _LITERALS:
-                break  # a word cut by the end of the text ("Tru"): drop it
-            out.append(_LITERALS.get(word, json.dumps(word)))
-            i = m.end()
-            cuts.append((len(out), list(stack)))
-            continue
-        i += 1  # anything else outside strings is noise
-
-    def close(length: int, open_stack: list[str]) -> str:
-        body = "".join(out[:length]).rstrip()
-        body = body.rstrip(",").rstrip()
-        if body.endswith(":"):
-            return ""  # a key without a value: not a candidate
-        return body + "".join(_CLOSER[b] for b in reversed(open_stack))
-
-    candidates = [close(len(out), stack)]
-    candidates += [close(length, st) for length, st in reversed(cuts[-_MAX_CUTS:])]
-    for cand in candidates:
-        if not cand:
-            continue
-        try:
-            return json.loads(cand)
-        except ValueError:
-            continue
-    return None
+    """Best-effort JSON value from damaged text that starts at `{` or `[`; None if nothing."""
+    value = json_repair.repair_json(_drop_cut_tail(text), return_objects=True, skip_json_loads=True)
+    return None if value == "" else value
 
 
 _NAME_KEYS = ("function", "name", "tool")
@@ -329,7 +249,7 @@ def parse_call(text: str, tools: Sequence[ToolSpec] = ()) -> ToolCall:
     call_id = new_call_id()
     try:
         obj = _extract(text or "")
-    except Exception:  # repair is heuristic; a bug in it must not kill the agent
+    except Exception:  # repair is heuristic; a failure in it must not kill the agent
         obj = None
     if isinstance(obj, list) and obj and isinstance(obj[0], dict):
         obj = obj[0]
@@ -353,6 +273,20 @@ def parse_call(text: str, tools: Sequence[ToolSpec] = ()) -> ToolCall:
     # Undecodable arguments go on raw: the executor reports them to the model.
     arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
     return ToolCall(id=call_id, name=name, arguments=arguments)
+
+
+def as_tool_call(response: ChatResponse, tools: Sequence[ToolSpec]) -> ChatResponse:
+    """The text answer of a model asked for a call in text, as that `ToolCall`.
+
+    An answer that already holds calls (the server did function calling after
+    all) is returned as it is.
+    """
+    if response.tool_calls:
+        return response
+    call = parse_call(response.content or "", tools)
+    finish = response.finish_reason
+    # Keep "length" (a truncated call); a normal stop is a tool call.
+    return ChatResponse(None, [call], response.usage, "tool_calls" if finish == "stop" else finish)
 
 
 # --- flattening ----------------------------------------------------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from llmos.llm.core import ChatRequest, Message, ToolSpec
-from llmos.memory.tokens import MESSAGE_OVERHEAD_TOKENS
+from llmos.llm.tokens import MESSAGE_OVERHEAD_TOKENS
 
 if TYPE_CHECKING:
     from llmos.llm.core import Core
