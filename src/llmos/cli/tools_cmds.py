@@ -168,7 +168,7 @@ def grant(
         if revoke:
             return kernel.revoke(agent, kind.value, target)
         kernel.grant(agent, kind.value, target, mode)
-        return kernel.grants.list(kernel.get_agent(agent)["id"])
+        return kernel.list_grants(agent)
 
     result = _go(ctx, body)
     if revoke:

@@ -92,6 +92,10 @@ class AccessVerbs:
         """Let the agent message another agent (kind "agent") or use a shared file area."""
         self.grants.grant(self.image(agent, owner).id, kind, target, mode)
 
+    def list_grants(self, agent: str, owner: str = "local") -> list[dict[str, Any]]:
+        """The agent's grants (other agents it may message, shared file areas)."""
+        return self.grants.list(self.image(agent, owner).id)
+
     def revoke(self, agent: str, kind: str, target: str, owner: str = "local") -> bool:
         return self.grants.revoke(self.image(agent, owner).id, kind, target)
 

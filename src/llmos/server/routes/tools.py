@@ -125,8 +125,7 @@ async def detach_tool(
 
 @router.get("/agents/{agent}/grants", summary="An agent's grants (other agents, shared files)")
 async def list_grants(agent: AgentName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
-    _, image = kernel.process(agent, user.owner)
-    return {"grants": kernel.grants.list(image.id)}
+    return {"grants": kernel.list_grants(agent, user.owner)}
 
 
 @router.post("/agents/{agent}/grants", status_code=201, summary="Grant an agent access")
@@ -134,8 +133,7 @@ async def add_grant(
     agent: AgentName, body: GrantAdd, user: CurrentUser, kernel: KernelDep
 ) -> dict[str, Any]:
     kernel.grant(agent, body.kind, body.target, body.mode, owner=user.owner)
-    _, image = kernel.process(agent, user.owner)
-    return {"grants": kernel.grants.list(image.id)}
+    return {"grants": kernel.list_grants(agent, user.owner)}
 
 
 @router.delete("/agents/{agent}/grants/{kind}/{target}", status_code=204, summary="Revoke a grant")
