@@ -87,23 +87,6 @@ def _closed(e: BaseException) -> bool:
     return isinstance(e, closed)
 
 
-def _closed(e: BaseException) -> bool:
-    """Whether `e` proves the call never ran: its session was gone before the server got it.
-
-    A closed stream (a stdio server's process is gone), or, over HTTP, the
-    server answering 404 to the session's id, which the SDK reports as
-    "Session terminated": the server restarted and no longer knows the
-    session, so it refused the request without running the tool.
-    """
-    import anyio  # the SDK's own dependency: loaded once a session has started
-    from mcp.shared.exceptions import McpError
-
-    if isinstance(e, McpError):
-        return e.error.message == "Session terminated"
-    closed = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)
-    return isinstance(e, closed)
-
-
 def _result(result: Any, seconds: float) -> SandboxResult:
     """A CallToolResult as the executor's result type: text parts joined."""
     parts: list[str] = []
