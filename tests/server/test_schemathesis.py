@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -70,7 +71,15 @@ def test_no_server_errors(fuzzed: LiveServer, operation: Any, mode: GenerationMo
     def run(case: Any) -> None:
         # Generated headers may try their own Authorization; ours wins.
         case.headers = {**(case.headers or {}), **headers}
-        response = case.call(base_url=fuzzed.url, timeout=30)
+        try:
+            response = case.call(base_url=fuzzed.url, timeout=30)
+        except requests.ConnectionError:
+            # uvicorn's HTTP parser refuses a request head over 16 KiB by
+            # closing the connection; while the client still writes, that
+            # reads as a reset. Refusing such a request is right; only that.
+            if len(case.formatted_path) + len(str(case.query or "")) < 16 * 1024:
+                raise
+            return
         assert response.status_code < 500, (
             f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
         )
