@@ -10,14 +10,9 @@ import pytest
 from tests.conftest import HashEmbedder
 
 from llmos import Kernel
-from llmos.memory.embeddings import EmbeddingError
-from llmos.memory.loader import (
-    LoadProgress,
-    chunk_text,
-    extract_text,
-    html_to_text,
-    markdown_to_text,
-)
+from llmos.memory.embedders import EmbeddingError
+from llmos.memory.loader import LoadProgress, chunk_text
+from llmos.memory.readers import extract_text, html_to_text, markdown_to_text
 
 PAGES = 200
 
@@ -205,7 +200,7 @@ def test_cli_load_reports_and_is_idempotent(
 
     from llmos.cli.main import app
     from llmos.llm.replay import ScriptedCore, say
-    from llmos.memory import embeddings
+    from llmos.memory import embedders
 
     async def setup() -> None:
         async with Kernel.open(home, embedders={"test/hash": HashEmbedder()}) as k:
@@ -213,7 +208,7 @@ def test_cli_load_reports_and_is_idempotent(
             await k.create_agent("cli-reader", model="scripted/policy", embedder="test/hash")
 
     asyncio.run(setup())
-    monkeypatch.setattr(embeddings, "make_embedder", lambda spec: HashEmbedder())
+    monkeypatch.setattr(embedders, "make_embedder", lambda spec: HashEmbedder())
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\nAlpha facts about otters.\n")

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
     from llmos.agent.loop import EventSink, Turn
     from llmos.llm.core import ChatResponse, Core, ToolSpec, Usage
-    from llmos.memory.embeddings import Embedder
+    from llmos.memory.embedders import Embedder
 
 DEFAULT_PERSONA = (
     "I am a helpful, curious assistant with a long memory. I keep notes about the "
@@ -81,7 +81,7 @@ def default_home() -> Path:
 
 
 def default_embedder() -> str:
-    from llmos.memory.embeddings import DEFAULT_EMBEDDER
+    from llmos.memory.embedders import DEFAULT_EMBEDDER
 
     return os.environ.get("LLMOS_EMBEDDER", DEFAULT_EMBEDDER)
 
@@ -305,7 +305,7 @@ class Kernel:
     def embedder(self, spec: str) -> Embedder:
         emb = self._embedders.get(spec)
         if emb is None:
-            from llmos.memory.embeddings import make_embedder
+            from llmos.memory.embedders import make_embedder
 
             emb = self._embedders[spec] = make_embedder(spec)
         return emb
@@ -965,8 +965,11 @@ class Kernel:
 
         image = self._image(name_or_id, owner)
         return await loader.DocumentLoader(
-            self,
+            self.db,
+            self.archival,
             image,
+            embedder=self.embedder(image.embedder),
+            embed=lambda texts: self.embed(image, texts),
             chunk_size=chunk_size or loader.CHUNK_SIZE,
             overlap=loader.CHUNK_OVERLAP if overlap is None else overlap,
             batch_size=batch_size or loader.BATCH_SIZE,

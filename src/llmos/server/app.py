@@ -53,7 +53,7 @@ from llmos.kernel.kernel import AgentExists, AgentNotFound, MessageTooLong
 from llmos.kernel.leases import LeaseTimeout
 from llmos.llm.core import CoreError, CoreUnavailable, RateLimited
 from llmos.memory.blocks import MemoryEditError
-from llmos.memory.embeddings import (
+from llmos.memory.embedders import (
     EmbeddingConnectionError,
     EmbeddingError,
     EmbeddingModelNotFoundError,
