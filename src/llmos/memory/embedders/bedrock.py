@@ -180,4 +180,3 @@ class BedrockEmbedder:
                 f"{self.name}: expected {self.dim}-d vectors, got an array of shape {vectors.shape}"
             )
         return normalise_rows(vectors)
-

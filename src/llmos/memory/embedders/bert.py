@@ -66,7 +66,7 @@ def _limit_blas_threads(threads: int) -> bool:
     with _blas_lock:
         if _blas_threads_set == threads:
             return True
-        from threadpoolctl import OpenBLASController, threadpool_limits, threadpool_info
+        from threadpoolctl import OpenBLASController, threadpool_info, threadpool_limits
 
         # Called, not entered: the limit is meant to outlive this call.
         threadpool_limits(limits=threads, user_api="blas")

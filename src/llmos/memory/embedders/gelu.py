@@ -81,4 +81,3 @@ def gelu(x: npt.ArrayLike) -> npt.NDArray[Any]:
     flat = arr.reshape(1, -1) if arr.ndim < 2 else arr.reshape(-1, arr.shape[-1])
     gelu_inplace(flat)
     return arr
-
