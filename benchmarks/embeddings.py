@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmos.memory.embeddings import MiniLMEmbedder
+from llmos.memory.embedders import MiniLMEmbedder
 
 _VOCABULARY = (
     "agent memory context window page archival recall search kernel process schedule "

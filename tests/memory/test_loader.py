@@ -10,14 +10,9 @@ import pytest
 from tests.conftest import HashEmbedder
 
 from llmos import Kernel
-from llmos.memory.embeddings import EmbeddingError
-from llmos.memory.loader import (
-    LoadProgress,
-    chunk_text,
-    extract_text,
-    html_to_text,
-    markdown_to_text,
-)
+from llmos.memory.embedders import EmbeddingError
+from llmos.memory.loader import LoadProgress, chunk_text
+from llmos.memory.readers import LoadError, extract_text, html_to_text, markdown_to_text
 
 PAGES = 200
 
@@ -164,6 +159,24 @@ def test_markdown_extraction() -> None:
     assert "print('code')" in text and "```" not in text and "diagram" in text
 
 
+def test_markdown_lists_tables_and_entities_lose_their_markup() -> None:
+    md = (
+        "- item *one*\n- item [two](u)\n\n> quoted `code` &amp; more\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    )
+    assert markdown_to_text(md) == "item one\nitem two\n\nquoted code & more\n\na | b\n1 | 2"
+
+
+def test_unreadable_documents_are_invalid_requests(tmp_path: Path) -> None:
+    from llmos.errors import InvalidRequest
+
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\x00\x01\x02")
+    with pytest.raises(LoadError) as caught:
+        extract_text(binary)
+    assert isinstance(caught.value, InvalidRequest) and isinstance(caught.value, ValueError)
+
+
 def test_html_extraction_drops_script_and_style(tmp_path: Path) -> None:
     html = (
         "<html><head><title>My Page</title><style>p{color:red}</style>"
@@ -205,7 +218,7 @@ def test_cli_load_reports_and_is_idempotent(
 
     from llmos.cli.main import app
     from llmos.llm.replay import ScriptedCore, say
-    from llmos.memory import embeddings
+    from llmos.memory import embedders
 
     async def setup() -> None:
         async with Kernel.open(home, embedders={"test/hash": HashEmbedder()}) as k:
@@ -213,7 +226,7 @@ def test_cli_load_reports_and_is_idempotent(
             await k.create_agent("cli-reader", model="scripted/policy", embedder="test/hash")
 
     asyncio.run(setup())
-    monkeypatch.setattr(embeddings, "make_embedder", lambda spec: HashEmbedder())
+    monkeypatch.setattr(embedders, "make_embedder", lambda spec: HashEmbedder())
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\nAlpha facts about otters.\n")

@@ -244,7 +244,7 @@ def agent_set_embedder(
     )
 
     async def body(kernel: Kernel) -> dict[str, Any]:
-        from llmos.memory.embeddings import EmbeddingError
+        from llmos.memory.embedders import EmbeddingError
 
         task = bar.add_task("embed", total=None)
 

@@ -70,7 +70,7 @@ def load(
         bars.update(task, completed=p.file_done)
 
     async def body(kernel: Kernel) -> Any:
-        from llmos.memory.embeddings import EmbeddingError
+        from llmos.memory.embedders import EmbeddingError
 
         try:
             with bars:

@@ -46,7 +46,7 @@ _BLOCK_SET = (
 
 def default_embedder() -> str:
     """The embedder of a new agent that names none: `LLMOS_EMBEDDER`, else llmos's default."""
-    from llmos.memory.embeddings import DEFAULT_EMBEDDER
+    from llmos.memory.embedders import DEFAULT_EMBEDDER
 
     return os.environ.get("LLMOS_EMBEDDER", DEFAULT_EMBEDDER)
 

@@ -20,7 +20,7 @@ from llmos.llm.registry import make_core
 
 if TYPE_CHECKING:
     from llmos.llm.core import Core
-    from llmos.memory.embeddings import Embedder
+    from llmos.memory.embedders import Embedder
 
 
 class CoreTable:
@@ -106,7 +106,7 @@ class CoreTable:
     def embedder(self, spec: str) -> Embedder:
         emb = self.embedders.get(spec)
         if emb is None:
-            from llmos.memory.embeddings import make_embedder
+            from llmos.memory.embedders import make_embedder
 
             emb = self.embedders[spec] = make_embedder(spec)
         return emb

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from llmos.agent.syscalls import StepWrites
     from llmos.kernel.scheduler import RunQueue
     from llmos.llm.core import Core, ToolSpec
-    from llmos.memory.embeddings import Embedder
+    from llmos.memory.embedders import Embedder
     from llmos.memory.image import AgentImage
     from llmos.memory.recall import StoredMessage
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from llmos.kernel.wake import Waker
     from llmos.llm.core import Core, ToolSpec
     from llmos.memory.archival import ArchivalStorage, Passage
-    from llmos.memory.embeddings import Embedder
+    from llmos.memory.embedders import Embedder
     from llmos.memory.image import AgentImage
     from llmos.memory.recall import RecallStorage, StoredMessage
     from llmos.memory.window import CompiledWindow
@@ -217,8 +217,11 @@ class MemoryVerbs:
 
         image = self.image(name_or_id, owner)
         return await loader.DocumentLoader(
-            self,
+            self.db,
+            self.archival,
             image,
+            embedder=self.embedder(image.embedder),
+            embed=lambda texts: fn.embed(self, image, texts),  # type: ignore[arg-type]
             chunk_size=chunk_size or loader.CHUNK_SIZE,
             overlap=loader.CHUNK_OVERLAP if overlap is None else overlap,
             batch_size=batch_size or loader.BATCH_SIZE,

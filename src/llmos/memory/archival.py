@@ -25,7 +25,7 @@ from llmos.storage.models import passages
 if TYPE_CHECKING:
     import numpy as np
 
-    from llmos.memory.embeddings import Embedder
+    from llmos.memory.embedders import Embedder
     from llmos.storage.db import Database
 
 

@@ -6,19 +6,23 @@ block's character limit and raise `MemoryEditError` with a message meant for
 the model ("would exceed its limit by N characters …"), so the agent can
 shorten its edit and try again.
 
-Left out: persistence (the agent loop writes blocks through the kernel's
-memory syscalls) and block sharing between agents.
+Left out: persistence (the kernel writes the blocks a step changed when the
+agent loop commits the step) and block sharing between agents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmos.errors import InvalidRequest
+
 DEFAULT_BLOCK_LIMIT = 2000
 
 
-class MemoryEditError(ValueError):
+class MemoryEditError(InvalidRequest):
     """An edit the model asked for cannot be made; the message is for the model."""
+
+    code = "memory_edit"
 
 
 @dataclass(slots=True)

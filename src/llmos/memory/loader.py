@@ -1,9 +1,10 @@
 """Loading documents into an agent's archival memory (`llmos load`, `Kernel.load_documents`).
 
-A document (plain text, Markdown, HTML or PDF) is turned into text, cut into
-overlapping chunks that end on paragraph or sentence boundaries where they
-can, embedded in batches with the agent's embedder (through the kernel's
-`embed` syscall), and stored as passages whose `source` is `PATH#INDEX`.
+A document (plain text, Markdown, HTML or PDF) is turned into text
+(`readers.py`), cut into overlapping chunks that end on paragraph or sentence
+boundaries where they can, embedded in batches with the agent's embedder
+(through the `embed` callable the caller gives, the kernel's `embed`
+syscall), and stored as passages whose `source` is `PATH#INDEX`.
 
 Loads are resumable and idempotent, keyed on the `load_sources` table: one
 row per (agent, content hash) holding the source path, how many chunks the
@@ -13,9 +14,8 @@ failure, Ctrl-C, a crash) continues at the first missing chunk, and loading
 content already loaded adds nothing. A file whose content changed replaces
 its old passages (the old row and every passage of that path go first).
 
-Left out: OCR of scanned PDFs (pages without a text layer give no text),
-DOCX/EPUB, token-exact chunking (chunks are measured in characters, which
-keeps chunking independent of the agent's model), and loading URLs.
+Left out: token-exact chunking (chunks are measured in characters, which
+keeps chunking independent of the agent's model); what `readers.py` leaves out.
 """
 
 from __future__ import annotations
@@ -23,142 +23,25 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import delete, func, select, update
 
+from llmos.memory.readers import LOADABLE, LoadError, extract_text
 from llmos.storage.models import load_sources, passages
 
 if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
-    from llmos.memory.image import AgentImage
+    from llmos.memory.archival import ArchivalStorage
+    from llmos.memory.embedders import Embedder
+    from llmos.memory.embedders.base import FloatArray
+    from llmos.storage.db import Database
 
 CHUNK_SIZE = 800
 CHUNK_OVERLAP = 100
 BATCH_SIZE = 32
-
-TEXT_SUFFIXES = {".txt", ".text", ".rst", ".log", ".csv", ".json", ".py", ""}
-MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdown"}
-HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
-PDF_SUFFIXES = {".pdf"}
-#: what a directory given to `load` is searched for
-LOADABLE = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
-
-
-class LoadError(ValueError):
-    """A document could not be read or has no text."""
-
-
-# --- text extraction ------------------------------------------------------------
-
-
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML page: script/style/head metadata dropped, blocks on own lines."""
-
-    SKIP: ClassVar[set[str]] = {"script", "style", "noscript", "template", "head", "svg"}
-    # elements after which text starts a new paragraph
-    BLOCK: ClassVar[set[str]] = {
-        "p", "div", "section", "article", "header", "footer", "main", "aside", "nav",
-        "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol", "table", "tr", "blockquote",
-        "pre", "br", "hr", "dd", "dt", "figure", "figcaption", "title",
-    }  # fmt: skip
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-        self._title: list[str] = []
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag in self.SKIP:
-            self._skip += 1
-        if tag in self.BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag in self.SKIP and self._skip:
-            self._skip -= 1
-        if tag in self.BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            # the title is inside <head>, which is otherwise skipped
-            self._title.append(data)
-        elif not self._skip:
-            self.parts.append(data)
-
-    def text(self) -> str:
-        body = "".join(self.parts)
-        title = " ".join("".join(self._title).split())
-        # collapse runs of spaces inside lines but keep paragraph breaks
-        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", body)]
-        out = [p for p in paragraphs if p]
-        if title and (not out or out[0] != title):
-            out.insert(0, title)
-        return "\n\n".join(out)
-
-
-def html_to_text(html: str) -> str:
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    return parser.text()
-
-
-_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
-_MD_FENCE = re.compile(r"^\s*(```|~~~).*$", re.MULTILINE)
-_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|`)(?=\S)(.+?)(?<=\S)\1")
-
-
-def markdown_to_text(md: str) -> str:
-    """Markdown with its markup removed: links and images keep their text, headings
-    their words; code blocks stay (their content is text worth finding)."""
-    text = _MD_FENCE.sub("", md)
-    text = _MD_LINK.sub(r"\1", text)
-    text = _MD_HEADING.sub("", text)
-    text = _MD_EMPHASIS.sub(r"\2", text)
-    return text
-
-
-def pdf_to_text(path: Path) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(str(path))
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
-    except (PdfReadError, ValueError, OSError) as e:
-        raise LoadError(f"{path}: not a readable PDF ({e})") from None
-    # pages as paragraphs, so chunks prefer to break between pages
-    return "\n\n".join(p for p in pages if p)
-
-
-def extract_text(path: Path, data: bytes | None = None) -> str:
-    """The text of a document, chosen by its suffix (PDF also by its magic bytes)."""
-    data = path.read_bytes() if data is None else data
-    suffix = path.suffix.lower()
-    if suffix in PDF_SUFFIXES or data.startswith(b"%PDF-"):
-        return pdf_to_text(path)
-    if b"\x00" in data[:8192]:
-        raise LoadError(f"{path}: looks binary; llmos loads text, Markdown, HTML and PDF")
-    text = data.decode("utf-8", errors="replace")
-    if suffix in HTML_SUFFIXES:
-        return html_to_text(text)
-    if suffix in MARKDOWN_SUFFIXES:
-        return markdown_to_text(text)
-    return text
-
 
 # --- chunking -------------------------------------------------------------------
 
@@ -283,6 +166,17 @@ class LoadReport:
 
 
 ProgressCallback = Callable[[LoadProgress], None]
+#: embeds a batch of chunks with the agent's embedder: (len(texts), dim) vectors
+EmbedCallable = Callable[[list[str]], Awaitable["FloatArray"]]
+
+
+class LoadTarget(Protocol):
+    """The agent being loaded into, as the loader sees it (the kernel's image is one)."""
+
+    id: str
+    name: str
+    #: kept in step with the passages the loader adds and removes
+    archival_count: int
 
 
 @dataclass(slots=True)
@@ -318,13 +212,21 @@ def _source_prefix(path: str) -> str:
 
 
 class DocumentLoader:
-    """Loads files into one agent's archival memory; see the module docstring."""
+    """Loads files into one agent's archival memory; see the module docstring.
+
+    `db` and `archival` are where passages and load records go; `agent` is the
+    agent loaded into; `embedder` is the agent's embedder (it tags the stored
+    vectors) and `embed` computes vectors with it (outside any transaction).
+    """
 
     def __init__(
         self,
-        kernel: Kernel,
-        image: AgentImage,
+        db: Database,
+        archival: ArchivalStorage,
+        agent: LoadTarget,
         *,
+        embedder: Embedder,
+        embed: EmbedCallable,
         chunk_size: int = CHUNK_SIZE,
         overlap: int = CHUNK_OVERLAP,
         batch_size: int = BATCH_SIZE,
@@ -333,8 +235,11 @@ class DocumentLoader:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         chunk_text("", chunk_size, overlap)  # validates the sizes before any work
-        self.kernel = kernel
-        self.image = image
+        self.db = db
+        self.archival = archival
+        self.agent = agent
+        self.embedder = embedder
+        self.embed = embed
         self.chunk_size = chunk_size
         self.overlap = overlap
         self.batch_size = batch_size
@@ -353,10 +258,10 @@ class DocumentLoader:
         try:
             data = path.read_bytes()
             doc.content_hash = self._hash(data)
-            with self.kernel.db.connect() as conn:
+            with self.db.connect() as conn:
                 row = conn.execute(
                     select(load_sources).where(
-                        load_sources.c.agent_id == self.image.id,
+                        load_sources.c.agent_id == self.agent.id,
                         load_sources.c.content_hash == doc.content_hash,
                     )
                 ).first()
@@ -379,15 +284,15 @@ class DocumentLoader:
     def _begin(self, doc: _Doc) -> None:
         """Record the load of `doc` before its first batch, dropping what an older
         version of the same path (or an unfinished load of it) left."""
-        archival = self.kernel.archival
-        with self.kernel.db.begin() as conn:
+        archival = self.archival
+        with self.db.begin() as conn:
             # this path's passages, and those of an unfinished load of the same
             # content from another path (that row is replaced below)
             sources = {doc.path} | {
                 r.source
                 for r in conn.execute(
                     select(load_sources.c.source).where(
-                        load_sources.c.agent_id == self.image.id,
+                        load_sources.c.agent_id == self.agent.id,
                         load_sources.c.content_hash == doc.content_hash,
                     )
                 )
@@ -397,23 +302,23 @@ class DocumentLoader:
                 for prefix in map(_source_prefix, sorted(sources))
                 for (pid,) in conn.execute(
                     select(passages.c.id).where(
-                        passages.c.agent_id == self.image.id,
+                        passages.c.agent_id == self.agent.id,
                         func.substr(passages.c.source, 1, len(prefix)) == prefix,
                     )
                 )
             ]
             for pid in stale:
-                archival.delete(conn, self.image.id, pid)
+                archival.delete(conn, self.agent.id, pid)
             conn.execute(
                 delete(load_sources).where(
-                    load_sources.c.agent_id == self.image.id,
+                    load_sources.c.agent_id == self.agent.id,
                     (load_sources.c.source == doc.path)
                     | (load_sources.c.content_hash == doc.content_hash),
                 )
             )
             conn.execute(
                 load_sources.insert().values(
-                    agent_id=self.image.id,
+                    agent_id=self.agent.id,
                     content_hash=doc.content_hash,
                     source=doc.path,
                     chunks_total=len(doc.chunks),
@@ -424,16 +329,15 @@ class DocumentLoader:
         if stale:
             doc.report.removed = len(stale)
             doc.report.status = "replaced"
-            self.image.archival_count -= len(stale)
+            self.agent.archival_count -= len(stale)
 
     def _commit(self, doc: _Doc, start: int, texts: list[str], vectors: Any) -> None:
-        embedder = self.kernel.embedder(self.image.embedder)
-        with self.kernel.db.begin() as conn:
+        with self.db.begin() as conn:
             for i, (chunk, vector) in enumerate(zip(texts, vectors, strict=True)):
-                self.kernel.archival.insert(
+                self.archival.insert(
                     conn,
-                    self.image.id,
-                    embedder,
+                    self.agent.id,
+                    self.embedder,
                     [chunk],
                     source=f"{doc.path}#{start + i}",
                     vectors=[vector],
@@ -442,7 +346,7 @@ class DocumentLoader:
             conn.execute(
                 update(load_sources)
                 .where(
-                    load_sources.c.agent_id == self.image.id,
+                    load_sources.c.agent_id == self.agent.id,
                     load_sources.c.content_hash == doc.content_hash,
                 )
                 .values(
@@ -450,11 +354,11 @@ class DocumentLoader:
                     finished_at=time.time() if done >= len(doc.chunks) else None,
                 )
             )
-        self.image.archival_count += len(texts)
+        self.agent.archival_count += len(texts)
 
     async def load(self, paths: Iterable[str | Path]) -> LoadReport:
         began = time.perf_counter()
-        report = LoadReport(self.image.name)
+        report = LoadReport(self.agent.name)
         # Extract and chunk everything first: the overall bar needs the total.
         docs = [self._prepare(p) for p in expand_paths(paths)]
         report.files = [d.report for d in docs]
@@ -469,7 +373,7 @@ class DocumentLoader:
             position = doc.start
             while position < len(doc.chunks):
                 texts = doc.chunks[position : position + self.batch_size]
-                vectors = await self.kernel.embed(self.image, texts)
+                vectors = await self.embed(texts)
                 self._commit(doc, position, texts, vectors)
                 position += len(texts)
                 doc.report.added += len(texts)

@@ -52,7 +52,7 @@ from llmos.access.policy import AccessManager, RateLimiter
 from llmos.errors import Busy, Conflict, InvalidRequest, LLMOSError, NotFound
 from llmos.llm.core import CoreError, CoreUnavailable, RateLimited
 from llmos.memory.blocks import MemoryEditError
-from llmos.memory.embeddings import (
+from llmos.memory.embedders import (
     EmbeddingConnectionError,
     EmbeddingError,
     EmbeddingModelNotFoundError,
