@@ -59,3 +59,5 @@ class BackendError(LLMOSError):
     overloaded); false when the request itself was refused."""
 
     unavailable: bool = False
+    #: what failed, as the HTTP API's message names it ("the embedder failed: ...")
+    backend: str = "backend"

@@ -166,6 +166,8 @@ class ChatResponse:
 class CoreError(BackendError):
     """A core failed to answer. Subclasses say how the kernel should react."""
 
+    backend = "model backend"
+
 
 class ContextLengthExceeded(CoreError):
     """The prompt did not fit the backend's window: flush memory and retry once."""

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llmos.errors import LLMOSError
 from llmos.llm.core import ChatRequest, Message, ToolSpec
 from llmos.llm.tokens import MESSAGE_OVERHEAD_TOKENS
 
@@ -178,7 +179,7 @@ def _trim_to_budget(window: CompiledWindow, core: Core) -> None:
         window.trimmed += 1
 
 
-class ContextOverflow(RuntimeError):
+class ContextOverflow(LLMOSError, RuntimeError):
     """Even an empty conversation would not fit: the agent's configuration is wrong."""
 
 

@@ -49,14 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import llmos
 from llmos.access.policy import AccessManager, RateLimiter
-from llmos.errors import Busy, Conflict, InvalidRequest, LLMOSError, NotFound
-from llmos.llm.core import CoreError, CoreUnavailable, RateLimited
-from llmos.memory.blocks import MemoryEditError
-from llmos.memory.embedders import (
-    EmbeddingConnectionError,
-    EmbeddingError,
-    EmbeddingModelNotFoundError,
-)
+from llmos.errors import BackendError, Busy, Conflict, InvalidRequest, LLMOSError, NotFound
 from llmos.server.console import mount_console
 from llmos.server.deps import APIError, ServerConfig, ServerState, error_body
 from llmos.server.gate import Gate
@@ -172,10 +165,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         # e.g. --workers: another worker has held the agent for longer than a lease lasts
         return _json(503, _family_body(exc, "unavailable"), {"retry-after": "5"})
 
-    @app.exception_handler(MemoryEditError)
-    async def bad_edit(_r: Request, exc: MemoryEditError) -> JSONResponse:
-        return _json(422, error_body(str(exc), "invalid_request_error", code="memory_edit"))
-
     @app.exception_handler(UnicodeError)
     async def bad_text(_r: Request, _exc: UnicodeError) -> JSONResponse:
         return _json(400, _unicode_body())
@@ -184,27 +173,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def bad_value(_r: Request, exc: ValueError) -> JSONResponse:
         return _json(400, error_body(str(exc), "invalid_request_error"))
 
-    @app.exception_handler(CoreError)
-    async def core_error(_r: Request, exc: CoreError) -> JSONResponse:
-        # Raised outside a turn, e.g. probing a model's window at creation.
-        unavailable = isinstance(exc, CoreUnavailable | RateLimited)
-        return _json(
-            503 if unavailable else 502,
-            error_body(f"the model backend failed: {exc}", "core_unavailable"),
-        )
+    @app.exception_handler(BackendError)
+    async def backend_error(_r: Request, exc: BackendError) -> JSONResponse:
+        # Outside a turn: probing a model's window at creation, the agent's
+        # embedder on an archival insert, search or import.
+        body = error_body(f"the {exc.backend} failed: {exc}", "core_unavailable")
+        return _json(503 if exc.unavailable else 502, body)
 
     @app.exception_handler(FileError)
     async def file_failed(_r: Request, exc: FileError) -> JSONResponse:
         err = file_error(exc)
         return _json(err.status, err.body(), err.headers)
-
-    @app.exception_handler(EmbeddingError)
-    async def embedding_error(_r: Request, exc: EmbeddingError) -> JSONResponse:
-        # The agent's embedder failed (archival insert/search, import).
-        busy = isinstance(exc, EmbeddingConnectionError | EmbeddingModelNotFoundError)
-        return _json(
-            503 if busy else 502, error_body(f"the embedder failed: {exc}", "core_unavailable")
-        )
 
     @app.exception_handler(StatementError)
     async def db_error(_r: Request, exc: StatementError) -> JSONResponse:

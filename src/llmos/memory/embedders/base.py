@@ -21,6 +21,8 @@ FloatArray = npt.NDArray[np.float32]
 class EmbeddingError(BackendError, RuntimeError):
     """An embedder could not produce vectors. `status_code` is set for HTTP errors."""
 
+    backend = "embedder"
+
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
