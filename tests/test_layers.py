@@ -16,6 +16,7 @@ file and line of the imports involved.
 from __future__ import annotations
 
 import ast
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,9 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def _shortest_path(graph: dict[str, set[str]], start: str, goal: str, within: set[str]) -> list[str]:
+def _shortest_path(
+    graph: dict[str, set[str]], start: str, goal: str, within: set[str]
+) -> list[str]:
     previous: dict[str, str | None] = {start: None}
     frontier = [start]
     while frontier:
@@ -185,7 +188,7 @@ def cycles(edges: list[tuple[str, str, str]]) -> list[str]:
                 continue
             loop = [source, *_shortest_path(graph, target, source, members)]
             report.append("  " + " -> ".join(loop))
-            for a, b in zip(loop, loop[1:], strict=False):
+            for a, b in itertools.pairwise(loop):
                 covered.add((a, b))
                 report.append(f"    {a} -> {b}: {', '.join(sorted(sites[(a, b)], key=_site))}")
     return report
@@ -231,11 +234,15 @@ def test_the_reader_sees_every_kind_of_import(tmp_path: Path) -> None:
     """Imports at the top, inside functions, under TYPE_CHECKING and relative ones
     are all found; `from a import b` names the module a.b when there is one."""
     files = {
-        "__init__.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import x\n",
+        "__init__.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import x\n"
+        ),
         "a/__init__.py": "",
         "a/x.py": "def f():\n    from ..b import y\n    return y\n",
         "b/__init__.py": "",
-        "b/y.py": "import os\nimport pkg.a.x as ax\nfrom pkg.b import z\nfrom . import z as again\n",
+        "b/y.py": (
+            "import os\nimport pkg.a.x as ax\nfrom pkg.b import z\nfrom . import z as again\n"
+        ),
         "b/z.py": "from pkg import a\n",
     }
     for name, text in files.items():
