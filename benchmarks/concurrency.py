@@ -386,6 +386,7 @@ def main() -> None:
             print(f"round {r + 1}: {runs[-1]['ratio_to_ideal']}x the ideal", flush=True)
     # The round with the median wall time (this machine's load comes and goes).
     result = sorted(runs, key=lambda x: x["wall_s"])[len(runs) // 2]
+    result["command"] = " ".join(["python", "benchmarks/concurrency.py", *sys.argv[1:]])
     result["loop"] = args.loop
     result["rounds"] = args.rounds
     result["ratio_to_ideal_each_round"] = [x["ratio_to_ideal"] for x in runs]

@@ -15,6 +15,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def main() -> None:
         query_ms.append((time.perf_counter() - t1) * 1000)
 
     result = {
+        "command": " ".join(["python", "benchmarks/embeddings.py", *sys.argv[1:]]),
         "embedder": embedder.name,
         "passages": len(texts),
         "mean_tokens": round(tokens / len(texts), 1),

@@ -51,9 +51,12 @@ comparison). Plain text, `tool_choice="none"`, temperature 0.
 Reported per mode: mean and max turnaround (arrival to finish) of the short
 jobs and of all jobs, generated tokens per second over the whole run, context
 switches and the time spent in them (suspend + resume, as the run queue
-counts it), prompt tokens evaluated, and whether each output equals FIFO's
-(with snapshots it must: a resumed generation continues on byte-identical
-state). Separately, the cost of one snapshot save + restore against
+counts it), prompt tokens evaluated, and how many outputs equal FIFO's, text
+by text per agent, in the same round (with snapshots they must: a resumed
+generation continues on byte-identical state; a round-robin mismatch is
+printed as "!!! MISMATCH", recorded in the JSON as
+`rr_output_equals_fifo: false` with the texts, and ends the run with exit
+status 1). Separately, the cost of one snapshot save + restore against
 re-evaluating the same tokens, for an agent's prompt and for prompt + 256.
 
 Left out: agents that arrive over time, the priority policy, tool-calling
@@ -332,7 +335,7 @@ async def run_mode(
         "finish_order": [
             j.agent for _, j in sorted(zip(turnaround, jobs, strict=True), key=lambda x: x[0])
         ],
-        "outputs": [r.content for _, r in done],
+        "outputs": {j.agent: r.content for (_, r), j in zip(done, jobs, strict=True)},
     }
 
 
@@ -427,10 +430,40 @@ def paired_ratios(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, float]:
     }
 
 
-def print_table(summary: dict[str, dict[str, float]]) -> None:
+def compare_outputs(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Each mode's text per agent against FIFO's in the same round.
+
+    Round robin with snapshots must equal FIFO exactly (a resumed generation
+    continues on byte-identical state); re-prefill usually does (temperature
+    0) but recomputes the state, so it is reported and not required.
+    """
+    equal: dict[str, int] = {}
+    mismatches: list[dict[str, Any]] = []
+    for mode in MODES:
+        equal[mode] = 0
+        for r, row in enumerate(rounds, start=1):
+            fifo = row["fifo"]["outputs"]
+            for agent, text in row[mode]["outputs"].items():
+                if text == fifo[agent]:
+                    equal[mode] += 1
+                else:
+                    mismatches.append(
+                        {"round": r, "mode": mode, "agent": agent, "fifo": fifo[agent], "got": text}
+                    )
+    compared = sum(len(row["fifo"]["outputs"]) for row in rounds)
+    return {
+        "compared_per_mode": compared,
+        "equal": equal,
+        "rr_equals_fifo": equal["rr"] == compared,
+        "mismatches": mismatches,
+    }
+
+
+def print_table(summary: dict[str, dict[str, float]], outputs: dict[str, Any]) -> None:
     head = (
         f"{'mode':<13}{'short mean':>11}{'short max':>10}{'all mean':>10}{'all max':>9}"
         f"{'tok/s':>7}{'cpu s':>7}{'switches':>9}{'switch s':>9}{'ms each':>8}{'prompt ev':>10}"
+        f"{'= fifo':>8}"
     )
     print(head)
     print("-" * len(head))
@@ -442,12 +475,22 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
             f"{m['cpu_s']:>7.0f}"
             f"{m['context_switches']:>9.0f}{m['switch_seconds']:>8.2f}s"
             f"{m['switch_ms_each']:>8.1f}{m['prompt_tokens_evaluated']:>10.0f}"
+            f"{outputs['equal'][mode]:>4}/{outputs['compared_per_mode']:<3}"
         )
     fifo, rr = summary["fifo"], summary["rr"]
     print(
         f"rr vs fifo: short-job mean turnaround {fifo['short_mean_s'] / rr['short_mean_s']:.2f}x "
         f"shorter; throughput {100 * (rr['tokens_per_s'] / fifo['tokens_per_s'] - 1):+.1f}%"
     )
+    if not outputs["rr_equals_fifo"]:
+        bad = sorted({(m["round"], m["agent"]) for m in outputs["mismatches"] if m["mode"] == "rr"})
+        print(
+            "!!! MISMATCH: round robin's output differs from FIFO's "
+            f"(round, agent): {bad}; the snapshot/restore path changed what was generated"
+        )
+    for m in outputs["mismatches"]:
+        if m["mode"] == "rr-reprefill":
+            print(f"note: rr-reprefill differs from fifo for {m['agent']} in round {m['round']}")
 
 
 def print_costs(costs: list[dict[str, float]]) -> None:
@@ -531,14 +574,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     for scenario, rounds in results.items():
         summary = summarize(rounds)
-        fifo_out = rounds[0]["fifo"]["outputs"]
-        equal = {
-            mode: sum(a == b for a, b in zip(rounds[0][mode]["outputs"], fifo_out, strict=True))
-            for mode in MODES
-        }
+        outputs = compare_outputs(rounds)
         print(f"\n== {scenario} ==")
-        print_table(summary)
-        print(f"outputs equal to fifo's (of {len(jobs)}): {equal}")
+        print_table(summary, outputs)
         paired = paired_ratios(rounds)
         print(
             f"paired (median over rounds of each round's ratio): short-job mean turnaround "
@@ -553,12 +591,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 {m: {k: v for k, v in row[m].items() if k != "outputs"} for m in MODES}
                 for row in rounds
             ],
-            "outputs_equal_to_fifo": equal,
+            "outputs_equal_to_fifo": outputs["equal"],
+            "outputs_compared_per_mode": outputs["compared_per_mode"],
+            "rr_output_equals_fifo": outputs["rr_equals_fifo"],
+            "output_mismatches": outputs["mismatches"],
             "short_mean_speedup_rr_vs_fifo": fifo["short_mean_s"] / rr["short_mean_s"],
             "throughput_change_rr_vs_fifo": rr["tokens_per_s"] / fifo["tokens_per_s"] - 1,
         }
     print_costs(costs)
     out["restore_over_evaluate_prompt"] = costs[0]["restore_over_evaluate"]
+    out["rr_output_equals_fifo"] = all(out[s]["rr_output_equals_fifo"] for s in results)
+    if not out["rr_output_equals_fifo"]:
+        print("\n!!! MISMATCH: round robin's output differs from FIFO's (see above)")
     return out
 
 
@@ -576,6 +620,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
+    if not result["rr_output_equals_fifo"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,8 @@ def main() -> None:
         return
     clients = args.clients or (8 if args.quick else 32)
     turns = args.turns or (12 if args.quick else 40)
-    result = run(clients, turns)
+    result = {"command": " ".join(["python", "benchmarks/server_load.py", *sys.argv[1:]])}
+    result |= run(clients, turns)
     result["quick"] = bool(args.quick)
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["python"] = sys.version.split()[0]

@@ -39,11 +39,13 @@ class TickGeneration:
         return len(self.out) >= self.want
 
     async def suspend(self) -> None:
+        await asyncio.sleep(self.core.switch_cost)
         self.suspended = True
         self.core.active = None
         self.core.switches += 1
 
     async def resume(self) -> None:
+        await asyncio.sleep(self.core.switch_cost)
         assert self.core.active is None
         self.suspended = False
         self.core.active = self
@@ -63,8 +65,9 @@ class TickCore:
     native_tools = False
     capacity = 1
 
-    def __init__(self, tick: float = 0.001) -> None:
+    def __init__(self, tick: float = 0.001, switch_cost: float = 0.0) -> None:
         self.tick = tick
+        self.switch_cost = switch_cost  # seconds each suspend and each resume take
         self.active: TickGeneration | None = None
         self.switches = 0
         self.finished: list[str] = []
@@ -106,11 +109,13 @@ async def test_fifo_runs_in_arrival_order() -> None:
 
 
 async def test_round_robin_lets_short_jobs_finish_first_and_output_is_exact() -> None:
-    core = TickCore()
+    core = TickCore(switch_cost=0.002)
     q = RunQueue(core, policy="rr", quantum=4)
     long_a, long_b = job(core, "A", 40), job(core, "B", 40)
     shorts = [job(core, f"s{i}", 4) for i in range(3)]
+    started = time.perf_counter()
     results = await asyncio.gather(q.run(long_a), q.run(long_b), *(q.run(s) for s in shorts))
+    elapsed = time.perf_counter() - started
     # Every short job finished before either long one.
     assert core.finished.index("A") > 2 and core.finished.index("B") > 2
     assert set(core.finished[:3]) == {"s0", "s1", "s2"}
@@ -118,7 +123,11 @@ async def test_round_robin_lets_short_jobs_finish_first_and_output_is_exact() ->
     assert results[0].content == " ".join(f"A:{i}" for i in range(40))
     assert results[1].content == " ".join(f"B:{i}" for i in range(40))
     assert core.switches >= 2 and q.context_switches == core.switches
-    assert q.stats()["switch_seconds"] >= 0
+    stats = q.stats()
+    assert stats["context_switches"] == core.switches
+    # Every switch is a suspend and a resume of 2 ms each, and switching is
+    # part of the run, not more than all of it.
+    assert 2 * 0.002 * core.switches * 0.9 <= stats["switch_seconds"] <= elapsed
 
 
 async def test_round_robin_does_not_switch_when_nobody_waits() -> None:

@@ -186,3 +186,58 @@ def test_cli_add_list_remove(tmp_path: Path) -> None:
     code, text = run("mcp", "remove", "arith")
     assert code == 1 and "no MCP server named 'arith'" in text
     assert "no MCP servers" in run("mcp", "list")[1]
+
+
+async def test_an_irreversible_servers_tools_wait_for_approval(kernel: Kernel) -> None:
+    """`irreversible=True` (the CLI's --irreversible) marks every tool of the server:
+    each call waits for the owner; registered again without it, calls run at once."""
+    kernel.mcp.call_timeout = 10
+    added = await kernel.mcp.add("arith", command=sys.executable, args=SERVER, irreversible=True)
+    assert [t["irreversible"] for t in added["tools"]] == [True] * len(ARITH_TOOLS)
+    assert all(t["irreversible"] for t in kernel.list_tools() if t["name"] in ARITH_TOOLS)
+
+    def policy(req: ChatRequest) -> ChatResponse:
+        m = req.messages[-1]
+        if m.role == "tool":
+            return call("send_message", message=f"tool said: {json.loads(m.content)['message']}")
+        if (m.content or "").startswith("[system event]"):
+            return call("send_message", message=m.content)
+        return call("arith__add", a=2, b=40, request_heartbeat=True)
+
+    await agent(kernel, "ann", policy)
+    kernel.attach_tool("ann", "arith__add")
+    turn = await kernel.send("ann", "add them")
+    assert turn.stop_reason == "waiting_approval"
+    assert not turn.function_calls[0].ok
+    assert "waiting for approval" in turn.function_calls[0].result
+    pending = kernel.approvals()
+    assert [(p["tool"], p["agent"]) for p in pending] == [("arith__add", "ann")]
+    turn = await kernel.decide(pending[0]["id"], True)
+    assert "approved" in turn.reply and "Result: 42" in turn.reply, turn.reply
+    assert kernel.approvals() == []
+
+    await kernel.mcp.add("arith", command=sys.executable, args=SERVER)
+    assert not any(t["irreversible"] for t in kernel.mcp.describe("local", "arith")["tools"])
+    turn = await kernel.send("ann", "add again")
+    assert turn.stop_reason == "end_turn" and turn.reply == "tool said: 42"
+    assert kernel.approvals() == []
+
+
+def test_cli_add_irreversible(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from llmos.cli.main import app
+
+    runner = CliRunner()
+    env = {"NO_COLOR": "1", "COLUMNS": "200"}
+    base = ["--home", str(tmp_path)]
+    r = runner.invoke(
+        app,
+        [*base, "mcp", "add", "arith", "--irreversible", "--", sys.executable, *SERVER],
+        env=env,
+    )
+    assert r.exit_code == 0, r.stdout + r.stderr
+    listed = json.loads(runner.invoke(app, [*base, "mcp", "list", "--json"], env=env).stdout)
+    assert [(t["name"], t["irreversible"]) for t in listed[0]["tools"]] == [
+        (name, True) for name in ARITH_TOOLS
+    ]
