@@ -21,8 +21,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "llmos"
 PACKAGES = ("kernel", "agent", "memory", "tools", "access", "llm", "storage", "server", "cli")
@@ -31,7 +29,6 @@ ABOVE_THE_BOTTOM = ("memory", "kernel", "agent", "tools", "access", "server", "c
 MAX_LINES = 500
 MAX_LINES_EXCEPTIONS = {"llmos.kernel.kernel": 400}
 
-REFACTOR = pytest.mark.xfail(strict=False, reason="issue 10: the refactor in progress")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,20 +191,17 @@ def cycles(edges: list[tuple[str, str, str]]) -> list[str]:
     return report
 
 
-@REFACTOR
 def test_no_import_cycle_between_modules() -> None:
     report = cycles([(i.source, i.target, i.where) for i in imports()])
     assert not report, "import cycles between modules of src/llmos:\n" + "\n".join(report)
 
 
-@REFACTOR
 def test_no_import_cycle_between_packages() -> None:
     edges = [(top(i.source), top(i.target), i.where) for i in imports()]
     report = cycles(edges)
     assert not report, "import cycles between packages of src/llmos:\n" + "\n".join(report)
 
 
-@REFACTOR
 def test_llm_and_storage_import_nothing_above_them() -> None:
     bottom = {f"llmos.{p}" for p in ("llm", "storage")}
     above = {f"llmos.{p}" for p in ABOVE_THE_BOTTOM}
@@ -219,7 +213,6 @@ def test_llm_and_storage_import_nothing_above_them() -> None:
     assert not bad, "llm/ and storage/ import from the layers above them:\n" + "\n".join(bad)
 
 
-@REFACTOR
 def test_no_module_is_too_long() -> None:
     long = []
     for module, path in modules().items():
