@@ -66,12 +66,10 @@ from llmos.tools.registry import ToolManager
 
 if TYPE_CHECKING:
     from llmos.agent.loop import EventSink, Turn
-    from llmos.agent.syscalls import StepWrites
     from llmos.kernel.scheduler import RunQueue
     from llmos.llm.core import Core, ToolSpec
     from llmos.memory.embedders import Embedder
     from llmos.memory.image import AgentImage
-    from llmos.memory.recall import StoredMessage
 
 __all__ = ["AgentExists", "AgentNotFound", "Kernel", "MessageTooLong", "default_home"]
 
@@ -124,9 +122,11 @@ class Kernel(MemoryVerbs, AccessVerbs):
             db, self.cores, self.accounting, self.recall, self.archival, run_user_tool, self._msgr
         )
         self._dispatch = dispatch_table(handlers)
-        self.committer = StepCommitter(
+        committer = StepCommitter(
             self.group_commit, self.recall, self.archival, self.accounting, self.store, self.cores
         )
+        # A step's messages and effects, written atomically, then applied to the image.
+        self.commit_step = committer.commit
 
     @property
     def leases(self) -> AgentLeases | None:
@@ -225,16 +225,6 @@ class Kernel(MemoryVerbs, AccessVerbs):
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer: kernel-provided plus its attached tools."""
         return self.tools.specs_for(image.id, image.owner, offered_specs(image.settings))
-
-    async def commit_step(
-        self,
-        image: AgentImage,
-        new_messages: list[StoredMessage],
-        writes: StepWrites | None = None,
-        agent_fields: dict[str, Any] | None = None,
-    ) -> None:
-        """Write a step's messages and effects atomically, then update the image."""
-        await self.committer.commit(image, new_messages, writes, agent_fields)
 
     # --- agents -----------------------------------------------------------------
 
