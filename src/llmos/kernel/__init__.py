@@ -1,0 +1,1 @@
+"""The kernel: the facade `Kernel` and its subsystems (cores, agents, wake, syscalls)."""

@@ -1,0 +1,1 @@
+"""Storage: the database (SQLite), its tables, the group commit, and the versioned file store."""
