@@ -189,6 +189,7 @@ def _call(module: types.ModuleType, schema: Any, name: str, raw: dict[str, Any])
 
 def main() -> None:
     limits = json.loads(sys.argv[1])
+    os.environ.pop("PWD", None)  # a wrapper's (bwrap sets it); the environment is the parent's
     _set_limits(limits)
     answer = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # the tool's prints go to stderr
