@@ -68,6 +68,9 @@ class ServerConfig:
     #: used when a request names no model / embedder (None: the kernel's default)
     default_model: str | None = None
     default_embedder: str | None = None
+    #: run user tools even where no OS sandbox works (no bubblewrap): any user
+    #: could then run code as the server's account. Off: such tools are a 403.
+    unsafe_tools: bool = False
     #: how long shutdown waits for turns in flight
     shutdown_grace_seconds: float = 30.0
 
