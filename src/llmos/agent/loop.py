@@ -129,6 +129,7 @@ async def run_turn(
     the step in flight is dropped whole, having committed nothing."""
     emit = on_event or _ignore
     await kernel.commit_step(image, events)
+    emit({"type": "stored"})  # the events are durable: a server may now answer 200
     turn.messages.extend(events)
     await _steps(kernel, image, core, turn, emit)
 

@@ -61,6 +61,14 @@ def serve(
             "--quantum", envvar="LLMOS_QUANTUM", min=1, help="Round-robin quantum, tokens."
         ),
     ] = None,
+    unsafe_tools: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-tools",
+            help="Run users' tools even without an OS sandbox (bubblewrap): any user with a "
+            "key could then run code as this server's account.",
+        ),
+    ] = False,
     workers: Annotated[
         int,
         typer.Option(
@@ -89,6 +97,7 @@ def serve(
         burst=burst,
         models=tuple(allow_model) if allow_model else None,
         allow_base_url=allow_base_url,
+        unsafe_tools=unsafe_tools,
     )
     if policy is not None:
         from llmos.kernel.policies import POLICIES

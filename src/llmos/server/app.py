@@ -17,7 +17,7 @@ these statuses:
 |---|---|
 | 400 | a request the kernel refuses (bad model string, window too small, …) |
 | 401 | missing, unknown or revoked API key |
-| 403 | a model, embedder or base_url the operator does not allow |
+| 403 | a model, embedder or base_url the operator does not allow; tools without an OS sandbox |
 | 404 | no such agent *for this user* (another user's agent is a 404 too), block, passage or route |
 | 409 | an agent of that name already exists |
 | 413 | a body over the configured limit |
@@ -101,6 +101,7 @@ def create_app(
 
         own = kernel is None
         state.kernel = Kernel.open(home) if own else kernel
+        state.kernel.tools.allow_unsafe = config.unsafe_tools  # HTTP users: OS sandbox or no tools
         state.access = AccessManager(state.kernel.db)
         try:
             yield

@@ -19,6 +19,11 @@ false`, so OpenAI SDKs do not re-send a message the agent already has;
 is already 200, so the stream carries an `error` event before `done`. Other
 stop reasons (`end_turn`, `max_steps`, `context_overflow`) answer 200.
 
+Secrets: everything a route answers about a turn or a message (turn JSON,
+SSE events, history, errors) goes through `scrub()`, which masks key-like text
+(`llmos.redact`) and the exact values of the server's own secret-named
+environment variables (`*_KEY`, `*_SECRET*`, `*TOKEN*`, `*PASSWORD*`).
+
 Left out: per-user configuration (every user gets the same limits and model
 policy) and quotas on agents, messages or storage per user.
 """
@@ -27,8 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import os
+import re
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -68,6 +76,9 @@ class ServerConfig:
     #: used when a request names no model / embedder (None: the kernel's default)
     default_model: str | None = None
     default_embedder: str | None = None
+    #: run user tools even where no OS sandbox works (no bubblewrap): any user
+    #: could then run code as the server's account. Off: such tools are a 403.
+    unsafe_tools: bool = False
     #: how long shutdown waits for turns in flight
     shutdown_grace_seconds: float = 30.0
 
@@ -110,14 +121,34 @@ class APIError(LLMOSError):
         self.code = code
 
     def body(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"type": self.type, "message": redact(self.message)}
+        err: dict[str, Any] = {"type": self.type, "message": scrub(self.message)}
         if self.code:
             err["code"] = self.code
         return {"error": err, **self.extra}
 
 
 def error_body(message: str, type_: str, **more: Any) -> dict[str, Any]:
-    return {"error": {"type": type_, "message": redact(message), **more}}
+    return {"error": {"type": type_, "message": scrub(message), **more}}
+
+
+_SECRET_NAME = re.compile(r"KEY$|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+@cache
+def server_secrets() -> tuple[str, ...]:
+    """The values of this process's secret-named environment variables (read once)."""
+    return tuple(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v.strip()) >= 8)
+
+
+def scrub(value: Any) -> Any:
+    """`value` (text, or JSON-like lists and dicts of it) with every secret masked."""
+    if isinstance(value, str):
+        return redact(value, server_secrets())
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
 
 
 # --- dependencies -----------------------------------------------------------------
@@ -207,9 +238,7 @@ _END = object()
 
 
 def turn_body(turn: Turn) -> dict[str, Any]:
-    body = turn.as_dict()
-    body["error"] = redact(body["error"])
-    return body
+    return scrub(turn.as_dict())
 
 
 def failed_turn_error(turn: Turn) -> APIError:
@@ -230,22 +259,36 @@ class TurnRun:
 
     def __init__(self, state: ServerState, kernel: Kernel, agent: str, text: str, owner: str):
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._stored = asyncio.Event()
         self.task: asyncio.Task[Turn] = state.spawn(self._run(kernel, agent, text, owner))
+
+    def _sink(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "stored":
+            self._stored.set()
+        else:
+            self._queue.put_nowait(event)
 
     async def _run(self, kernel: Kernel, agent: str, text: str, owner: str) -> Turn:
         try:
-            return await kernel.send(agent, text, owner=owner, on_event=self._queue.put_nowait)
+            return await kernel.send(agent, text, owner=owner, on_event=self._sink)
         finally:
+            self._stored.set()
             self._queue.put_nowait(_END)
 
     async def admitted(self) -> None:
-        """Return once the kernel has accepted the message, or raise why it did not.
+        """Return once the kernel has stored the message durably, or raise why it did not.
 
-        `Kernel.send` checks the agent and the message's size before its first
-        await; one trip through the event loop runs those checks, so their
-        errors (404, 422) can still be real HTTP statuses before a stream starts.
+        A stream's 200 promises the message is kept, exactly as the plain
+        POST's answer does, so this waits for the message's commit (which also
+        waits for the agent's turn in progress, if any). `Kernel.send`'s checks
+        (agent, message size) fail before that, so their errors (404, 422) are
+        still real HTTP statuses.
         """
-        await asyncio.sleep(0)
+        stored = asyncio.ensure_future(self._stored.wait())
+        try:
+            await asyncio.wait({self.task, stored}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stored.cancel()
         if self.task.done():
             self.task.result()  # raises AgentNotFound, MessageTooLong, ...
 

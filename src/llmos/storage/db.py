@@ -13,6 +13,7 @@ surface) and schema migrations beyond "create what is missing".
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,7 +70,11 @@ class Database:
     def open(cls, path: str | Path) -> Database:
         path = Path(path)
         if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only: the database holds API key hashes, memories and files.
+            # SQLite gives its -wal and -shm files the database file's mode.
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         module = sqlite_module()
         import sqlite_vec
 

@@ -1,7 +1,9 @@
 """The sandbox child: runs one user tool call (or describes a tool file) and exits.
 
-Started by `sandbox.py` as `python -I -B -m llmos.tools._child LIMITS_JSON`, in a
-new session, in a scratch directory, with an allow-listed environment. Before
+Started by `sandbox/process.py` as `python -I -B -c <boot> LIMITS_JSON` (the
+boot line puts the kernel's llmos first on the path and calls `main`), inside
+bubblewrap's namespaces or as a plain subprocess, in a scratch directory, with
+an environment built from nothing. Before
 it reads any user code it lowers its own resource limits (CPU seconds, address
 space, file size, open files, processes), keeps the real stdout for its one
 JSON answer and points fd 1 at stderr so the tool's prints cannot corrupt it.
@@ -14,9 +16,10 @@ Protocol: one JSON object on stdin —
 and one JSON object on the saved stdout: `{"ok": true, "result": ...}`,
 `{"ok": true, "tools": [...]}` or `{"ok": false, "error": "..."}`.
 
-Left out: the audit hook is a speed bump, not a wall — ctypes or a C
-extension can step around it. The limits, the process group kill and the
-parent's timeouts are what hold; see `sandbox.py` for the honest summary.
+The audit hook is a guard rail that turns a tool's mistakes into clear
+errors, not a wall: ctypes or a C extension can step around it. The wall is
+the backend's (`sandbox/bwrap.py`); the limits and the parent's timeouts
+hold on every backend.
 """
 
 from __future__ import annotations
@@ -189,6 +192,7 @@ def _call(module: types.ModuleType, schema: Any, name: str, raw: dict[str, Any])
 
 def main() -> None:
     limits = json.loads(sys.argv[1])
+    os.environ.pop("PWD", None)  # a wrapper's (bwrap sets it); the environment is the parent's
     _set_limits(limits)
     answer = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # the tool's prints go to stderr

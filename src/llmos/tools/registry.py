@@ -1,6 +1,7 @@
 """The tool manager: user tools registered from Python source, stored, attached to agents.
 
-`ToolManager.add(source, owner)` runs the file in the sandbox once to find its
+`ToolManager.add(source, owner)` runs the file in the sandbox once (user code
+never runs in the kernel's process, not even at registration) to find its
 public functions and build each one's schema from its signature and docstring
 (`schema.py`), then stores one row per function in `tools` (re-adding a name
 bumps its version). Tools are attached to agents by name (`agent_tools`); an
@@ -9,6 +10,12 @@ agent's request tools are the built-ins plus its attached tools
 `run()` executes one call in a fresh sandbox off the event loop; a tool
 declared exclusive runs one call at a time (an asyncio lock per tool), others
 run in parallel across agents.
+
+`allow_unsafe` says what happens where no OS sandbox works (no bubblewrap):
+True (the default, the CLI's single local user) runs tools in a plain
+subprocess with a warning once; False (`llmos serve` without
+`--unsafe-tools`) refuses: `add` raises SandboxUnavailable and a call is a
+failed result naming what is missing.
 
 Flags: a file may set `__exclusive__` / `__irreversible__` to True (every tool
 in it) or to a set of tool names; `add(..., exclusive=, irreversible=)`
@@ -101,12 +108,15 @@ def _row_tool(r: Any) -> UserTool:
 
 
 class ToolManager:
-    def __init__(self, db: Database, limits: sandbox.Limits | None = None) -> None:
+    def __init__(
+        self, db: Database, limits: sandbox.Limits | None = None, *, allow_unsafe: bool = True
+    ) -> None:
         # (agent id, owner) -> attached tools: read on every step, changed rarely.
         # Every change made through this process clears it (`invalidate`).
         self._attached: dict[tuple[str, str], list[UserTool]] = {}
         self.db = db
         self.limits = limits or sandbox.Limits()
+        self.allow_unsafe = allow_unsafe
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # ToolSpecs by (tool id, version): rebuilt only when a tool changes
         self._specs: dict[tuple[int, int], ToolSpec] = {}
@@ -122,8 +132,11 @@ class ToolManager:
         irreversible: bool | None = None,
         reserved: frozenset[str] | set[str] = frozenset(),
     ) -> list[dict[str, Any]]:
-        """Register every public function of `source` as a tool of `owner`. Raises ToolError."""
-        found = await sandbox.arun({"mode": "describe", "source": source}, self.limits)
+        """Register every public function of `source` as a tool of `owner`.
+
+        Raises ToolError, or SandboxUnavailable (no OS sandbox, unsafe not allowed)."""
+        backend = sandbox.select(self.allow_unsafe)
+        found = await sandbox.arun({"mode": "describe", "source": source}, self.limits, backend)
         if not found.ok or not found.tools:
             raise ToolError(f"cannot register the tool file: {found.error}")
         clash = [t["name"] for t in found.tools if t["name"] in reserved]
@@ -275,5 +288,9 @@ class ToolManager:
         server = mcp_server_of(tool.source)
         if self.mcp is not None and server is not None:
             return await self.mcp.call(tool.owner, server, tool.function, args)
+        try:
+            backend = sandbox.select(self.allow_unsafe)
+        except sandbox.SandboxUnavailable as e:
+            return sandbox.SandboxResult(False, error=str(e))
         request = {"mode": "call", "source": tool.source, "function": tool.function, "args": args}
-        return await sandbox.arun(request, self.limits)
+        return await sandbox.arun(request, self.limits, backend)

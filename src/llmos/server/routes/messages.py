@@ -31,7 +31,6 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.access.policy import redact
 from llmos.server.deps import (
     APIError,
     CurrentUser,
@@ -39,6 +38,7 @@ from llmos.server.deps import (
     State,
     TurnRun,
     failed_turn_error,
+    scrub,
     turn_body,
 )
 
@@ -93,25 +93,19 @@ async def send_message(
 
 async def _stream(run: TurnRun) -> AsyncIterator[str]:
     async for event in run.events():
-        yield sse(event["type"], _redacted(event))
+        yield sse(event["type"], scrub(event))
     try:
         turn = await run.result()
     except Exception as exc:  # after the stream began: report it in the stream
         yield sse(
             "error",
-            {"type": "error", "error": {"type": "server_error", "message": redact(str(exc))}},
+            {"type": "error", "error": {"type": "server_error", "message": scrub(str(exc))}},
         )
         return
     if turn.stop_reason == "error":
         err = failed_turn_error(turn)
         yield sse("error", {"type": "error", "error": err.body()["error"]})
     yield sse("done", {"type": "done", "turn": turn_body(turn)})
-
-
-def _redacted(event: dict[str, Any]) -> dict[str, Any]:
-    if event.get("type") == "function_result":
-        return {**event, "message": redact(event.get("message"))}
-    return event
 
 
 @router.post(
@@ -140,7 +134,7 @@ async def history(
 ) -> dict[str, Any]:
     msgs = kernel.messages(agent, user.owner, before=before, limit=limit)
     return {
-        "messages": [m.as_dict() for m in msgs],
+        "messages": [scrub(m.as_dict()) for m in msgs],
         # the next (older) page: pass this as `before`
         "next_before": msgs[-1].id if len(msgs) == limit else None,
     }

@@ -33,7 +33,6 @@ from fastapi import APIRouter, Path
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.access.policy import redact
 from llmos.kernel.kernel import AgentNotFound
 from llmos.server.deps import (
     APIError,
@@ -42,6 +41,7 @@ from llmos.server.deps import (
     State,
     TurnRun,
     failed_turn_error,
+    scrub,
 )
 
 router = APIRouter(tags=["openai"])
@@ -134,7 +134,7 @@ async def chat_completions(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": turn.reply, "refusal": None},
+                    "message": {"role": "assistant", "content": scrub(turn.reply), "refusal": None},
                     "logprobs": None,
                     "finish_reason": FINISH.get(turn.stop_reason, "stop"),
                 }
@@ -172,7 +172,7 @@ async def _chunks(
         }
         if usage is not None:
             body["usage"] = usage
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+        return f"data: {json.dumps(scrub(body), ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
     replies = 0
@@ -186,7 +186,7 @@ async def _chunks(
     try:
         turn = await run.result()
     except Exception as exc:
-        yield _error_event(redact(str(exc)) or "internal error", "server_error")
+        yield _error_event(scrub(str(exc)) or "internal error", "server_error")
     else:
         if turn.stop_reason == "error":
             err = failed_turn_error(turn).body()["error"]

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmos.server.deps import APIError, CurrentUser, KernelDep, State, turn_body
 from llmos.tools.registry import ToolError
+from llmos.tools.sandbox import SandboxUnavailable
 
 router = APIRouter(tags=["tools"])
 
@@ -77,6 +78,8 @@ async def add_tool(body: ToolAdd, user: CurrentUser, kernel: KernelDep) -> dict[
         # source the sandbox could not make tools of.
         status = 409 if "built-in" in str(e) else 422
         raise APIError(status, str(e), code="tool_error") from None
+    except SandboxUnavailable as e:  # no bubblewrap, and no --unsafe-tools
+        raise APIError(403, str(e), "permission_error", code=e.code) from None
     return {"tools": added}
 
 

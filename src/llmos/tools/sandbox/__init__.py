@@ -1,0 +1,112 @@
+"""The tool sandbox: user tool code runs behind an operating-system boundary.
+
+Every request of the child protocol (`tools/_child.py`: describe a tool file
+at registration, or call one of its functions) runs through one backend, a
+`Sandbox` (`base.py`) with one method, `run(request, limits) -> SandboxResult`:
+
+- `bwrap.Bubblewrap`: namespaces, a read-only runtime, no network, seccomp;
+  what every call uses when bubblewrap works on this machine;
+- `process.PlainProcess`: the same child as a plain subprocess (rlimits, a
+  timeout, an audit hook), with no isolation from the kernel's user.
+
+`select(allow_unsafe)` picks one: the isolated backend when there is one;
+otherwise the plain one if allowed (with a warning, once per process), else it
+raises `SandboxUnavailable` naming what is missing. The CLI, a single user on
+their own machine, allows it; `llmos serve` does not unless started with
+`--unsafe-tools`.
+
+`run()` blocks; `arun()` runs it in a worker thread so other agents' tool
+calls and LLM steps go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from llmos.tools.sandbox import bwrap
+from llmos.tools.sandbox.base import Limits, Sandbox, SandboxResult, SandboxUnavailable
+from llmos.tools.sandbox.process import ENV_ALLOW, PlainProcess, ProcessSandbox
+
+__all__ = [
+    "ENV_ALLOW",
+    "Limits",
+    "PlainProcess",
+    "ProcessSandbox",
+    "Sandbox",
+    "SandboxResult",
+    "SandboxUnavailable",
+    "arun",
+    "call",
+    "describe",
+    "isolation_missing",
+    "run",
+    "select",
+]
+
+log = logging.getLogger("llmos.tools.sandbox")
+_warned = False
+
+
+def isolation_missing() -> str | None:
+    """None if an OS sandbox works here, else what is missing, e.g. "bubblewrap (...)"."""
+    return bwrap.missing()
+
+
+def select(allow_unsafe: bool = True) -> Sandbox:
+    """The backend for the next call. Raises SandboxUnavailable (see the module's doc)."""
+    global _warned
+    missing = isolation_missing()
+    if missing is None:
+        path = bwrap.binary()
+        assert path is not None
+        return bwrap.Bubblewrap(path)
+    if not allow_unsafe:
+        raise SandboxUnavailable(
+            f"user tools are turned off: this server has no OS sandbox to run them in "
+            f"(missing: {missing}). The operator can install it, or start the server "
+            "with --unsafe-tools to run tools without one (any user could then take "
+            "over the server's account)."
+        )
+    if not _warned:
+        _warned = True
+        log.warning(
+            "tools run WITHOUT an OS sandbox (missing: %s): a tool can read and "
+            "change anything this user can",
+            missing,
+        )
+    return PlainProcess()
+
+
+def run(
+    request: dict[str, Any], limits: Limits | None = None, backend: Sandbox | None = None
+) -> SandboxResult:
+    """Run one request (see `_child.py` for the protocol) in a fresh sandbox. Never raises
+    (except SandboxUnavailable from `select`, when no backend is given)."""
+    return (backend or select()).run(request, limits or Limits())
+
+
+async def arun(
+    request: dict[str, Any], limits: Limits | None = None, backend: Sandbox | None = None
+) -> SandboxResult:
+    """`run()` off the event loop."""
+    return await asyncio.to_thread(run, request, limits, backend or select())
+
+
+def describe(
+    source: str, limits: Limits | None = None, backend: Sandbox | None = None
+) -> SandboxResult:
+    """The tools a source file defines (names, docstrings, schemas, flags), found in the sandbox."""
+    return run({"mode": "describe", "source": source}, limits, backend)
+
+
+def call(
+    source: str,
+    function: str,
+    args: dict[str, Any],
+    limits: Limits | None = None,
+    backend: Sandbox | None = None,
+) -> SandboxResult:
+    request = {"mode": "call", "source": source, "function": function, "args": args}
+    return run(request, limits, backend)
