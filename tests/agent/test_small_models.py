@@ -206,3 +206,13 @@ async def test_memory_mode_is_validated(kernel: Kernel) -> None:
         "ok", model="scripted/policy", embedder="test/hash", settings={"memory_mode": "hybrid"}
     )
     assert kernel.get_agent("ok")["settings"]["memory_mode"] == "hybrid"
+
+
+async def test_context_shows_the_transcript_of_a_small_model(
+    kernel: Kernel, overrides: Path
+) -> None:
+    await small_agent(kernel)
+    await kernel.send("tiny", "Hello there")
+    window = kernel.context("tiny")
+    assert window.request.prompt is not None and window.sections["tools"] == 0
+    assert "User: Hello there" in window.request.prompt
