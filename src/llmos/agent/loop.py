@@ -392,26 +392,14 @@ async def flush(
     if n == 0:
         return 0
     evicted = image.window[:n]
-
-    async def llm(request: ChatRequest) -> ChatResponse:
-        return await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=request))
-
     max_summary = max(64, min(512, window.budget // 8))
-    try:
-        summary = await summarize(
-            llm,
-            core.count_tokens,
-            image.summary,
-            evicted,
-            image.context_window,
-            max_summary,
-            cache_key=image.id,
-        )
-    except CoreError:
-        # Never lose the window to a failed summary: keep the old one and
-        # note what was evicted; the messages themselves stay in recall.
+    if shape is not None and shape.transcript:
+        # A small model's "summary" echoes its instructions (Gemma 3 270M
+        # repeated them whole) and would then sit in every prompt: keep the
+        # old one. What was evicted stays in recall, where paging finds it.
         summary = image.summary
-        summary += f"\n({len(evicted)} older messages were evicted without a summary.)"
+    else:
+        summary = await _summary(kernel, image, core, evicted, max_summary)
     summary = _cap(summary, core, max_summary)
     image.summary = summary
     image.window = image.window[n:]
@@ -430,6 +418,30 @@ async def flush(
     if turn is not None:
         turn.flushes += 1
     return n
+
+
+async def _summary(
+    kernel: Kernel, image: AgentImage, core: Core, evicted: list[StoredMessage], max_summary: int
+) -> str:
+    """The summary with `evicted` folded in, written by the agent's own core."""
+
+    async def llm(request: ChatRequest) -> ChatResponse:
+        return await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=request))
+
+    try:
+        return await summarize(
+            llm,
+            core.count_tokens,
+            image.summary,
+            evicted,
+            image.context_window,
+            max_summary,
+            cache_key=image.id,
+        )
+    except CoreError:
+        # Never lose the window to a failed summary: keep the old one and
+        # note what was evicted; the messages themselves stay in recall.
+        return image.summary + f"\n({len(evicted)} older messages were evicted without a summary.)"
 
 
 def _cap(text: str, core: Core, max_tokens: int) -> str:

@@ -5,12 +5,14 @@ its stores:
 
 * `self` — MemGPT's: the model moves data by function calls (core memory
   edits, recall and archival search); nothing is paged in.
-* `auto` — the kernel pages: before a turn's first step, the recall messages
-  and archival passages most relevant to the user's message are searched
-  (recall by BM25 on the message's content words, archival by the agent's
-  embedder) and put in a volatile section of the window, and the memory
-  functions are not offered.
+* `auto` — the kernel pages: before a turn's first step, the user's earlier
+  messages and the archival passages most relevant to the new message are
+  searched (recall by BM25 on the message's content words, archival by the
+  agent's embedder) and put in a volatile section of the window, and the
+  memory functions are not offered.
 * `hybrid` — both: passages are paged in and the functions stay on offer.
+  (A step in the transcript protocol offers no functions at all, so there
+  `hybrid` is `auto`.)
 
 Unset, the mode follows the model's profile (`ModelInfo.default_memory_mode`:
 `auto` for small and base models, `self` for capable ones). The searches go
@@ -179,14 +181,16 @@ async def page_in(
         )
     )
     skip = {query.id} | (set() if include_window else {m.id for m in image.window})
-    # What the user said of themselves first: the assistant's own words echo it at best.
-    recalled = sorted((m for m in found if m.id not in skip), key=lambda m: m.role != "user")
     lines: list[str] = []
-    for m in recalled[:PAGED_ITEMS]:
-        said = m.searchable_text()
-        if said.strip():
-            who = "the user" if m.role == "user" else "the assistant"
-            lines.append(f'earlier, {who} said "{_cut(said)}"')
+    for m in found:
+        # Only what the user said: a small model's own replies echo it at best,
+        # and paged back in they teach it to repeat itself.
+        said = _cut(m.content or "")
+        line = f'earlier, the user said "{said}"'
+        if m.role == "user" and m.id not in skip and said and line not in lines:
+            lines.append(line)
+        if len(lines) >= PAGED_ITEMS:
+            break
     if image.archival_count:
         passages: Any
         passages, _ = await kernel.syscall(

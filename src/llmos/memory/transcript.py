@@ -55,15 +55,16 @@ PREAMBLE = (
     "helpful, and answers in one or two short sentences."
 )
 # Real replies, short: a small model copies the shape of what it sees.
+# Measured on Gemma 3 270M: a hobby or a name question in the examples leaks
+# into answers ("What is my favorite sport?" -> "I like chess.").
 EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("Hi! I'm Tom and I like chess.", "Hello Tom! Nice to meet you. Chess is a great game."),
+    ("Hi! I'm Tom.", "Hello Tom! Nice to meet you."),
     ("What color is the sky?", "The sky is blue."),
     ("How many wheels does a bicycle have?", "A bicycle has two wheels."),
     (
         "Tell me a joke about dogs.",
         "Why did the dog sit in the shade? Because it did not want to be a hot dog!",
     ),
-    ("What is my name?", "Your name is Tom."),
 )
 NEW_CHAT = "(A new chat begins.)"
 USER, ASSISTANT = "User:", "Assistant:"
