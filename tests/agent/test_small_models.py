@@ -163,6 +163,9 @@ async def test_auto_mode_pages_an_evicted_fact_back_in(kernel: Kernel, overrides
     assert prompt.rstrip().endswith("User: What is my name?\nAssistant:")
     for req in core.requests:
         assert core.prompt_tokens(req) + req.max_tokens <= 2048
+    # Flushes asked the small model for no summary: what left is in recall.
+    assert all(req.prompt is not None for req in core.requests)
+    assert kernel.get_agent("tiny")["summary"] == ""
 
 
 async def test_self_mode_pages_nothing(kernel: Kernel, overrides: Path) -> None:
