@@ -219,3 +219,11 @@ async def test_context_shows_the_transcript_of_a_small_model(
     window = kernel.context("tiny")
     assert window.request.prompt is not None and window.sections["tools"] == 0
     assert "User: Hello there" in window.request.prompt
+
+
+def test_content_words() -> None:
+    from llmos.agent.paging import content_words
+
+    assert content_words("What is my name?") == ["name"]
+    assert content_words("Where do I live? I LIVE where?") == ["live"]
+    assert content_words("What is it?") == []

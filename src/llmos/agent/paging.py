@@ -52,82 +52,13 @@ PAGED_PASSAGES = 2  # archival passages, at most
 PAGED_CHARS = 300  # each item cut to this length
 
 # Words that match nearly every message: BM25 would rank by them otherwise.
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "am",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "i'm",
-        "if",
-        "in",
-        "is",
-        "it",
-        "its",
-        "just",
-        "let",
-        "me",
-        "my",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "please",
-        "so",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "too",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "tell",
-        "know",
-        "remember",
-        "said",
-        "say",
-        "again",
-    ]
-)
+_STOPWORD_TEXT = """
+a about am an and are as at be but by can could did do does for from had has have how i
+i'm if in is it its just let me my no not of on or our please so that the their them
+then there these they this to too was we were what when where which who why will with
+would you your tell know remember said say again
+"""
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 
 
