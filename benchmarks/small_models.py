@@ -286,7 +286,7 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a few of each, to check the script")
     ap.add_argument("--functions", type=int, default=10, help="questions in the old framing")
     ap.add_argument("--modes", default="auto,self,hybrid")
-    ap.add_argument("--fillers", type=int, default=14, help="filler turns per conversation")
+    ap.add_argument("--fillers", type=int, default=20, help="filler turns per conversation")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "small_models.json"))
     args = ap.parse_args()
     questions = EVERYDAY[:4] if args.quick else EVERYDAY
