@@ -123,12 +123,12 @@ def chat(
 
 
 SMALL_MODEL_NOTE = """\
-[dim]Note: {model} is a tiny model that runs offline on your CPU: it answers short,
-simple messages and little more. For a stronger one, create an agent on another model:
-  llmos agent create NAME --model openai/MODEL   (OPENAI_BASE_URL, OPENAI_API_KEY: any
-                                                  OpenAI-compatible server)
+[dim]Note: {model} is a tiny model that runs offline on your CPU;
+it answers short, simple messages and little more. For a stronger one:
+  llmos agent create NAME --model openai/MODEL
+    (any OpenAI-compatible server: OPENAI_BASE_URL, OPENAI_API_KEY)
   llmos agent create NAME --model ollama/MODEL   (a local Ollama server)
-or anthropic/MODEL, bedrock/MODEL_ID; `llmos models` lists what is configured.
+or anthropic/MODEL, bedrock/MODEL_ID; `llmos models` lists what is set up.
 This note is shown once.[/]"""
 
 
