@@ -130,6 +130,16 @@ async def test_plain_content_and_request_fields(server: FakeOpenAIServer, core: 
     assert server.requests[1]["tool_choice"] == "auto"
 
 
+async def test_stop_strings_are_sent_with_plain_text_requests(
+    server: FakeOpenAIServer, core: OpenAICompatCore
+):
+    server.policy = lambda req: {"content": "Paris."}
+    request = ask(tool_choice="none")
+    request.stop = ["\n", "User:"]
+    assert (await core.chat(request)).content == "Paris."
+    assert server.requests[0]["stop"] == ["\n", "User:"]
+
+
 async def test_cached_tokens_reported():
     with FakeOpenAIServer(prompt_cache=True) as srv:
         core = OpenAICompatCore("fake-model", srv.base_url, KEY)

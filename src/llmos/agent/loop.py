@@ -19,6 +19,14 @@ Every turn ends with a stop reason: `end_turn`, `max_steps`, `repeated_call`,
 (an irreversible tool's call waits for its owner; the decision comes back as a
 new event).
 
+How a step asks the model follows the model's profile (`llm/models.py`):
+capable chat models get MemGPT's function-calling window; small and base
+models get the window as a transcript to continue (`memory/transcript.py`),
+and their text reply becomes a `send_message` call run like any other, so
+the turn's reply and stored messages look the same either way. Before the
+first step, the agent's memory mode may page relevant memory into the window
+(`agent/paging.py`).
+
 The loop sees the kernel only through `agent/syscalls.py`'s
 `KernelInterface`; the kernel's process table tracks the agent's state from
 the syscalls it makes (waiting for a core, running a tool).
@@ -28,14 +36,19 @@ Left out: timers (heartbeats come only from function calls).
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmos.agent.paging import memory_mode, offered, page_in
 from llmos.agent.syscalls import FunctionContext, LLMSyscall, StepWrites, ToolSyscall
-from llmos.llm.core import ContextLengthExceeded, CoreError, Usage
+from llmos.llm.core import ChatResponse, ContextLengthExceeded, CoreError, ToolCall, Usage
+from llmos.llm.models import ModelInfo, lookup
 from llmos.memory.recall import StoredMessage
 from llmos.memory.summarize import summarize
+from llmos.memory.transcript import clean_reply, compile_transcript
 from llmos.memory.window import (
     CompiledWindow,
     ContextOverflow,
@@ -46,7 +59,7 @@ from llmos.memory.window import (
 
 if TYPE_CHECKING:
     from llmos.agent.syscalls import KernelInterface as Kernel
-    from llmos.llm.core import ChatRequest, ChatResponse, Core
+    from llmos.llm.core import ChatRequest, Core, ToolSpec
     from llmos.memory.image import AgentImage
 
 PRESSURE_ALERT = (
@@ -63,6 +76,41 @@ def _ignore(_event: dict[str, Any]) -> None:
 
 
 NO_CALL_ALERT = "You must act by calling a function; to answer the user, call send_message."
+PAGED_ALERT = "Memory paged in for this message (from recall and archival storage):\n{items}"
+
+
+@dataclass(slots=True)
+class StepShape:
+    """How this turn's steps ask the model: its protocol, memory mode, paged-in memory."""
+
+    transcript: bool = False  # the window as a transcript, the reply as text
+    chat_template: bool = True
+    mode: str = "self"
+    paged: list[str] = field(default_factory=list)
+
+
+def profile_of(core: Core) -> ModelInfo:
+    """The core's model profile; a malformed overrides file is reported where
+    it is read (`llmos models`), not by failing every turn."""
+    try:
+        return lookup(core.name)
+    except ValueError:
+        return ModelInfo(core.name)
+
+
+async def shape_turn(kernel: Kernel, image: AgentImage, core: Core) -> StepShape:
+    """The turn's step shape, paging memory in for its newest user message if the mode says so."""
+    info = profile_of(core)
+    shape = StepShape(
+        transcript=info.reply_protocol == "transcript",
+        chat_template=info.chat_template,
+        mode=memory_mode(image, info.default_memory_mode),
+    )
+    if shape.mode != "self":
+        query = next((m for m in reversed(image.window) if m.role == "user"), None)
+        if query is not None:
+            shape.paged = await page_in(kernel, image, query, include_window=shape.transcript)
+    return shape
 
 
 @dataclass(slots=True)
@@ -131,11 +179,12 @@ async def run_turn(
     await kernel.commit_step(image, events)
     emit({"type": "stored"})  # the events are durable: a server may now answer 200
     turn.messages.extend(events)
-    await _steps(kernel, image, core, turn, emit)
+    shape = await shape_turn(kernel, image, core)
+    await _steps(kernel, image, core, turn, emit, shape)
 
 
 async def _steps(
-    kernel: Kernel, image: AgentImage, core: Core, turn: Turn, emit: EventSink
+    kernel: Kernel, image: AgentImage, core: Core, turn: Turn, emit: EventSink, shape: StepShape
 ) -> None:
     alerts: list[str] = []
     previous_calls: list[tuple[str, str]] = []
@@ -148,7 +197,7 @@ async def _steps(
             break
         turn.steps += 1
         try:
-            window = await _prepare_window(kernel, image, core, turn, alerts)
+            window = await _prepare_window(kernel, image, core, turn, alerts, shape)
         except ContextOverflow as err:
             turn.stop_reason, turn.error = "context_overflow", str(err)
             break
@@ -170,13 +219,15 @@ async def _steps(
             # Our count said it fits and the backend disagrees: evict down to
             # the target and try once more (the step does not count).
             overflow_retried = True
-            await flush(kernel, image, core, turn, force=True)
+            await flush(kernel, image, core, turn, force=True, shape=shape)
             turn.steps -= 1
             continue
         except CoreError as err:
             turn.stop_reason, turn.error = "error", str(err)
             break
         turn.usage += response.usage
+        if shape.transcript:
+            response = _as_reply(response, kernel.tool_specs(image))
 
         chain, failed = await _run_step(kernel, image, core, response, turn, emit)
         if failed == "no_call":
@@ -198,15 +249,50 @@ async def _steps(
             break
 
 
+def _compile(
+    kernel: Kernel,
+    image: AgentImage,
+    core: Core,
+    alerts: list[str],
+    shape: StepShape | None,
+    *,
+    trim: bool = True,
+) -> CompiledWindow:
+    """The step's window in the shape's protocol (MemGPT's without a shape)."""
+    if shape is not None and shape.transcript:
+        return compile_transcript(
+            image, core, shape.paged, image.max_tokens, chat_template=shape.chat_template, trim=trim
+        )
+    specs = kernel.tool_specs(image)  # built-ins + the agent's attached tools
+    if shape is not None:
+        specs = offered(specs, shape.mode)
+        if shape.paged:
+            items = "\n".join(f"- {p}" for p in shape.paged)
+            alerts = [*alerts, PAGED_ALERT.format(items=items)]
+    return compile_window(image, core, specs, alerts, image.max_tokens, trim=trim)
+
+
+def _as_reply(response: ChatResponse, specs: list[ToolSpec]) -> ChatResponse:
+    """A transcript step's text as the `send_message` call a capable model would
+    have made: it runs through the executor and is stored like any other."""
+    reply = clean_reply(response.content, {s.name for s in specs})
+    call = ToolCall(f"call_{secrets.token_hex(6)}", "send_message", json.dumps({"message": reply}))
+    return ChatResponse(None, [call], response.usage, "tool_calls")
+
+
 async def _prepare_window(
-    kernel: Kernel, image: AgentImage, core: Core, turn: Turn, alerts: list[str]
+    kernel: Kernel,
+    image: AgentImage,
+    core: Core,
+    turn: Turn,
+    alerts: list[str],
+    shape: StepShape | None = None,
 ) -> CompiledWindow:
     """The step's window: flushed first above the flush fraction, with a
     memory-pressure alert the first time it passes the warning fraction."""
-    specs = kernel.tool_specs(image)  # built-ins + the agent's attached tools
-    window = compile_window(image, core, specs, alerts, image.max_tokens, trim=False)
+    window = _compile(kernel, image, core, alerts, shape, trim=False)
     if window.total > image.setting("flush_fraction") * window.budget:
-        await flush(kernel, image, core, turn)
+        await flush(kernel, image, core, turn, shape=shape)
     elif not image.warned and window.total > image.setting("warning_fraction") * window.budget:
         image.warned = True
         pct = round(100 * window.total / window.budget)
@@ -215,7 +301,7 @@ async def _prepare_window(
         # The common step: nothing changed since measuring, and it fits.
         window.request.temperature = float(image.setting("temperature"))
         return window
-    window = compile_window(image, core, specs, alerts, image.max_tokens)
+    window = _compile(kernel, image, core, alerts, shape)
     window.request.temperature = float(image.setting("temperature"))
     return window
 
@@ -283,15 +369,20 @@ async def _run_step(
 
 
 async def flush(
-    kernel: Kernel, image: AgentImage, core: Core, turn: Turn | None, force: bool = False
+    kernel: Kernel,
+    image: AgentImage,
+    core: Core,
+    turn: Turn | None,
+    force: bool = False,
+    shape: StepShape | None = None,
 ) -> int:
     """Evict the oldest messages down to the flush target, folding them into the summary.
 
     Returns how many messages left the window. `force` evicts even when the
-    window looks small enough (the backend said otherwise).
+    window looks small enough (the backend said otherwise). The window is
+    measured in `shape`'s protocol (MemGPT's without one).
     """
-    specs = kernel.tool_specs(image)
-    window = compile_window(image, core, specs, [], image.max_tokens, trim=False)
+    window = _compile(kernel, image, core, [], shape, trim=False)
     fixed = window.total - window.sections["messages"]
     # The target is a share of the room left for messages, not of the whole
     # budget: on a small window the fixed part alone may be half of it.
@@ -302,26 +393,14 @@ async def flush(
     if n == 0:
         return 0
     evicted = image.window[:n]
-
-    async def llm(request: ChatRequest) -> ChatResponse:
-        return await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=request))
-
     max_summary = max(64, min(512, window.budget // 8))
-    try:
-        summary = await summarize(
-            llm,
-            core.count_tokens,
-            image.summary,
-            evicted,
-            image.context_window,
-            max_summary,
-            cache_key=image.id,
-        )
-    except CoreError:
-        # Never lose the window to a failed summary: keep the old one and
-        # note what was evicted; the messages themselves stay in recall.
+    if shape is not None and shape.transcript:
+        # A small model's "summary" echoes its instructions (Gemma 3 270M
+        # repeated them whole) and would then sit in every prompt: keep the
+        # old one. What was evicted stays in recall, where paging finds it.
         summary = image.summary
-        summary += f"\n({len(evicted)} older messages were evicted without a summary.)"
+    else:
+        summary = await _summary(kernel, image, core, evicted, max_summary)
     summary = _cap(summary, core, max_summary)
     image.summary = summary
     image.window = image.window[n:]
@@ -340,6 +419,30 @@ async def flush(
     if turn is not None:
         turn.flushes += 1
     return n
+
+
+async def _summary(
+    kernel: Kernel, image: AgentImage, core: Core, evicted: list[StoredMessage], max_summary: int
+) -> str:
+    """The summary with `evicted` folded in, written by the agent's own core."""
+
+    async def llm(request: ChatRequest) -> ChatResponse:
+        return await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=request))
+
+    try:
+        return await summarize(
+            llm,
+            core.count_tokens,
+            image.summary,
+            evicted,
+            image.context_window,
+            max_summary,
+            cache_key=image.id,
+        )
+    except CoreError:
+        # Never lose the window to a failed summary: keep the old one and
+        # note what was evicted; the messages themselves stay in recall.
+        return image.summary + f"\n({len(evicted)} older messages were evicted without a summary.)"
 
 
 def _cap(text: str, core: Core, max_tokens: int) -> str:

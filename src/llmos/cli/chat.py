@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Coroutine
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -99,7 +100,7 @@ def chat(
 
     Example: llmos chat alice   (then /help for the slash commands)
     """
-    from llmos.kernel.kernel import AgentNotFound, Kernel
+    from llmos.kernel.kernel import AgentNotFound, Kernel, default_home
 
     with user_errors(), asyncio.Runner() as runner:
         # One event loop for the whole session: cores hold HTTP clients bound to it.
@@ -116,15 +117,45 @@ def chat(
                     f"Created agent [bold]assistant[/] with the default model "
                     f"{escape(desc['model'])}."
                 )
-            _Chat(kernel, runner, desc).loop()
+            _Chat(kernel, runner, desc, home_dir(ctx) or default_home()).loop()
         finally:
             runner.run(kernel.close())
+
+
+SMALL_MODEL_NOTE = """\
+[dim]Note: {model} is a tiny model that runs offline on your CPU;
+it answers short, simple messages and little more. For a stronger one:
+  llmos agent create NAME --model openai/MODEL
+    (any OpenAI-compatible server: OPENAI_BASE_URL, OPENAI_API_KEY)
+  llmos agent create NAME --model ollama/MODEL   (a local Ollama server)
+or anthropic/MODEL, bedrock/MODEL_ID; `llmos models` lists what is set up.
+This note is shown once.[/]"""
+
+
+def small_model_note(model: str, home: Path) -> None:
+    """Say once per home, on stderr, that a small default model is small and how to change it."""
+    from llmos.llm.models import lookup
+
+    try:
+        if lookup(model).size_class != "small":
+            return
+    except ValueError:  # a malformed overrides file is reported elsewhere
+        return
+    marker = home / ".small-model-note-shown"
+    if marker.exists():
+        return
+    err.print(SMALL_MODEL_NOTE.format(model=escape(model)))
+    with suppress(OSError):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 class _Chat:
     """The REPL: reads lines, runs slash commands, sends everything else."""
 
-    def __init__(self, kernel: Kernel, runner: asyncio.Runner, desc: dict[str, Any]) -> None:
+    def __init__(
+        self, kernel: Kernel, runner: asyncio.Runner, desc: dict[str, Any], home: Path
+    ) -> None:
         self.kernel = kernel
         self.runner = runner
         self.agent = desc["id"]
@@ -135,6 +166,7 @@ class _Chat:
             f"Chatting with [bold]{escape(self.name)}[/] ({escape(desc['model'])}). "
             "Type /help for commands, /exit or Ctrl-D to leave."
         )
+        small_model_note(desc["model"], home)
 
     def loop(self) -> None:
         while True:

@@ -29,11 +29,6 @@ if TYPE_CHECKING:
     from llmos.memory.recall import RecallStorage, StoredMessage
     from llmos.storage.db import Database
 
-DEFAULT_PERSONA = (
-    "I am a helpful, curious assistant with a long memory. I keep notes about the "
-    "people I talk with and use them to help better over time."
-)
-DEFAULT_HUMAN = "Nothing is known about the user yet."
 
 # On every step that edits a block: built once (building a statement costs
 # more than running it on SQLite).

@@ -35,8 +35,6 @@ from llmos.agent.prompts import load_prompt
 from llmos.kernel.access_verbs import AccessVerbs
 from llmos.kernel.accounting import Accounting, SyscallStats, UsageTotals
 from llmos.kernel.agents import (
-    DEFAULT_HUMAN,
-    DEFAULT_PERSONA,
     AgentExists,
     AgentNotFound,
     AgentStore,
@@ -55,7 +53,13 @@ from llmos.kernel.syscalls import BLOCKED_IN, Syscall, dispatch_table
 from llmos.kernel.wake import Waker
 from llmos.llm.registry import DEFAULT_MODEL
 from llmos.memory.archival import ArchivalStorage
-from llmos.memory.blocks import DEFAULT_BLOCK_LIMIT, Block, CoreMemory
+from llmos.memory.blocks import (
+    DEFAULT_BLOCK_LIMIT,
+    DEFAULT_HUMAN,
+    DEFAULT_PERSONA,
+    Block,
+    CoreMemory,
+)
 from llmos.memory.recall import RecallStorage
 from llmos.storage.db import Database
 from llmos.storage.files import FileStore

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.agent import functions as fn
+from llmos.agent.loop import profile_of
 from llmos.agent.syscalls import MemorySyscall, StepWrites
 from llmos.errors import InvalidRequest, NotFound
+from llmos.memory.transcript import compile_transcript
 from llmos.memory.window import compile_window
 
 if TYPE_CHECKING:
@@ -79,6 +81,11 @@ class MemoryVerbs:
         """The window the agent's next step would see, with its sections' token counts."""
         image = self.image(name_or_id, owner)
         core = self.core(image.model, image.base_url)
+        info = profile_of(core)
+        if info.reply_protocol == "transcript":  # what a small model's step is sent
+            return compile_transcript(
+                image, core, [], image.max_tokens, chat_template=info.chat_template
+            )
         return compile_window(image, core, self.tool_specs(image), [], image.max_tokens)
 
     async def update_block(

@@ -11,7 +11,7 @@ switches and pass through unchecked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +31,11 @@ class AgentSettings(BaseModel):
     max_tokens: int | None = Field(None, ge=16, le=1 << 20, description="reserved for answers")
     temperature: float | None = Field(None, ge=0, le=2)
     priority: int | None = Field(None, ge=-1000, le=1000)
+    memory_mode: Literal["self", "auto", "hybrid"] | None = Field(
+        None,
+        description="who moves memory: the model by function calls (self), the kernel "
+        "by paging (auto), or both (hybrid); unset: the model profile's default",
+    )
 
 
 def merge_settings(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

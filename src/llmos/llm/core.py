@@ -130,6 +130,15 @@ class ChatRequest:
     # How many trailing messages change every step (memory-pressure alerts):
     # providers with explicit cache breakpoints place none on or after them.
     volatile_messages: int = 0
+    # For base models (no chat template): the whole prompt as plain text to
+    # continue. A core that completes raw text uses it instead of rendering
+    # `messages` (which still hold the same conversation, for cores that cannot).
+    prompt: str | None = None
+    # Strings that end plain-text output; the output stops before the first.
+    stop: list[str] = field(default_factory=list)
+    # A GBNF grammar plain-text output must match (cores that constrain
+    # decoding, llama.cpp, honour it; others ignore it).
+    grammar: str | None = None
 
 
 @dataclass(slots=True)

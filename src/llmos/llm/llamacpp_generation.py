@@ -87,6 +87,14 @@ class ModelHost(Protocol):
         """The compiled grammar of a call to one of `tools`."""
         ...
 
+    def text_tokens(self, llm: Llama, text: str) -> list[int]:
+        """A plain-text prompt as tokens, BOS first."""
+        ...
+
+    def text_grammar(self, gbnf: str) -> LlamaGrammar:
+        """A compiled GBNF grammar for plain-text output."""
+        ...
+
 
 class LlamaCppGeneration:
     """One request on a `LlamaCppCore`, run in slices. Implements `llmos.llm.core.Generation`."""
@@ -105,6 +113,7 @@ class LlamaCppGeneration:
         if self.use_tools:
             self.max_tokens = min(self.max_tokens, core.tool_max_tokens)
         self.cache_key = request.cache_key
+        self.stop = [s for s in request.stop if s] if not self.use_tools else []
         self.prompt: list[int] | None = None  # tokenized on the first run (needs the model)
         self.out: list[int] = []
         self.finish: str | None = None  # "stop" | "length" once finished
@@ -238,16 +247,20 @@ class LlamaCppGeneration:
     def _begin(self, llm: Llama) -> None:
         """First run: tokenize, check the window, make this generation's sampler."""
         core = self.core
-        prompt = core.prompt_tokens(llm, self.request.messages, self.tools)
+        if self.request.prompt is not None:
+            prompt = core.text_tokens(llm, self.request.prompt)
+        else:
+            prompt = core.prompt_tokens(llm, self.request.messages, self.tools)
         if len(prompt) + self.max_tokens > core.context_window:
             raise ContextLengthExceeded(
                 f"prompt of {len(prompt)} tokens + {self.max_tokens} to generate exceeds "
                 f"the context window of {core.context_window} tokens ({core.name})"
             )
-        if self.use_tools:
+        gbnf = None if self.use_tools else self.request.grammar
+        if self.use_tools or gbnf:
             import llama_cpp
 
-            grammar = core.grammar(self.tools)
+            grammar = core.text_grammar(gbnf) if gbnf else core.grammar(self.tools)
             # A sampler of its own: the grammar's parse state advances with
             # every accepted token and must not be shared with another request.
             self._sampler = llama_cpp.llama_sampler_init_grammar(
@@ -333,6 +346,9 @@ class LlamaCppGeneration:
                 llama_cpp.llama_sampler_accept(self._sampler, token)
             self.out.append(token)
             core.slot.completion_tokens += 1
+            if self.stop and self._stopped(llm):
+                self._finish(llm, "stop")
+                return True
             if len(self.out) >= self.max_tokens:
                 self._finish(llm, "length")
                 return True
@@ -341,9 +357,17 @@ class LlamaCppGeneration:
                 self.high = len(self.target())
         return False
 
+    def _stopped(self, llm: Llama) -> bool:
+        """Whether the output now holds a stop string (outputs with stops are short)."""
+        text = llm.detokenize(self.out).decode("utf-8", errors="replace")
+        return any(s in text for s in self.stop)
+
     def _finish(self, llm: Llama, reason: str) -> None:
         self.finish = reason
-        self.text = llm.detokenize(self.out).decode("utf-8", errors="replace")
+        text = llm.detokenize(self.out).decode("utf-8", errors="replace")
+        for s in self.stop:
+            text = text.split(s, 1)[0]
+        self.text = text
         self.free_sampler()
         self.core.slot.leave(self)
 

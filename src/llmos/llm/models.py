@@ -16,6 +16,14 @@ answers from, in order:
 3. a conservative default (8,192 tokens, no native tools off OpenAI-
    compatible servers).
 
+A model's *profile* is part of the same facts: whether it has a chat template
+(a base model has none), and its size class (`small` or `capable`). Together
+they choose how the agent loop talks to it (`reply_protocol`): capable chat
+models drive MemGPT's function calls; small or base models continue a plain
+transcript and have their memory paged in by the kernel (`memory_mode`). A
+user overrides them per model like any other field, e.g.
+`{"ollama/qwen2.5:0.5b": {"size_class": "small"}}`.
+
 Which models are configured and whether their endpoints answer is
 `llm/endpoints.py`'s.
 
@@ -37,6 +45,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
     "OLLAMA_DEFAULT_CONTEXT",
+    "SIZE_CLASSES",
     "ModelInfo",
     "bedrock_base_id",
     "is_reasoning_model",
@@ -51,6 +60,9 @@ DEFAULT_CONTEXT_WINDOW = 8192
 # instead of failing. llmos must plan its memory for that window, not the
 # model's nominal one; raise it with OLLAMA_CONTEXT_LENGTH and pass the value.
 OLLAMA_DEFAULT_CONTEXT = 4096
+SIZE_CLASSES = ("small", "capable")
+# The embedded default: Gemma 3 270M, a base model whose GGUF carries no chat template.
+_SMALL_BASE_MODELS = ("local/gemma-3-270m", "local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +76,24 @@ class ModelInfo:
     streaming: bool = True
     caching: bool = False  # prompt caching the provider offers (explicit or automatic)
     source: str = "default"  # "provider", "override", "table" or "default"
+    chat_template: bool = True  # False: a base model, prompted as plain text
+    size_class: str = "capable"  # "small": cannot follow MemGPT's function-calling prompt
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def reply_protocol(self) -> str:
+        """How the agent loop asks this model for a step: "functions" (MemGPT's
+        function calls) or "transcript" (the reply as text continuing a transcript)."""
+        small = self.size_class == "small" or not self.chat_template
+        return "transcript" if small else "functions"
+
+    @property
+    def default_memory_mode(self) -> str:
+        """The memory mode of agents that set none: the kernel pages memory in
+        for models that cannot manage it themselves."""
+        return "auto" if self.reply_protocol == "transcript" else "self"
 
 
 # (name prefix, context window, native tools, json schema, caching). First
@@ -207,6 +234,11 @@ def load_overrides() -> dict[str, dict[str, Any]]:
             raise ValueError(
                 f"{path}: unknown settings {sorted(unknown)} for {key!r}; known: {sorted(known)}"
             )
+        size = value.get("size_class")
+        if size is not None and size not in SIZE_CLASSES:
+            raise ValueError(f"{path}: size_class of {key!r} must be one of {list(SIZE_CLASSES)}")
+        if "chat_template" in value and not isinstance(value["chat_template"], bool):
+            raise ValueError(f"{path}: chat_template of {key!r} must be true or false")
         window = value.get("context_window")
         if window is not None and (not isinstance(window, int) or window < 1024):
             raise ValueError(f"{path}: context_window of {key!r} must be an integer >= 1024")
@@ -261,6 +293,8 @@ def table_info(model: str) -> ModelInfo:
         # (vLLM, llama.cpp) reuse prefixes too, unreported.
         source = "table" if window != DEFAULT_CONTEXT_WINDOW else "default"
         return ModelInfo(model, window, True, True, True, True, source)
+    if model in _SMALL_BASE_MODELS:
+        return ModelInfo(model, 32_768, False, True, True, True, "table", False, "small")
     if provider.startswith("local"):
         return ModelInfo(model, 32_768, False, True, True, True, "table")
     return ModelInfo(model)

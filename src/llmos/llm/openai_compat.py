@@ -203,6 +203,8 @@ class OpenAICompatCore(RemoteCore):
         if use_tools and not emulate:
             kwargs["tools"] = [t.to_openai() for t in request.tools]
             kwargs["tool_choice"] = request.tool_choice
+        if request.stop and not use_tools:
+            kwargs["stop"] = request.stop[:4]  # OpenAI's API takes at most four
         if emulate:
             response_format = self._response_format(request.tools)
             if response_format is not None:

@@ -17,6 +17,12 @@ from dataclasses import dataclass
 from llmos.errors import InvalidRequest
 
 DEFAULT_BLOCK_LIMIT = 2000
+# What a new agent's blocks say when its creator gave none.
+DEFAULT_PERSONA = (
+    "I am a helpful, curious assistant with a long memory. I keep notes about the "
+    "people I talk with and use them to help better over time."
+)
+DEFAULT_HUMAN = "Nothing is known about the user yet."
 
 
 class MemoryEditError(InvalidRequest):

@@ -28,6 +28,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "max_tokens": None,  # reserved for the answer; None: window // 8, at most 1024
     "temperature": 0.0,
     "priority": 0,  # for cores scheduled by priority; higher runs first
+    "memory_mode": None,  # "self" | "auto" | "hybrid"; None: the model profile's default
 }
 
 

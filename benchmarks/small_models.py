@@ -1,0 +1,370 @@
+"""Small models through llmos: the embedded Gemma 3 270M answering and remembering.
+
+Side by side in one run, on the embedded default (temperature 0):
+
+* everyday: short questions with accepted answers (keyword match), each
+  through llmos (`Kernel.send` on a fresh agent: the transcript protocol its
+  profile chooses) and through the raw model with a plain few-shot transcript
+  (the model's own ceiling). Target (issue 12): llmos scores at least the raw
+  model's score minus one. `--functions N` also runs the first N questions
+  with the profile overridden to MemGPT's function-calling framing (what
+  every small model got before).
+* memory: scripted conversations that state a fact, push it out of a
+  2,048-token window with filler turns, then ask for it; llmos in each memory
+  mode, and the raw model with the conversation cut to its window (its
+  history lines are the user's and a fixed "OK."). Target: llmos in its
+  default mode (auto) recalls at least 8 of 10.
+* per turn: wall time and prompt tokens evaluated (not served from the KV
+  cache), median per mode.
+
+Timings depend on the machine's load: llama.cpp with 2 threads slows down
+sharply when another process takes a core.
+
+    python benchmarks/small_models.py [--quick] [--functions 10] [--modes self,auto,hybrid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from llmos import ChatRequest, Kernel, Message  # noqa: E402
+
+MODEL = "local/gemma-3-270m"
+WINDOW = 2048
+
+EVERYDAY: list[tuple[str, list[str]]] = [
+    ("What is the capital of France?", ["paris"]),
+    ("What is 2 + 2?", ["4", "four"]),
+    ("How many legs does a spider have?", ["8", "eight"]),
+    ("What color is grass?", ["green"]),
+    ("What is the largest planet in our solar system?", ["jupiter"]),
+    ("What is the capital of Japan?", ["tokyo"]),
+    ("How many days are in a week?", ["7", "seven"]),
+    ("What is the opposite of hot?", ["cold"]),
+    ("What animal says moo?", ["cow"]),
+    ("At what temperature in Celsius does water boil?", ["100"]),
+    ("What is the capital of Italy?", ["rome"]),
+    ("How many hours are in a day?", ["24", "twenty-four"]),
+    ("What color is a banana?", ["yellow"]),
+    ("What is 10 minus 3?", ["7", "seven"]),
+    ("Which animal is known as the king of the jungle?", ["lion"]),
+    ("What do bees make?", ["honey"]),
+    ("What is frozen water called?", ["ice"]),
+    ("What is the capital of Germany?", ["berlin"]),
+    ("How many months are in a year?", ["12", "twelve"]),
+    ("What planet do we live on?", ["earth"]),
+    ("What is 3 times 3?", ["9", "nine"]),
+    ("Who wrote Romeo and Juliet?", ["shakespeare"]),
+    ("What is the capital of Spain?", ["madrid"]),
+    ("What gas do humans need to breathe?", ["oxygen"]),
+    ("What is the fastest land animal?", ["cheetah"]),
+    ("How many continents are there?", ["7", "seven"]),
+    ("What is the capital of the United Kingdom?", ["london"]),
+    ("What do you call a baby cat?", ["kitten"]),
+    ("What is the largest ocean on Earth?", ["pacific"]),
+    ("Which season comes after winter?", ["spring"]),
+    ("What is the chemical formula of water?", ["h2o"]),
+    ("How many sides does a triangle have?", ["3", "three"]),
+    ("What is the tallest animal?", ["giraffe"]),
+    ("What color do you get when you mix red and white?", ["pink"]),
+]
+
+# (fact stated, question asked later, accepted answers)
+MEMORY: list[tuple[str, str, list[str]]] = [
+    ("Hi! My name is Ana.", "What is my name?", ["ana"]),
+    ("My favorite color is teal.", "What is my favorite color?", ["teal"]),
+    ("I live in Lisbon.", "Where do I live?", ["lisbon"]),
+    ("My dog is called Rex.", "What is my dog called?", ["rex"]),
+    ("I work as a nurse.", "What work do I do?", ["nurse"]),
+    ("My favorite food is sushi.", "What is my favorite food?", ["sushi"]),
+    ("My sister's name is Maria.", "What is my sister's name?", ["maria"]),
+    ("I was born in 1990.", "What year was I born?", ["1990"]),
+    ("My favorite sport is tennis.", "What is my favorite sport?", ["tennis"]),
+    ("I drive a red Toyota.", "What car do I drive?", ["toyota"]),
+]
+
+# Filler turns share no word with the facts' questions, so only the fact can answer them.
+FILLERS = [
+    "Today I took a long walk along the river. The water was calm, the trees were turning "
+    "orange, and a few boats drifted past the old bridge. I stopped at a bench, watched the "
+    "ducks, and listened to a man playing the violin near the market. Later the clouds came "
+    "in, a light rain started, and I went home slowly through the park, thinking about the "
+    "books I want to read this winter and the trip I might take in the spring.",
+    "This morning the bakery on the corner had fresh bread again. The smell filled the whole "
+    "street. I bought two loaves and a small cake, then sat outside for a while with a cup of "
+    "tea. A group of students passed by, laughing about an exam, and a delivery van blocked "
+    "the road for ten minutes. The baker told me the oven is older than the building itself, "
+    "and that the recipe came from a village in the mountains far away.",
+    "I spent the afternoon cleaning the attic. There were boxes of old letters, a broken "
+    "lamp, photographs of people nobody remembers, and a stack of maps from long journeys. "
+    "Dust everywhere. I opened the small window to let some air in and found a bird's nest "
+    "on the ledge outside, empty now. By the evening I had sorted most of it into three "
+    "piles: keep, give away, and throw out. The keep pile was still the biggest one.",
+]
+
+# The raw model's ceiling: a plain few-shot transcript, as issue 12 measured it.
+RAW_HEAD = (
+    "User: Hi!\nAssistant: Hello! How can I help you?\n"
+    "User: What color is the sky?\nAssistant: It is blue.\n"
+    "User: How many wheels does a bicycle have?\nAssistant: A bicycle has two wheels.\n"
+)
+RAW_STOP = ["\n", "User:"]
+
+
+def correct(reply: str, accepted: list[str]) -> bool:
+    text = reply.lower()
+    return any(re.search(rf"(?<![\w-]){re.escape(a)}(?![\w-])", text) for a in accepted)
+
+
+def med(values: list[float]) -> float:
+    return round(statistics.median(values), 3) if values else 0.0
+
+
+def p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return round(ordered[max(0, -(-9 * len(ordered) // 10) - 1)], 3) if ordered else 0.0
+
+
+class Run:
+    """One kernel on a temporary home, and the turns it ran per mode."""
+
+    def __init__(self, home: Path) -> None:
+        self.kernel = Kernel.open(home)
+        self.core = self.kernel.core(MODEL)
+        self.turns: dict[str, list[dict[str, Any]]] = {}
+        self._n = 0
+
+    async def agent(self, settings: dict[str, Any] | None = None) -> str:
+        self._n += 1
+        name = f"a{self._n}"
+        await self.kernel.create_agent(name, model=MODEL, context_window=WINDOW, settings=settings)
+        return name
+
+    async def send(self, mode: str, name: str, text: str) -> str:
+        t = time.perf_counter()
+        turn = await self.kernel.send(name, text)
+        u = turn.usage
+        self.turns.setdefault(mode, []).append(
+            {
+                "seconds": time.perf_counter() - t,
+                "prompt_tokens": u.prompt_tokens,
+                "evaluated": u.prompt_tokens - u.cached_prompt_tokens,
+                "flushes": turn.flushes,
+            }
+        )
+        return turn.reply
+
+    async def raw(self, mode: str, prompt: str) -> str:
+        request = ChatRequest(
+            [Message("user", prompt)],
+            max_tokens=96,
+            tool_choice="none",
+            prompt=prompt,
+            stop=list(RAW_STOP),
+        )
+        t = time.perf_counter()
+        response = await self.core.chat(request)
+        u = response.usage
+        self.turns.setdefault(mode, []).append(
+            {
+                "seconds": time.perf_counter() - t,
+                "prompt_tokens": u.prompt_tokens,
+                "evaluated": u.prompt_tokens - u.cached_prompt_tokens,
+                "flushes": 0,
+            }
+        )
+        return (response.content or "").strip()
+
+
+async def everyday(run: Run, questions: list[tuple[str, list[str]]]) -> dict[str, Any]:
+    rows = []
+    for q, accepted in questions:
+        name = await run.agent()
+        via = await run.send("llmos (everyday)", name, q)
+        raw = await run.raw("raw (everyday)", f"{RAW_HEAD}User: {q}\nAssistant:")
+        rows.append(
+            {
+                "question": q,
+                "llmos": via,
+                "llmos_ok": correct(via, accepted),
+                "raw": raw,
+                "raw_ok": correct(raw, accepted),
+            }
+        )
+        print(f"  {q!r}: llmos {via!r} | raw {raw!r}", flush=True)
+    return {
+        "n": len(rows),
+        "llmos": sum(r["llmos_ok"] for r in rows),
+        "raw": sum(r["raw_ok"] for r in rows),
+        "rows": rows,
+    }
+
+
+async def functions_framing(run: Run, questions: list[tuple[str, list[str]]]) -> dict[str, Any]:
+    """The same questions with MemGPT's function-calling framing forced by an override."""
+    path = Path(tempfile.mkdtemp()) / "models.json"
+    path.write_text(json.dumps({MODEL: {"size_class": "capable", "chat_template": True}}))
+    before = os.environ.get("LLMOS_MODELS")
+    os.environ["LLMOS_MODELS"] = str(path)
+    rows = []
+    try:
+        for q, accepted in questions:
+            name = await run.agent({"max_steps": 3})
+            reply = await run.send("llmos, functions framing", name, q)
+            rows.append({"question": q, "reply": reply, "ok": correct(reply, accepted)})
+            print(f"  functions framing {q!r}: {reply!r}", flush=True)
+    finally:
+        if before is None:
+            os.environ.pop("LLMOS_MODELS", None)
+        else:
+            os.environ["LLMOS_MODELS"] = before
+    return {"n": len(rows), "correct": sum(r["ok"] for r in rows), "rows": rows}
+
+
+async def memory_llmos(run: Run, mode: str, fillers: int, cases: list) -> dict[str, Any]:
+    rows = []
+    label = f"llmos memory ({mode})"
+    for fact, question, accepted in cases:
+        name = await run.agent({"memory_mode": mode})
+        await run.send(label, name, fact)
+        for i in range(fillers):
+            await run.send(label, name, FILLERS[i % len(FILLERS)])
+        image = run.kernel.image(name)
+        evicted = not any(fact in (m.content or "") for m in image.window)
+        reply = await run.send(label, name, question)
+        rows.append(
+            {"fact": fact, "reply": reply, "ok": correct(reply, accepted), "evicted": evicted}
+        )
+        print(f"  {mode}: {question!r} -> {reply!r} (fact evicted: {evicted})", flush=True)
+    return {
+        "n": len(rows),
+        "correct": sum(r["ok"] for r in rows),
+        "evicted": sum(r["evicted"] for r in rows),
+        "rows": rows,
+    }
+
+
+async def memory_raw(run: Run, fillers: int, cases: list) -> dict[str, Any]:
+    """The raw model with the conversation cut to the window, oldest lines first out."""
+    rows = []
+    count = run.core.count_tokens
+    for fact, question, accepted in cases:
+        lines = [fact] + [FILLERS[i % len(FILLERS)] for i in range(fillers)]
+        history = [f"User: {u}\nAssistant: OK.\n" for u in lines]
+        tail = f"User: {question}\nAssistant:"
+        while history and count(RAW_HEAD + "".join(history) + tail) > WINDOW - 96:
+            history.pop(0)
+        in_window = any(fact in h for h in history)
+        reply = await run.raw("raw memory", RAW_HEAD + "".join(history) + tail)
+        rows.append(
+            {"fact": fact, "reply": reply, "ok": correct(reply, accepted), "evicted": not in_window}
+        )
+        print(f"  raw: {question!r} -> {reply!r} (fact cut: {not in_window})", flush=True)
+    return {
+        "n": len(rows),
+        "correct": sum(r["ok"] for r in rows),
+        "evicted": sum(r["evicted"] for r in rows),
+        "rows": rows,
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few of each, to check the script")
+    ap.add_argument("--functions", type=int, default=10, help="questions in the old framing")
+    ap.add_argument("--modes", default="auto,self,hybrid")
+    ap.add_argument("--fillers", type=int, default=20, help="filler turns per conversation")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "small_models.json"))
+    args = ap.parse_args()
+    questions = EVERYDAY[:4] if args.quick else EVERYDAY
+    cases = MEMORY[:2] if args.quick else MEMORY
+    fillers = 3 if args.quick else args.fillers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["LLMOS_HOME"] = tmp
+        os.environ.pop("LLMOS_MODELS", None)
+        run = Run(Path(tmp))
+        t0 = time.perf_counter()
+        print("everyday questions", flush=True)
+        every = await everyday(run, questions)
+        framing = None
+        if args.functions:
+            framing = await functions_framing(run, questions[: args.functions])
+        print("memory conversations", flush=True)
+        memory = {m: await memory_llmos(run, m, fillers, cases) for m in args.modes.split(",")}
+        memory["raw"] = await memory_raw(run, fillers, cases)
+        wall = time.perf_counter() - t0
+        await run.kernel.close()
+
+    per_turn = {
+        mode: {
+            "turns": len(ts),
+            "median_s": med([t["seconds"] for t in ts]),
+            "p90_s": p90([t["seconds"] for t in ts]),
+            "median_prompt_tokens": med([t["prompt_tokens"] for t in ts]),
+            "median_evaluated_tokens": med([t["evaluated"] for t in ts]),
+            "flushes": sum(t["flushes"] for t in ts),
+        }
+        for mode, ts in run.turns.items()
+    }
+    result = {
+        "model": MODEL,
+        "window": WINDOW,
+        "fillers": fillers,
+        "wall_s": round(wall, 1),
+        "everyday": every,
+        "functions_framing": framing,
+        "memory": memory,
+        "per_turn": per_turn,
+        "targets": {
+            "everyday_llmos_ge_raw_minus_1": every["llmos"] >= every["raw"] - 1,
+            "memory_auto_ge_8_of_10": memory.get("auto", {}).get("correct", 0) >= 8
+            if len(cases) >= 10
+            else None,
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+    print()
+    print(f"everyday ({every['n']} questions): llmos {every['llmos']}, raw model {every['raw']}")
+    if framing:
+        print(
+            f"  old function-calling framing: {framing['correct']} of {framing['n']} "
+            f"(e.g. {framing['rows'][0]['reply']!r})"
+        )
+    print(f"memory ({len(cases)} conversations, {fillers} filler turns, {WINDOW}-token window):")
+    for mode, res in memory.items():
+        print(
+            f"  {mode:<8} recalled {res['correct']:>2} of {res['n']}  (fact evicted in "
+            f"{res['evicted']})"
+        )
+    print()
+    print(
+        f"{'per turn':<28} {'turns':>5} {'median s':>9} {'p90 s':>7} {'prompt':>7} "
+        f"{'evaluated':>9} {'flushes':>7}"
+    )
+    for mode, p in per_turn.items():
+        print(
+            f"{mode:<28} {p['turns']:>5} {p['median_s']:>9.2f} {p['p90_s']:>7.2f} "
+            f"{p['median_prompt_tokens']:>7.0f} {p['median_evaluated_tokens']:>9.0f} "
+            f"{p['flushes']:>7}"
+        )
+    print(f"\nwall {wall:.0f} s; results in {args.out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,229 @@
+"""Small and base models: the transcript protocol and the memory modes, with scripted cores.
+
+A scripted core is made "small" through the user's model overrides (the same
+models.json mechanism a user would use), so these tests check the loop's
+logic exactly: what the request holds, how a text reply becomes a turn, what
+is paged in. The real model's side is in tests/e2e/test_small_model_protocol.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llmos import ChatRequest, ChatResponse, Kernel
+from llmos.errors import InvalidRequest
+from llmos.llm.models import lookup
+from llmos.llm.replay import ScriptedCore, call, say
+from llmos.memory.transcript import FALLBACK_REPLY, STOP, clean_reply
+
+SMALL = "scripted/small"  # a base model: no chat template
+SMALL_CHAT = "scripted/small-chat"  # a small model with a chat template
+
+
+@pytest.fixture
+def overrides(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = home / "models.json"
+    path.write_text(
+        json.dumps(
+            {
+                SMALL: {"chat_template": False, "size_class": "small"},
+                SMALL_CHAT: {"size_class": "small"},
+            }
+        )
+    )
+    monkeypatch.setenv("LLMOS_MODELS", str(path))
+    return path
+
+
+def echo_policy(req: ChatRequest) -> ChatResponse:
+    """Answers the newest user line of a transcript; summaries are plain text too."""
+    if req.prompt is None:
+        return say("Summary: the user chatted.")
+    last = re.findall(r"^User: (.*)$", req.prompt, re.M)[-1]
+    return say(f" You said: {last[:40]}\nUser: and this must not appear")
+
+
+async def small_agent(
+    kernel: Kernel,
+    policy=echo_policy,
+    *,
+    model: str = SMALL,
+    window: int = 2048,
+    settings: dict | None = None,
+) -> ScriptedCore:
+    core = ScriptedCore(policy, name=model, context_window=window)
+    kernel.add_core(core, model=model)
+    await kernel.create_agent(
+        "tiny", model=model, context_window=window, embedder="test/hash", settings=settings
+    )
+    return core
+
+
+def test_profiles() -> None:
+    gemma = lookup("local/gemma-3-270m")
+    assert (gemma.chat_template, gemma.size_class) == (False, "small")
+    assert (gemma.reply_protocol, gemma.default_memory_mode) == ("transcript", "auto")
+    capable = lookup("openai/gpt-4o")
+    assert (capable.reply_protocol, capable.default_memory_mode) == ("functions", "self")
+    assert lookup("scripted/policy").reply_protocol == "functions"
+
+
+def test_profile_overrides(overrides: Path) -> None:
+    assert lookup(SMALL).reply_protocol == "transcript"
+    assert lookup(SMALL_CHAT).chat_template and lookup(SMALL_CHAT).reply_protocol == "transcript"
+    overrides.write_text(json.dumps({"x/y": {"size_class": "tiny"}}))
+    with pytest.raises(ValueError, match="size_class"):
+        lookup("x/y")
+
+
+def test_clean_reply() -> None:
+    names = {"send_message", "core_memory_append"}
+    assert clean_reply(" It is Paris. ", names) == "It is Paris."
+    assert clean_reply("Assistant: Hi there", names) == "Hi there"
+    for bad in ("", "  ", "send_message", '"send_message"', '{"function": "x"}', "[1, 2]"):
+        assert clean_reply(bad, names) == FALLBACK_REPLY
+    assert clean_reply('core_memory_append(label="human")', names) == FALLBACK_REPLY
+    assert clean_reply("Paris (France) is lovely.", names) == "Paris (France) is lovely."
+
+
+async def test_a_base_model_continues_a_transcript(kernel: Kernel, overrides: Path) -> None:
+    core = await small_agent(kernel)
+    turn = await kernel.send("tiny", "What is the capital of France?")
+
+    req = core.requests[-1]
+    assert req.prompt is not None and req.prompt.endswith("\nAssistant:")
+    assert "User: What is the capital of France?" in req.prompt
+    assert req.tools == [] and req.tool_choice == "none" and req.stop == STOP
+    assert req.grammar and "send_message" not in req.prompt
+    # A turn like any other: the reply went out through send_message.
+    assert turn.stop_reason == "end_turn" and turn.steps == 1
+    assert turn.reply == "You said: What is the capital of France?"
+    assert [c.name for c in turn.function_calls] == ["send_message"]
+    assert [m.role for m in turn.messages] == ["user", "assistant", "tool"]
+    # The next step sees the exchange as transcript lines.
+    await kernel.send("tiny", "And of Spain?")
+    prompt = core.requests[-1].prompt or ""
+    assert "User: What is the capital of France?\nAssistant: You said: What is the capital" in (
+        prompt
+    )
+    assert prompt.count("this must not appear") == 0
+
+
+async def test_a_small_chat_model_gets_chat_messages(kernel: Kernel, overrides: Path) -> None:
+    def policy(req: ChatRequest) -> ChatResponse:
+        assert req.prompt is None and req.tools == []
+        assert req.messages[0].role == "system" and req.messages[-1].role == "user"
+        return say("Hello!")
+
+    await small_agent(kernel, policy, model=SMALL_CHAT)
+    turn = await kernel.send("tiny", "Hi")
+    assert turn.reply == "Hello!"
+
+
+@pytest.mark.parametrize("answer", ["", "send_message", '{"function": "send_message"}'])
+async def test_a_reply_is_never_empty_a_name_or_json(
+    kernel: Kernel, overrides: Path, answer: str
+) -> None:
+    await small_agent(kernel, lambda req: say(answer))
+    turn = await kernel.send("tiny", "Hello")
+    assert turn.reply == FALLBACK_REPLY and turn.stop_reason == "end_turn"
+
+
+def filler(i: int) -> str:
+    return f"Filler {i}: the weather was mild, and I walked around the old harbour once more."
+
+
+async def fill(kernel: Kernel, turns: int) -> int:
+    flushes = 0
+    for i in range(turns):
+        turn = await kernel.send("tiny", filler(i))
+        assert turn.stop_reason == "end_turn", turn.error
+        flushes += turn.flushes
+    return flushes
+
+
+async def test_auto_mode_pages_an_evicted_fact_back_in(kernel: Kernel, overrides: Path) -> None:
+    core = await small_agent(kernel)
+    assert kernel.get_agent("tiny")["settings"]["memory_mode"] is None  # the profile's: auto
+    await kernel.send("tiny", "Hello! My name is Ana and I love hiking.")
+    assert await fill(kernel, 40) >= 1
+    image = kernel.image("tiny")
+    assert not any("Ana" in (m.content or "") for m in image.window)
+
+    await kernel.send("tiny", "What is my name?")
+    prompt = core.requests[-1].prompt or ""
+    remembered = '(The assistant remembers: earlier, the user said "Hello! My name is Ana'
+    assert remembered in prompt
+    # Paged memory is volatile: just before the question, after everything stable.
+    assert prompt.index(remembered) > prompt.index("Filler 39")
+    assert prompt.rstrip().endswith("User: What is my name?\nAssistant:")
+    for req in core.requests:
+        assert core.prompt_tokens(req) + req.max_tokens <= 2048
+    # Flushes asked the small model for no summary: what left is in recall.
+    assert all(req.prompt is not None for req in core.requests)
+    assert kernel.get_agent("tiny")["summary"] == ""
+
+
+async def test_self_mode_pages_nothing(kernel: Kernel, overrides: Path) -> None:
+    core = await small_agent(kernel, settings={"memory_mode": "self"})
+    await kernel.send("tiny", "Hello! My name is Ana.")
+    await fill(kernel, 40)
+    await kernel.send("tiny", "What is my name?")
+    assert "remembers" not in (core.requests[-1].prompt or "")
+
+
+def capable_policy(req: ChatRequest) -> ChatResponse:
+    if req.tool_choice == "none":
+        return say("Summary: the user chatted.")
+    return call("send_message", message="ok")
+
+
+@pytest.mark.parametrize("mode", ["auto", "hybrid"])
+async def test_paging_for_a_function_calling_model(kernel: Kernel, mode: str) -> None:
+    core = await small_agent(
+        kernel, capable_policy, model="scripted/capable", settings={"memory_mode": mode}
+    )
+    await kernel.send("tiny", "Hello! My name is Ana.")
+    await fill(kernel, 40)
+    await kernel.send("tiny", "What is my name?")
+    req = core.requests[-1]
+    last = req.messages[-1].content or ""
+    assert req.prompt is None and last.startswith("[system alert] Memory paged in")
+    assert "My name is Ana" in last and req.volatile_messages >= 1
+    names = {t.name for t in req.tools}
+    assert "send_message" in names
+    assert ("core_memory_append" in names) == (mode == "hybrid")
+
+
+async def test_memory_mode_is_validated(kernel: Kernel) -> None:
+    kernel.add_core(ScriptedCore(capable_policy), model="scripted/policy")
+    with pytest.raises(InvalidRequest, match="memory_mode"):
+        await kernel.create_agent(
+            "bad", model="scripted/policy", embedder="test/hash", settings={"memory_mode": "x"}
+        )
+    await kernel.create_agent(
+        "ok", model="scripted/policy", embedder="test/hash", settings={"memory_mode": "hybrid"}
+    )
+    assert kernel.get_agent("ok")["settings"]["memory_mode"] == "hybrid"
+
+
+async def test_context_shows_the_transcript_of_a_small_model(
+    kernel: Kernel, overrides: Path
+) -> None:
+    await small_agent(kernel)
+    await kernel.send("tiny", "Hello there")
+    window = kernel.context("tiny")
+    assert window.request.prompt is not None and window.sections["tools"] == 0
+    assert "User: Hello there" in window.request.prompt
+
+
+def test_content_words() -> None:
+    from llmos.agent.paging import content_words
+
+    assert content_words("What is my name?") == ["name"]
+    assert content_words("Where do I live? I LIVE where?") == ["live"]
+    assert content_words("What is it?") == []

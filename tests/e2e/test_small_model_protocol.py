@@ -1,0 +1,73 @@
+"""The transcript protocol on the real embedded model (Gemma 3 270M, a base model).
+
+What a 270M model says is not tested word for word; what is tested is the
+protocol: every reply is one non-empty line of text, never a function name or
+JSON, the model never writes the user's next line, and the turn is stored as
+any other (a send_message call and its result).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmos import ChatRequest, Kernel, Message
+from llmos.agent.functions import BUILTINS
+from llmos.llm.registry import make_core
+from llmos.memory.transcript import REPLY_GRAMMAR, STOP
+
+pytestmark = pytest.mark.slow
+
+EVERYDAY = [
+    "Hello! My name is Ana and I love hiking.",
+    "What is the capital of France?",
+    "Tell me a joke about cats.",
+    "What is 2 + 2?",
+    "What is my name?",
+]
+
+
+def well_formed(reply: str) -> None:
+    assert reply.strip() == reply and reply
+    assert "\n" not in reply and "User:" not in reply
+    assert reply not in BUILTINS and not reply.startswith(("{", "["))
+    with pytest.raises(ValueError):
+        json.loads(reply)
+
+
+async def test_everyday_messages_get_text_replies(kernel: Kernel) -> None:
+    await kernel.create_agent("gemma", embedder="test/hash")
+    for text in EVERYDAY:
+        turn = await kernel.send("gemma", text)
+        assert turn.stop_reason == "end_turn", turn.error
+        well_formed(turn.reply)
+        assert [c.name for c in turn.function_calls] == ["send_message"]
+        assert json.loads(turn.function_calls[0].arguments) == {"message": turn.reply}
+    roles = [m.role for m in reversed(kernel.messages("gemma"))]
+    assert roles[:3] == ["user", "assistant", "tool"]
+
+
+async def test_stop_strings_and_grammar_hold_on_the_raw_core() -> None:
+    core = make_core("local/gemma-3-270m", context_window=2048)
+    try:
+        # A transcript that invites the model to go on writing both sides.
+        prompt = "User: Hi\nAssistant: Hello!\nUser: How are you?\nAssistant: Fine.\n" * 3
+        request = ChatRequest(
+            [Message("user", "x")],
+            max_tokens=48,
+            tool_choice="none",
+            prompt=prompt + "User: Count from one to five.\nAssistant:",
+            stop=list(STOP),
+            grammar=REPLY_GRAMMAR,
+        )
+        response = await core.chat(request)
+        text = response.content or ""
+        assert text and "\n" not in text and "User:" not in text
+        assert response.usage.completion_tokens <= 48
+        # Without a stop string the same request may run on: the stop is what holds.
+        request.stop, request.grammar = [], None
+        free = await core.chat(request)
+        assert free.usage.completion_tokens >= response.usage.completion_tokens
+    finally:
+        await core.aclose()
