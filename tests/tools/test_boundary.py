@@ -330,3 +330,12 @@ def test_the_seccomp_filter_refuses_ptrace() -> None:
     )
     r = call(src)
     assert r.ok and r.result == [-1, 1], r  # EPERM
+
+
+def test_a_runtime_under_tmp_is_not_hidden_by_the_sandbox_tmpfs() -> None:
+    """A checkout or venv under /tmp (CI clones anywhere) must stay visible in
+    the sandbox: the private /tmp is mounted before the runtime's binds."""
+    from llmos.tools.sandbox import bwrap
+
+    args = list(bwrap._fixed_args())
+    assert args.index("--tmpfs") < args.index("--ro-bind")

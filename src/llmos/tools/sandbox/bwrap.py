@@ -156,6 +156,9 @@ def _fixed_args() -> tuple[str, ...]:
         "--gid", str(NOBODY),
         "--cap-drop", "ALL",
     ]  # fmt: skip
+    # The tmpfs first: the runtime binds below may live under /tmp (a checkout
+    # or venv there) and must land on top of it, not be hidden by it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for top in ("/lib", "/lib64", "/lib32", "/libx32"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
@@ -163,7 +166,6 @@ def _fixed_args() -> tuple[str, ...]:
             args += ["--ro-bind", top, top]
     for root in _read_only_roots():
         args += ["--ro-bind", root, root]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     return tuple(args)
 
 
