@@ -252,6 +252,12 @@ async def make_agent_jobs(core: LlamaCppCore, long_tokens: int, short_tokens: in
                     messages=[*request.messages, ask],
                     tool_choice="none",
                     max_tokens=long_tokens if long else short_tokens,
+                    # A small model's request is a transcript ending in one
+                    # reply line; these jobs are the agents' windows rendered
+                    # by the core, with the ask, and run their full length.
+                    prompt=None,
+                    stop=[],
+                    grammar=None,
                 )
                 jobs.append(Job(name, request, long))
         finally:
