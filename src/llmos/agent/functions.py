@@ -147,11 +147,7 @@ def _paged(kind: str, page: int, total: int, items: list[str]) -> str:
 
 
 async def conversation_search(ctx: FunctionContext, args: ConversationSearchArgs) -> FunctionResult:
-    found, total = await ctx.kernel.syscall(
-        MemorySyscall(
-            agent_id=ctx.agent.id, op="recall_search", args={"query": args.query, "page": args.page}
-        )
-    )
+    found, total = await search_recall(ctx.kernel, ctx.agent, args.query, args.page)
     items = [_recall_line(m) for m in found]
     return FunctionResult("conversation_search", True, _paged("recall", args.page, total, items))
 
@@ -184,6 +180,13 @@ async def conversation_search_date(
 def _recall_line(m: Any) -> str:
     when = datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M")
     return f"[{when}] {m.role}: {m.searchable_text()}"
+
+
+async def search_recall(kernel: KernelInterface, agent: AgentImage, query: str, page: int) -> Any:
+    """(messages, total) of one page of the agent's recall search by words (a memory syscall)."""
+    return await kernel.syscall(
+        MemorySyscall(agent_id=agent.id, op="recall_search", args={"query": query, "page": page})
+    )
 
 
 async def embed(kernel: KernelInterface, agent: AgentImage, texts: list[str]) -> Any:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from llmos.agent.syscalls import MemorySyscall, StorageSyscall
+from llmos.agent.functions import search_archival, search_recall
 
 if TYPE_CHECKING:
     from llmos.agent.syscalls import KernelInterface
@@ -106,11 +106,7 @@ async def page_in(
     words = content_words(text)
     if not words:
         return []
-    found, _ = await kernel.syscall(
-        MemorySyscall(
-            agent_id=image.id, op="recall_search", args={"query": " ".join(words), "page": 0}
-        )
-    )
+    found, _ = await search_recall(kernel, image, " ".join(words), 0)
     skip = {query.id} | (set() if include_window else {m.id for m in image.window})
     lines: list[str] = []
     for m in found:
@@ -124,17 +120,6 @@ async def page_in(
             break
     if image.archival_count:
         passages: Any
-        passages, _ = await kernel.syscall(
-            StorageSyscall(
-                agent_id=image.id,
-                op="archival_search",
-                args={
-                    "query": text,
-                    "page": 0,
-                    "page_size": PAGED_PASSAGES,
-                    "embedder": image.embedder,
-                },
-            )
-        )
+        passages, _ = await search_archival(kernel, image, text, 0, PAGED_PASSAGES)
         lines += [f'a saved note says "{_cut(p.text)}"' for p in passages]
     return lines

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.agent import functions as fn
 from llmos.agent.loop import profile_of
-from llmos.agent.syscalls import MemorySyscall, StepWrites
+from llmos.agent.syscalls import StepWrites
 from llmos.errors import InvalidRequest, NotFound
 from llmos.memory.transcript import compile_transcript
 from llmos.memory.window import compile_window
@@ -116,11 +116,7 @@ class MemoryVerbs:
         self, name_or_id: str, query: str, page: int = 0, owner: str = "local"
     ) -> tuple[list[StoredMessage], int]:
         image = self.image(name_or_id, owner)
-        return await self.syscall(
-            MemorySyscall(
-                agent_id=image.id, op="recall_search", args={"query": query, "page": page}
-            )
-        )
+        return await fn.search_recall(self, image, query, page)  # type: ignore[arg-type]
 
     def forget_last_turn(self, image: AgentImage) -> list[StoredMessage]:
         """Cut the last user message and what followed from recall; return it anew (a retry)."""

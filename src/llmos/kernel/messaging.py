@@ -191,7 +191,7 @@ class AgentMessenger:
     def _event(self, target: AgentImage, text: str) -> StoredMessage:
         """The target's event, refused (like `Kernel.send` refuses) if it could not fit."""
         event = self.waker.event(target, "user", text)
-        allowed = (target.context_window - target.max_tokens) // 2
+        allowed = target.message_limit
         if event.tokens > allowed:
             raise FunctionError(
                 f"the message is about {event.tokens} tokens; {target.name} accepts at most "

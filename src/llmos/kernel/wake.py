@@ -110,11 +110,11 @@ class Waker:
         """A message delivered from outside; raises MessageTooLong (nothing is
         stored) if it is over half the agent's budget: it could never fit."""
         event = self.event(image, role, text)
-        budget = image.context_window - image.max_tokens
-        if event.tokens > budget // 2:
+        if event.tokens > image.message_limit:
+            budget = image.context_window - image.max_tokens
             raise MessageTooLong(
                 f"the message is about {event.tokens} tokens; this agent's window allows "
-                f"{budget // 2} per message (half its {budget}-token budget). Load long "
+                f"{image.message_limit} per message (half its {budget}-token budget). Load long "
                 "documents into archival memory instead."
             )
         return event

@@ -65,6 +65,12 @@ class AgentImage:
         value = self.settings.get("max_tokens")
         return int(value) if value else min(1024, self.context_window // 8)
 
+    @property
+    def message_limit(self) -> int:
+        """The most tokens one incoming message may take: half the budget left
+        beside the answer, so a message that could never fit is refused."""
+        return (self.context_window - self.max_tokens) // 2
+
     def count(self, core: Core, item: str | list[ToolSpec]) -> int:
         """Token count of a rarely-changing text or tool list, memoised."""
         if not item:
