@@ -290,7 +290,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
         return self.store.list(owner)
 
     def agent_models(self) -> list[dict[str, Any]]:
-        """(name, model, base_url) of every agent of every owner: what `llmos models` lists."""
+        """(name, model, base_url, context_window) of every agent: what `llmos models` lists."""
         return self.store.models()
 
     def image(self, name_or_id: str, owner: str = "local") -> AgentImage:
