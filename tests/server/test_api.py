@@ -233,6 +233,16 @@ def test_retry_replaces_the_last_answer(alice: httpx.Client, agent: str) -> None
     assert [m["content"] for m in history if m["role"] == "user"] == ["one"]
 
 
+def test_retry_undoes_the_turns_archival_insert(alice: httpx.Client) -> None:
+    name = unique()
+    alice.post("/v1/agents", json={"name": name, "model": "scripted/think"})
+    alice.post(f"/v1/agents/{name}/messages", json={"text": "keep this once"})
+    r = alice.post(f"/v1/agents/{name}/messages/retry")
+    assert r.status_code == 200 and r.json()["not_undone"] == []
+    passages = alice.get(f"/v1/agents/{name}/archival").json()["passages"]
+    assert [p["text"] for p in passages] == ["keep this once"]
+
+
 def test_disconnect_mid_stream_keeps_the_turn(live: LiveServer, alice: httpx.Client) -> None:
     name = unique()
     alice.post("/v1/agents", json={"name": name, "model": "scripted/slow"})

@@ -142,6 +142,7 @@ class Turn:
     flushes: int = 0
     stop_reason: str = ""
     error: str | None = None
+    not_undone: list[str] = field(default_factory=list)  # a retry's effects that stayed
 
     @property
     def reply(self) -> str:
@@ -159,6 +160,7 @@ class Turn:
             "usage": self.usage.as_dict(),
             "function_calls": [c.as_dict() for c in self.function_calls],
             "messages": [m.as_dict() for m in self.messages],
+            "not_undone": list(self.not_undone),
         }
 
 

@@ -50,6 +50,7 @@ from llmos.kernel.messaging import AgentMessenger
 from llmos.kernel.process import Process, ProcessTable, ProcState
 from llmos.kernel.settings import check_settings, merge_settings
 from llmos.kernel.syscalls import BLOCKED_IN, Syscall, dispatch_table
+from llmos.kernel.undo import TurnJournal
 from llmos.kernel.wake import Waker
 from llmos.llm.registry import DEFAULT_MODEL
 from llmos.memory.archival import ArchivalStorage
@@ -119,6 +120,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
         self.audit_log = AuditLog(db)
         self.approval_store = Approvals(db)
         self.files = FileStore(db)
+        self.journal = TurnJournal()  # where each turn began, for a retry's undo
         self.waker = Waker(self, self.procs, self.store, self.cores, self.approval_store, leases)
         self._messenger: AgentMessenger | None = None
         run_user_tool = partial(execute_user_tool, self, builtins=BUILTINS, result=FunctionResult)
@@ -372,20 +374,23 @@ class Kernel(MemoryVerbs, AccessVerbs):
         """
         image = self.image(name_or_id, owner)
         event = self.waker.message(image, role, text)
-        return await self.waker.wake(image.id, owner, [event], on_event)
+        return await self.waker.wake(image.id, owner, self.journal.starting([event]), on_event)
 
     async def retry(
         self, name_or_id: str, owner: str = "local", on_event: EventSink | None = None
     ) -> Turn:
-        """Run the last user message's turn again, forgetting what the agent answered.
+        """Run the last user message's turn again, undoing the first run (`forget_last_turn`).
 
-        That user message and everything after it leave recall and the window,
-        then the message is delivered anew. Effects beyond messages (core memory
-        edits, archival inserts) stay. Raises ValueError if the window holds no
+        The turn's `not_undone` lists effects that stay (a tool's side effect, a
+        message another agent got). Raises ValueError if the window holds no
         user message (it may have been evicted).
         """
         image = self.image(name_or_id, owner)
-        return await self.waker.wake(image.id, owner, self.forget_last_turn, on_event)
+        kept: list[str] = []
+        events = self.journal.starting(partial(self.forget_last_turn, not_undone=kept))
+        turn = await self.waker.wake(image.id, owner, events, on_event)
+        turn.not_undone = kept
+        return turn
 
     def cancel(self, name_or_id: str, owner: str = "local") -> bool:
         """Cancel the agent's running turn. Committed steps stay; the turn in

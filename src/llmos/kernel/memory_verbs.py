@@ -18,6 +18,7 @@ from llmos.agent import functions as fn
 from llmos.agent.loop import profile_of
 from llmos.agent.syscalls import StepWrites
 from llmos.errors import InvalidRequest, NotFound
+from llmos.kernel import undo
 from llmos.memory.transcript import compile_transcript
 from llmos.memory.window import compile_window
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from llmos.kernel.agents import AgentStore
     from llmos.kernel.cores import CoreTable
     from llmos.kernel.process import Process
+    from llmos.kernel.undo import TurnJournal
     from llmos.kernel.wake import Waker
     from llmos.llm.core import Core, ToolSpec
     from llmos.memory.archival import ArchivalStorage, Passage
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from llmos.memory.recall import RecallStorage, StoredMessage
     from llmos.memory.window import CompiledWindow
     from llmos.storage.db import Database
+    from llmos.storage.files import FileStore
 
 
 def check_block_edits(image: AgentImage, edits: dict[str, str]) -> None:
@@ -62,6 +65,8 @@ class MemoryVerbs:
     cores: CoreTable
     store: AgentStore
     waker: Waker
+    journal: TurnJournal
+    files: FileStore
 
     if TYPE_CHECKING:
 
@@ -118,8 +123,16 @@ class MemoryVerbs:
         image = self.image(name_or_id, owner)
         return await fn.search_recall(self, image, query, page)  # type: ignore[arg-type]
 
-    def forget_last_turn(self, image: AgentImage) -> list[StoredMessage]:
-        """Cut the last user message and what followed from recall; return it anew (a retry)."""
+    def forget_last_turn(
+        self, image: AgentImage, not_undone: list[str] | None = None
+    ) -> list[StoredMessage]:
+        """Undo the last turn for a retry; return its user message anew.
+
+        The last user message and what followed leave recall and the window, and
+        the turn's effects are undone (`kernel/undo.py`): blocks, archival
+        inserts and files go back to what they were. What cannot be undone is
+        added to `not_undone`. Raises ValueError without a user message in the window.
+        """
         index = next(
             (
                 i
@@ -134,7 +147,20 @@ class MemoryVerbs:
             raise ValueError("there is no user message in the window to retry")
         old = image.window[index]
         dropped = image.window[index:]
-        self.store.truncate_recall(image.id, old.id)
+        start = self.journal.start_of(image, index)
+        with self.db.begin() as conn:
+            plan = undo.plan_undo(conn, image, dropped, start, self.files)
+            for label, value in plan.blocks.items():
+                self.store.set_block(conn, image.id, label, value)
+            for pid in plan.passages:
+                self.archival.delete(conn, image.id, pid)
+            self.recall.truncate(conn, image.id, old.id)
+        for label, value in plan.blocks.items():
+            image.memory.blocks[label].value = value
+        image.archival_count = max(0, image.archival_count - len(plan.passages))
+        undo.undo_files(plan, image.owner, self.files)
+        if not_undone is not None:
+            not_undone.extend(plan.not_undone)
         # The window is the tail of recall, so every dropped row was in it.
         image.window = image.window[:index]
         image.recall_count -= len(dropped)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, delete, func, select, text
 
 from llmos.llm.core import Message, ToolCall
 from llmos.storage.models import messages
@@ -152,6 +152,12 @@ class RecallStorage:
             q = q.where(messages.c.id < before)
         rows = conn.execute(q.order_by(messages.c.id.desc()).limit(limit)).fetchall()
         return [_row_to_message(r) for r in rows]
+
+    def truncate(self, conn: Connection, agent_id: str, first_id: int) -> None:
+        """Delete the agent's messages from `first_id` on (a retry forgets a turn)."""
+        conn.execute(
+            delete(messages).where(messages.c.agent_id == agent_id, messages.c.id >= first_id)
+        )
 
     def count(self, conn: Connection, agent_id: str) -> int:
         return conn.execute(

@@ -110,7 +110,14 @@ async def _stream(run: TurnRun) -> AsyncIterator[str]:
 
 @router.post(
     "/agents/{agent}/messages/retry",
-    summary="Run the last user message again, forgetting the agent's answer to it",
+    summary="Run the last user message again, undoing the agent's first answer to it",
+    description=(
+        "The last user message and everything after it are forgotten, and the turn's "
+        "effects undone: core memory blocks get back their values from before the turn, "
+        "archival passages it inserted are deleted, files it wrote get back their earlier "
+        "version. Then the message runs again. The turn's `not_undone` lists what could "
+        "not be undone (a tool's side effect, a message another agent received)."
+    ),
 )
 async def retry(
     agent: AgentName, user: CurrentUser, kernel: KernelDep, state: State
