@@ -179,14 +179,21 @@ async def conversation_search_date(
 
 def _recall_line(m: Any) -> str:
     when = datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M")
-    return f"[{when}] {m.role}: {m.searchable_text()}"
+    return f"[{when}] {m.line()}"
 
 
-async def search_recall(kernel: KernelInterface, agent: AgentImage, query: str, page: int) -> Any:
-    """(messages, total) of one page of the agent's recall search by words (a memory syscall)."""
-    return await kernel.syscall(
-        MemorySyscall(agent_id=agent.id, op="recall_search", args={"query": query, "page": page})
-    )
+async def search_recall(
+    kernel: KernelInterface,
+    agent: AgentImage,
+    query: str,
+    page: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Any:
+    """(messages, total) of one page of the agent's recall search by words, optionally
+    within dates (a memory syscall)."""
+    args = {"query": query, "page": page, "start": start, "end": end}
+    return await kernel.syscall(MemorySyscall(agent_id=agent.id, op="recall_search", args=args))
 
 
 async def embed(kernel: KernelInterface, agent: AgentImage, texts: list[str]) -> Any:

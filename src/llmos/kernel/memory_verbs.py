@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from llmos.agent import functions as fn
 from llmos.agent.loop import profile_of
-from llmos.agent.syscalls import StepWrites
+from llmos.agent.syscalls import MemorySyscall, StepWrites
 from llmos.errors import InvalidRequest, NotFound
 from llmos.kernel import undo
 from llmos.memory.transcript import compile_transcript
@@ -118,10 +119,32 @@ class MemoryVerbs:
             return self.recall.page(conn, image.id, before=before, limit=limit)
 
     async def search_recall(
-        self, name_or_id: str, query: str, page: int = 0, owner: str = "local"
+        self,
+        name_or_id: str,
+        query: str,
+        page: int = 0,
+        owner: str = "local",
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
     ) -> tuple[list[StoredMessage], int]:
+        """A page of the agent's messages matching `query`, best first; within
+        `start`..`end` (inclusive) when given."""
         image = self.image(name_or_id, owner)
-        return await fn.search_recall(self, image, query, page)  # type: ignore[arg-type]
+        return await fn.search_recall(self, image, query, page, start, end)  # type: ignore[arg-type]
+
+    async def search_recall_date(
+        self, name_or_id: str, start: datetime, end: datetime, page: int = 0, owner: str = "local"
+    ) -> tuple[list[StoredMessage], int]:
+        """A page of what the user and the agent said from `start` to `end`, oldest first."""
+        image = self.image(name_or_id, owner)
+        return await self.syscall(
+            MemorySyscall(
+                agent_id=image.id,
+                op="recall_search_date",
+                args={"start": start, "end": end, "page": page},
+            )
+        )
 
     def forget_last_turn(
         self, image: AgentImage, not_undone: list[str] | None = None
