@@ -211,11 +211,14 @@ def _paragraphs(lines: list[_Line]) -> list[list[str]]:
     for i, line in enumerate(lines):
         text = " ".join(line.text.split())
         prev = lines[i - 1] if i else None
-        starts = prev is None or (
-            prev.y - line.y > 1.4 * pitch + 0.5  # a blank line's worth of gap
-            or line.y > prev.y + 0.5  # back up the page: a new column or box
-            or abs(line.size - prev.size) > 0.5  # a heading, a footnote
-            or (line.x - prev.x > line.size and prev.text.rstrip()[-1:] in ".!?:")
+        starts = (
+            prev is None
+            or (
+                prev.y - line.y > 1.4 * pitch + 0.5  # a blank line's worth of gap
+                or line.y > prev.y + 0.5  # back up the page: a new column or box
+                or abs(line.size - prev.size) > 0.5  # a heading, a footnote
+                or (line.x - prev.x > line.size and prev.text.rstrip()[-1:] in ".!?:")
+            )
         )
         if starts:
             out.append([text])
