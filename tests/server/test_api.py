@@ -442,3 +442,12 @@ def test_keys_never_logged(live: LiveServer, caplog: pytest.LogCaptureFixture) -
     assert "POST /v1/agents" in logged  # the access log was captured
     assert live.users["alice"] not in logged
     assert LEAKY_SECRET not in logged
+
+
+def test_agent_shows_its_window_budget(alice: httpx.Client, agent: str) -> None:
+    budget = alice.get(f"/v1/agents/{agent}").json()["budget"]
+    assert set(budget) == {"window", "fixed", "summary", "reply", "messages"}
+    assert 0 < budget["fixed"] < budget["window"]
+    assert budget["messages"] == (
+        budget["window"] - budget["reply"] - budget["fixed"] - budget["summary"]
+    )

@@ -304,7 +304,8 @@ class Kernel(MemoryVerbs, AccessVerbs):
 
     def get_agent(self, name_or_id: str, owner: str = "local") -> dict[str, Any]:
         image = self.image(name_or_id, owner)
-        return image.describe() | {"usage": self.agent_usage(image.id).as_dict()}
+        usage = self.agent_usage(image.id).as_dict()
+        return image.describe() | {"usage": usage, "budget": self.budget(image.id, owner)}
 
     async def update_agent(
         self,

@@ -94,6 +94,21 @@ class MemoryVerbs:
             )
         return compile_window(image, core, self.tool_specs(image), [], image.max_tokens)
 
+    def budget(self, name_or_id: str, owner: str = "local") -> dict[str, int]:
+        """How the agent's window divides: `fixed` (system prompt, tools, core memory),
+        the `summary`, the `reply` reserve, and what is left for `messages`."""
+        image = self.image(name_or_id, owner)
+        sections = self.context(image.id, owner).sections
+        fixed = sum(sections.get(k, 0) for k in ("system", "tools", "core_memory"))
+        summary = sections.get("summary", 0)
+        return {
+            "window": image.context_window,
+            "fixed": fixed,
+            "summary": summary,
+            "reply": image.max_tokens,
+            "messages": image.context_window - image.max_tokens - fixed - summary,
+        }
+
     async def update_block(
         self, name_or_id: str, label: str, value: str, owner: str = "local"
     ) -> None:
