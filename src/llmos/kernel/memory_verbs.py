@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.agent import functions as fn
 from llmos.agent.loop import profile_of
 from llmos.agent.syscalls import MemorySyscall, StepWrites
-from llmos.errors import InvalidRequest, NotFound
+from llmos.errors import InvalidRequest, LLMOSError, NotFound
 from llmos.kernel import undo
 from llmos.memory.transcript import compile_transcript
 from llmos.memory.window import compile_window
@@ -94,11 +94,15 @@ class MemoryVerbs:
             )
         return compile_window(image, core, self.tool_specs(image), [], image.max_tokens)
 
-    def budget(self, name_or_id: str, owner: str = "local") -> dict[str, int]:
+    def budget(self, name_or_id: str, owner: str = "local") -> dict[str, int] | None:
         """How the agent's window divides: `fixed` (system prompt, tools, core memory),
-        the `summary`, the `reply` reserve, and what is left for `messages`."""
+        the `summary`, the `reply` reserve, and what is left for `messages`. None
+        when the agent's model is not available here to count with."""
         image = self.image(name_or_id, owner)
-        sections = self.context(image.id, owner).sections
+        try:
+            sections = self.context(image.id, owner).sections
+        except (ValueError, LLMOSError):
+            return None
         fixed = sum(sections.get(k, 0) for k in ("system", "tools", "core_memory"))
         summary = sections.get("summary", 0)
         return {
