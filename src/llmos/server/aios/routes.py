@@ -19,11 +19,9 @@ the main API serves them under `/v1/aios` as the key's user.
 Setup and executions are kept in memory, per user, while the server runs.
 """
 
-from __future__ import annotations
-
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -55,7 +53,7 @@ class AiosState:
 
     settings: dict[str, AiosSettings] = field(default_factory=dict)
     executions: dict[str, dict[int, asyncio.Task[Any]]] = field(default_factory=dict)
-    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def of(self, owner: str) -> AiosSettings:
         return self.settings.setdefault(owner, AiosSettings())
