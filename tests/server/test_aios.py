@@ -24,6 +24,8 @@ import httpx
 import pytest
 import requests
 import uvicorn
+
+pytest.importorskip("cerebrum", reason="aios-agent-sdk (Python < 3.12) is not installed")
 from cerebrum.client import Cerebrum
 from cerebrum.llm.communication import LLMQuery
 from cerebrum.llm.layer import LLMLayer

@@ -20,8 +20,10 @@ machine that is yours.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import socket
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,16 +31,17 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from sqlalchemy import select
 
-from llmos.access.policy import User, UserNotFound
+from llmos.access.policy import User, UserNotFound, redact
 from llmos.server.aios.routes import build_router
 from llmos.server.deps import APIError, ServerState, error_body
 from llmos.storage.models import users
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from llmos.storage.db import Database
 
+log = logging.getLogger("llmos.server")
 DEFAULT_PORT = 8000  # the SDK's default kernel URL is http://localhost:8000
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -162,7 +165,20 @@ class LoopbackGuard:
             await _respond(send, 413, f"send a Content-Length of at most {limit} bytes")
             return
         scope.setdefault("state", {})["user"] = user
-        await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # as the main API's gate: logged redacted, a JSON 500
+            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            log.error("unhandled error on AIOS %s:\n%s", scope.get("path"), redact("".join(lines)))
+            if not started:
+                await _respond(send, 500, "internal error; see the server log")
 
 
 async def _respond(
