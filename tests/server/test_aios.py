@@ -413,6 +413,19 @@ def test_tool_calls_run_the_agents_attached_tools_only(srv: AiosServer) -> None:
     own = query(srv, agent, "tool", {"tool_calls": [{"name": "send_message", "parameters": {}}]})
     assert "agent loop's own functions" in own["error"]
 
+    # an irreversible tool waits for alice's approval; nothing runs meanwhile
+    launch = unique("launch").replace("-", "_")
+    source = "__irreversible__ = True\n" + ADD.replace("def add", f"def {launch}")
+    with srv.api() as api:
+        assert api.post("/v1/tools", json={"source": source}).status_code == 201
+        assert api.put(f"/v1/agents/{agent}/tools/{launch}").status_code in (200, 201)
+        held = query(
+            srv, agent, "tool", {"tool_calls": [{"name": launch, "parameters": {"a": 1, "b": 1}}]}
+        )
+        assert held["status_code"] == 202 and "waiting for approval" in held["error"]
+        pending = api.get("/v1/approvals").json()["approvals"]
+        assert [p["tool"] for p in pending if p["tool"] == launch] == [launch]
+
 
 # --- setup, status, submit -----------------------------------------------------------
 
