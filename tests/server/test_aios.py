@@ -594,3 +594,53 @@ def test_llmos_serve_aios_user(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"AIOS kernel API as user alice on http://127.0.0.1:{aios_port}" in out
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "status", "says"),
+    [
+        ("files", {}, 422, "query_type"),
+        ("memory", {"operation_type": "explode", "params": {}}, 422, "not one of"),
+        ("storage", {"operation_type": "format_disk", "params": {}}, 422, "not one of"),
+        ("llm", {"messages": []}, 422, "messages"),
+        ("llm", {"messages": [{"role": "wizard", "content": "x"}]}, 422, "role"),
+        (
+            "llm",
+            {"messages": [{"role": "user", "content": "x"}], "action_type": "dance"},
+            422,
+            "action_type",
+        ),
+        ("tool", {"tool_calls": []}, 422, "tool_calls"),
+        ("llm", {"messages": [{"role": "user", "content": "q"}], "llms": ["x"]}, 422, "llms.0"),
+    ],
+)
+def test_malformed_queries_are_clear_errors(
+    srv: AiosServer, kind: str, data: dict[str, Any], status: int, says: str
+) -> None:
+    r = requests.post(
+        f"{srv.aios_url}/query",
+        json={"agent_name": "strict", "query_type": kind, "query_data": data},
+        timeout=30,
+    )
+    assert r.status_code == status and says in r.json()["error"]["message"], r.text
+
+
+def test_bad_operation_input_is_answered_in_band(srv: AiosServer) -> None:
+    bad = query(
+        srv,
+        "strict",
+        "memory",
+        {"operation_type": "add_memory", "params": {"content": "x", "metadata": 7}},
+    )
+    assert bad["success"] is False and "metadata must be an object" in bad["error"]
+    bad = query(
+        srv,
+        "strict",
+        "memory",
+        {"operation_type": "retrieve_memory", "params": {"content": "x", "k": 0}},
+    )
+    assert bad["success"] is False and "k must be" in bad["error"]
+    bad = query(
+        srv, "strict", "storage", {"operation_type": "write", "params": {"file_path": "a.txt"}}
+    )
+    assert bad["error"] == "write needs content (text)"

@@ -149,7 +149,8 @@ class AiosService(StoreOps):
         return None, False
 
     def _sampling(self, data: shapes.LLMQueryData) -> tuple[float, int | None]:
-        first = (data.llms or [{}])[0] or {}
+        first = (data.llms or [{}])[0]
+        first = first if isinstance(first, dict) else {}
         temperature = data.temperature
         if temperature is None and first.get("temperature") is not None:
             temperature = first["temperature"]

@@ -223,7 +223,8 @@ class StoreOps:
     def _retrieve(self, area: str, p: dict[str, Any]) -> list[dict[str, Any]]:
         """Files matching the query, most matched words first (a substring search per word)."""
         query = str(p.get("query_text") or p.get("query") or "").strip()
-        words = [query, *(p.get("keywords") or []), *query.split()]
+        keywords = p.get("keywords") if isinstance(p.get("keywords"), list) else []
+        words = [query, *keywords, *query.split()]
         n = p.get("n", p.get("k", 3))
         n = int(n) if str(n).isdigit() else 3
         hits: dict[str, dict[str, Any]] = {}
@@ -232,7 +233,7 @@ class StoreOps:
                 found = hits.setdefault(hit["path"], {"file_path": hit["path"], "matches": 0})
                 found["matches"] += 1
                 found.setdefault("snippet", hit["snippet"])
-        if not query and not p.get("keywords"):
+        if not query and not keywords:
             raise OpFailed("retrieve needs query_text")
         return sorted(hits.values(), key=lambda h: (-h["matches"], h["file_path"]))[: max(1, n)]
 
@@ -269,13 +270,11 @@ def _memory_id(p: dict[str, Any]) -> int:
 
 def _metadata_source(p: dict[str, Any]) -> str | None:
     meta = p.get("metadata") or {}
-    for key in ("keywords", "tags", "category", "context"):
-        if key in p and key not in meta:
-            meta[key] = p[key]
-    if not meta:
-        return None
     if not isinstance(meta, dict):
         raise OpFailed("metadata must be an object")
+    meta = {k: p[k] for k in ("keywords", "tags", "category", "context") if k in p} | meta
+    if not meta:
+        return None
     text = _SOURCE_PREFIX + json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
     if len(text) > 512:
         raise OpFailed(f"metadata takes {len(text)} characters as JSON; at most 500 are kept")
