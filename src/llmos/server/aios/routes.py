@@ -63,12 +63,12 @@ def aios_state(request: Request) -> AiosState:
     return request.app.state.aios
 
 
-def model_string(llm_name: str, backend: str | None) -> str:
+def model_string(llm_name: str, backend: Any) -> str:
     """The llmos model string of AIOS's `llm_name` + `llm_backend`."""
     name = llm_name.strip()
     if not name:
         raise InvalidRequest("llm_name is empty")
-    prefix = BACKENDS.get((backend or "").lower())
+    prefix = BACKENDS.get(str(backend or "").lower())
     if prefix and not name.startswith(prefix + "/"):
         return f"{prefix}/{name}"
     if "/" in name or name.startswith("local"):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from llmos.memory.image import AgentImage
 
 _SOURCE_PREFIX = "aios:"
+_MAX_ID = 2**62  # ids and versions past this cannot be the database's (SQLite: 64-bit)
 _AREA = re.compile(r"^[\w.@+-]{1,128}$")
 
 
@@ -153,10 +154,8 @@ class StoreOps:
                     "version": files.write(owner, area, path, content, quota),
                 }
             elif op in ("read", "read_file"):
-                version = p.get("version")
-                got = files.read(
-                    owner, area, _path(p), version if isinstance(version, int) else None
-                )
+                version = _version(p.get("version"))
+                got = files.read(owner, area, _path(p), version)
                 message = {
                     "file_path": got["path"],
                     "version": got["version"],
@@ -241,7 +240,7 @@ class StoreOps:
         path = _path(p)
         files = self.kernel.files
         versions = files.versions(self.owner, area, path)
-        target = p.get("version")
+        target = _version(p.get("version"))
         if target is None:
             n = p.get("n", 1)
             n = int(n) if str(n).isdigit() else 0
@@ -263,7 +262,8 @@ def _required_text(p: dict[str, Any], key: str) -> str:
 
 def _memory_id(p: dict[str, Any]) -> int:
     raw = p.get("memory_id", p.get("id"))
-    if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
+    digits = isinstance(raw, str) and raw.isdigit() and len(raw) < 19
+    if (isinstance(raw, int) or digits) and 0 < int(raw) < _MAX_ID:
         return int(raw)
     raise OpFailed("Memory not found" if raw else "memory_id is required", 404 if raw else 400)
 
@@ -289,6 +289,14 @@ def _metadata(source: str | None) -> dict[str, Any]:
         except ValueError:
             return {}
     return {"source": source} if source else {}
+
+
+def _version(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or not 0 < raw < _MAX_ID:
+        raise OpFailed("version must be a positive integer")
+    return raw
 
 
 def _path(p: dict[str, Any], key: str = "file_path") -> str:
