@@ -33,8 +33,9 @@ _MAX_ID = 2**62  # ids and versions past this cannot be the database's (SQLite: 
 _AREA = re.compile(r"^[\w.@+-]{1,128}$")
 
 
-class OpFailed(Exception):
-    """An operation that failed for a reason the agent should read (answered in-band)."""
+class OpFailed(InvalidRequest):
+    """An operation that failed for a reason the agent should read (answered in-band,
+    with `status` in the response, never as an HTTP error)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
