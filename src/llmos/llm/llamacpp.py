@@ -28,7 +28,10 @@ What it does:
   (`llm/llamacpp_slot.py`, `llm/kvstore.py`), so agents taking turns do not
   re-evaluate each other's prompts; `stats()` reports hits, misses and bytes.
 
-Left out: streaming, several sequences decoded in one batch, GPU offload, and
+* streams when the request has `on_delta` (each sampled token's text, also
+  across preemptions; see `llm/llamacpp_generation.py`).
+
+Left out: several sequences decoded in one batch, GPU offload, and
 any chat template other than Gemma's.
 """
 
@@ -306,17 +309,21 @@ class LlamaCppCore:
         return LlamaCppGeneration(self, request)
 
     def _chat_sync(self, request: ChatRequest) -> ChatResponse:
+        return self._run_whole(self.start(request))
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        # llama.cpp releases the GIL while it computes, so the event loop stays
+        # responsive while a step runs in the worker thread.
         gen = self.start(request)
+        gen.bind_loop(asyncio.get_running_loop())
+        return await asyncio.to_thread(self._run_whole, gen)
+
+    def _run_whole(self, gen: LlamaCppGeneration) -> ChatResponse:
         try:
             gen.run_sync(gen.max_tokens)
             return gen.result()
         finally:
             gen.close_sync()
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        # llama.cpp releases the GIL while it computes, so the event loop stays
-        # responsive while a step runs in the worker thread.
-        return await asyncio.to_thread(self._chat_sync, request)
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` costs, from the model's own tokenizer (loads the model)."""
