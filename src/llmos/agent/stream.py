@@ -20,8 +20,10 @@ an argument the function rejected), nothing more is sent: the `reply` event is
 authoritative.
 
 A repeated request (the scheduler retries a failed one) streams its pieces
-again: a call's JSON value starting over is noticed, and only text beyond
-what was already sent is sent.
+again: a call's JSON value starting over after a whole one is noticed, and
+only text beyond what was already sent is sent. A stream cut in the middle
+and retried is not told apart from a nested value: its tokens may then stop
+short, and the `reply` event (always sent) is the whole reply.
 
 Left out: streaming the reply of a call to another function (only
 `send_message` talks to the user).
