@@ -8,17 +8,23 @@ N short user messages (`kernel.send` with an event sink, so the reply streams):
   one-shot CLI process paid before the kernel stayed up;
 * warm: the second and later turns in the same kernel, whose agent's prompt
   state is still in the model or the KV store;
-* fresh kernel, same model file: a second kernel on the same home (in this
-  process, the model loaded again): today the prompt is evaluated again.
+* restart, from disk: a second kernel on the same home (the model loaded
+  again), the agent's prompt state taken from `$LLMOS_HOME/kv/agents`, which
+  the first kernel wrote when it closed;
+* restart, cold: a third kernel after those files were removed: the whole
+  prompt is evaluated again (what every restart cost before).
 
 Per turn: prompt tokens in the request(s), prompt tokens evaluated (the core's
 `prompt_tokens_evaluated` counter), completion tokens, whole turn time, and the
-time to the first `token` event. Medians per phase.
+time to the first `token` event, and the process's CPU time for the turn (all
+threads: less sensitive to other work on the machine than wall time). Medians
+per phase.
 
 Target (issue 13): a warm turn under 1.5 s whole for a reply of about 20 tokens.
 
 Left out: the HTTP service around the kernel (the "service" work measures the
-CLI against it), and states kept on disk across restarts (not built yet).
+CLI against it). The machine's load average is recorded with the results:
+other work on a 2-core machine inflates every time (not the token counts).
 
 Run: python benchmarks/embedded_turns.py [--turns N]
 Writes benchmarks/results/embedded_turns.json.
@@ -60,9 +66,9 @@ async def turns(home: Path, agent: str, texts: list[str], create: bool) -> list[
                 if event["type"] == "token" and not first:
                     first.append(time.perf_counter())
 
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             turn = await kernel.send(agent, text, on_event=sink)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             after = core.stats()  # type: ignore[attr-defined]
             rows.append(
                 {
@@ -74,6 +80,7 @@ async def turns(home: Path, agent: str, texts: list[str], create: bool) -> list[
                     - before["prompt_tokens_evaluated"],
                     "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
                     "turn_s": round(t1 - t0, 3),
+                    "cpu_s": round(c1 - c0, 3),
                     "first_token_s": round(first[0] - t0, 3) if first else None,
                 }
             )
@@ -95,11 +102,15 @@ def main() -> None:
         home = Path(tmp)
         os.environ["LLMOS_HOME"] = str(home)
         first = asyncio.run(turns(home, "bench", MESSAGES[: args.turns], create=True))
-        again = asyncio.run(turns(home, "bench", MESSAGES[args.turns : args.turns + 3], False))
-    phases = {"cold": first[:1], "warm": first[1:], "fresh kernel": again[:1],
-              "fresh kernel, warm": again[1:]}  # fmt: skip
-    head = ("phase", "n", "prompt", "evaluated", "out", "turn s", "ttft s")
-    widths = (20, 3, 8, 11, 6, 8, 8)
+        more = MESSAGES[args.turns :]
+        again = asyncio.run(turns(home, "bench", more[:2], False))
+        for f in (home / "kv" / "agents").glob("*.kv"):
+            f.unlink()
+        cold = asyncio.run(turns(home, "bench", more[2:3], False))
+    phases = {"cold (new agent)": first[:1], "warm": first[1:] + again[1:],
+              "restart, from disk": again[:1], "restart, cold": cold}  # fmt: skip
+    head = ("phase", "n", "prompt", "evaluated", "out", "turn s", "ttft s", "cpu s")
+    widths = (20, 3, 8, 11, 6, 8, 8, 8)
     print(
         "".join(
             f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
@@ -110,14 +121,15 @@ def main() -> None:
     for name, rows in phases.items():
         if not rows:
             continue
-        keys = ("prompt_tokens", "evaluated", "completion_tokens", "turn_s", "first_token_s")
+        keys = ("prompt_tokens", "evaluated", "completion_tokens", "turn_s", "first_token_s",
+                "cpu_s")  # fmt: skip
         s = {k: med(rows, k) for k in keys}
         summary[name] = {"n": len(rows), **s}
         cells = (name, len(rows), *(s[k] for k in keys))
         print("".join(f"{c!s:<{w}}" if i == 0 else f"{c!s:>{w}}"
                       for i, (c, w) in enumerate(zip(cells, widths, strict=True))))  # fmt: skip
     out = ROOT / "benchmarks" / "results" / "embedded_turns.json"
-    out.write_text(json.dumps({"summary": summary, "turns": first + again,
+    out.write_text(json.dumps({"summary": summary, "turns": first + again + cold,
                                "loadavg": os.getloadavg()}, indent=2))  # fmt: skip
     print(f"wrote {out}")
 
