@@ -5,7 +5,10 @@ against the loopback fakes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from llmos.llm.anthropic import AnthropicCore
 from llmos.llm.core import ChatRequest, Delta, Message, ToolSpec
@@ -92,3 +95,36 @@ async def test_anthropic_streams_tool_input_when_asked() -> None:
     assert json.loads("".join(d.text for d in args)) == json.loads(call.arguments)
     assert json.loads(call.arguments) == {"message": REPLY}
     assert all(d.name == "send_message" for d in args)
+
+
+async def test_bedrock_streams_tool_input_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from llmos.llm.bedrock import BedrockCore
+    from tests.fakes.bedrock_server import FakeBedrockServer
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDLLMOSTEST0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "llmos-test-secret-access-key-0123456789")
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+
+    def policy(view: dict[str, Any]) -> dict[str, Any]:
+        return {"tool_calls": [{"name": "send_message", "arguments": {"message": REPLY}}]}
+
+    with FakeBedrockServer(policy) as srv:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+        core = BedrockCore("us.anthropic.claude-3-7-sonnet-20250219-v1:0", timeout=10)
+        deltas: list[Delta] = []
+        try:
+            response = await core.chat(ask(deltas, tools=[SEND]))
+        finally:
+            await core.aclose()
+    (call,) = response.tool_calls
+    args = [d for d in deltas if d.call is not None]
+    assert args and all(d.name == "send_message" and d.call == 0 for d in args)
+    assert json.loads("".join(d.text for d in args)) == json.loads(call.arguments)
+    assert json.loads(call.arguments) == {"message": REPLY}
