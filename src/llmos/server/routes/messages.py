@@ -112,6 +112,8 @@ async def _stream(run: TurnRun) -> AsyncIterator[str]:
             yield sse("token", {"type": "token", "text": scrub(held)})
             held = ""
         yield sse(event["type"], scrub(event))
+    if held:  # a turn that ended without its reply (failed, cancelled)
+        yield sse("token", {"type": "token", "text": scrub(held)})
     try:
         turn = await run.result()
     except Exception as exc:  # after the stream began: report it in the stream
