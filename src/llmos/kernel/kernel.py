@@ -133,6 +133,9 @@ class Kernel(MemoryVerbs, AccessVerbs):
         )
         # A step's messages and effects, written atomically, then applied to the image.
         self.commit_step = committer.commit
+        self._committer = committer
+        # Agent messages an earlier kernel accepted: delivered once turns run here.
+        self.waker.on_start = lambda: self.messenger.resume_pending()
 
     @property
     def leases(self) -> AgentLeases | None:
@@ -149,6 +152,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
         return cls(Database.open(home / "llmos.db"), **kwargs)
 
     async def __aenter__(self) -> Kernel:
+        self.waker.start()  # finish agent messages an earlier kernel accepted
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -217,7 +221,10 @@ class Kernel(MemoryVerbs, AccessVerbs):
     def messenger(self) -> AgentMessenger:
         """The agent-to-agent message service (`kernel/messaging.py`), made on first use."""
         if self._messenger is None:
-            self._messenger = AgentMessenger(self.waker, self.grants, self.audit_log)
+            c = self._committer
+            self._messenger = AgentMessenger(
+                self.waker, self.grants, self.audit_log, c.pending, c.mark_pending
+            )
         return self._messenger
 
     def _msgr(self) -> AgentMessenger:

@@ -105,6 +105,7 @@ def create_app(
         state.kernel = Kernel.open(home) if own else kernel
         state.kernel.tools.allow_unsafe = config.unsafe_tools  # HTTP users: OS sandbox or no tools
         state.access = AccessManager(state.kernel.db)
+        state.kernel.waker.start()  # finish agent messages an earlier kernel accepted
         try:
             yield
         finally:
