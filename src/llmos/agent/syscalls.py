@@ -138,3 +138,15 @@ class KernelInterface(Protocol):
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer."""
         ...
+
+    async def propose_tool(
+        self,
+        image: AgentImage,
+        name: str,
+        source: str,
+        description: str,
+        examples: list[dict[str, Any]],
+    ) -> tuple[bool, str, str | None]:
+        """Test an agent-written tool and file it for its owner's approval:
+        (ok, message for the model, approval id)."""
+        ...
