@@ -22,7 +22,8 @@ from llmos.tools.registry import ToolError, ToolNotFound
 
 
 def tool_source(name: str, body: str, doc: str = "Do it.") -> str:
-    return f'def {name}(x: int) -> int:\n    """{doc}\n\n    Args:\n        x: A number.\n    """\n    {body}\n'
+    args = "    Args:\n        x: A number.\n"
+    return f'def {name}(x: int) -> int:\n    """{doc}\n\n{args}    """\n    {body}\n'
 
 
 DOUBLE = tool_source("double", "return 2 * x", "Double a number.")
@@ -169,11 +170,12 @@ async def test_a_failing_test_call_is_an_error_the_agent_corrects(kernel: Kernel
 async def test_source_checks_reject_what_is_not_one_typed_documented_function(
     kernel: Kernel,
 ) -> None:
+    fx = 'def f(x: int) -> int:\n    """D."""\n    return x\n'
     bad = {
         "no docstring": "def f(x: int) -> int:\n    return x\n",
         "untyped": 'def f(x):\n    """Doc."""\n    return x\n',
-        "two": 'def f(x: int) -> int:\n    """D."""\n    return x\n\ndef g() -> int:\n    """D."""\n    return 1\n',
-        "code at top": 'import os\nos.system("x")\ndef f(x: int) -> int:\n    """D."""\n    return x\n',
+        "two": fx + 'def g() -> int:\n    """D."""\n    return 1\n',
+        "code at top": 'import os\nos.system("x")\n' + fx,
         "flags": '__irreversible__ = True\ndef f(x: int) -> int:\n    """D."""\n    return x\n',
         "wrong name": 'def g(x: int) -> int:\n    """D."""\n    return x\n',
         "syntax": "def f(:\n",
@@ -187,7 +189,8 @@ async def test_source_checks_reject_what_is_not_one_typed_documented_function(
         check_source(
             "send_message", 'def send_message(x: str) -> str:\n    """D."""\n', ["send_message"]
         )
-    ok = 'import math\n\ndef f(x: float, y: int = 2) -> float:\n    """Power."""\n    return math.pow(x, y)\n'
+    ok = "import math\n\ndef f(x: float, y: int = 2) -> float:\n"
+    ok += '    """Power."""\n    return math.pow(x, y)\n'
     assert check_source("f", ok).name == "f"
     # through the agent: a kernel-function name and a missing example are refused
     await make(

@@ -3,8 +3,9 @@
 Every agent has the built-ins (`functions.py`). The file functions
 (`file_functions.py`) and the agent-message functions (`agent_functions.py`)
 are offered only to agents whose settings switch them on (`file_tools`,
-`agent_tools`; `self_tools` offers `create_tool`), so agents that never use them do not pay for their schemas in
-every prompt. Any other name is a user tool, run by `tools/executor.py`.
+`agent_tools`; `self_tools` offers `create_tool`), so agents that never use
+them do not pay for their schemas in every prompt. Any other name is a user
+tool, run by `tools/executor.py`.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class CreateToolArgs(_Args):
     examples: list[dict[str, Any]] = Field(
         default_factory=list,
         max_length=3,
-        description="Argument objects to test it with, e.g. [{\"x\": 2}]",
+        description='Argument objects to test it with, e.g. [{"x": 2}]',
     )
 
 

@@ -183,9 +183,7 @@ class AccessVerbs:
         )
         call_text = f"{record['tool']}({record['arguments']})"
         if record["tool"] == authoring.CREATE_TOOL:
-            outcome, text = await authoring.decided(
-                self, record, approve, owner, reason, RESERVED
-            )
+            outcome, text = await authoring.decided(self, record, approve, owner, reason, RESERVED)
         elif approve:
             tool = self.tools.get(owner, record["tool"])
             if tool is None:

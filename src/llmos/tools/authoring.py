@@ -117,10 +117,14 @@ async def propose(
         return False, f"create_tool: the source does not load: {found.error}", None
     required = _required(func)
     if required and not examples:
-        return False, (
-            f"create_tool: give examples to test {name} with, e.g. "
-            f"[{json.dumps(dict.fromkeys(required, '...'))}]"
-        ), None
+        return (
+            False,
+            (
+                f"create_tool: give examples to test {name} with, e.g. "
+                f"[{json.dumps(dict.fromkeys(required, '...'))}]"
+            ),
+            None,
+        )
     tests = []
     for args in (examples or [{}])[:MAX_TESTS]:
         ran = await host.tools.test_call(source, name, args)
@@ -129,11 +133,15 @@ async def propose(
             host.audit_log.record(
                 agent.owner, "tool", "test_failed", detail=f"{shown}: {ran.error}", **audit
             )
-            return False, clip(
-                f"create_tool: the test call {shown} failed: {ran.message()}. "
-                "Fix the source and call create_tool again.",
-                2000,
-            ), None
+            return (
+                False,
+                clip(
+                    f"create_tool: the test call {shown} failed: {ran.message()}. "
+                    "Fix the source and call create_tool again.",
+                    2000,
+                ),
+                None,
+            )
         tests.append({"args": args, "result": clip(ran.message(), 500)})
     arguments = {"name": name, "description": description, "source": source, "tests": tests}
     approval_id = host.approval_store.create(
@@ -145,11 +153,15 @@ async def propose(
     )
     host.note_pending_approval(agent.id, +1)
     results = "; ".join(f"{name}({json.dumps(t['args'])}) -> {t['result']}" for t in tests)
-    return True, clip(
-        f"Tested: {results}. Your owner must approve {name} (approval {approval_id}) before "
-        "you can call it; you will get the decision as an event. Do not call it until then.",
-        2000,
-    ), approval_id
+    return (
+        True,
+        clip(
+            f"Tested: {results}. Your owner must approve {name} (approval {approval_id}) before "
+            "you can call it; you will get the decision as an event. Do not call it until then.",
+            2000,
+        ),
+        approval_id,
+    )
 
 
 async def decided(
