@@ -196,8 +196,8 @@ async def run(args: CalculateArgs, env: Env) -> SandboxResult:
 
 TOOL = Builtin(
     "calculate",
-    "Evaluate an arithmetic expression exactly: + - * / // % ** and math functions "
-    f"({', '.join(FUNCTIONS)}), constants pi, e, tau. No variables or code.",
+    "Evaluate an arithmetic expression: + - * / // % **, math functions (sqrt, log, "
+    "sin, factorial, ...), pi, e. No variables or code.",
     CalculateArgs,
     run,
 )
