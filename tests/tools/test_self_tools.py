@@ -246,6 +246,15 @@ async def test_second_version_replaces_first_and_rollback_restores_it(kernel: Ke
     assert added[0]["version"] == 3
 
 
+async def test_a_new_version_keeps_the_owners_irreversible_flag(kernel: Kernel) -> None:
+    await kernel.add_tool(DOUBLE, irreversible=True)
+    await make(kernel, writer(proposal("double", DOUBLE.replace("2 * x", "x + x"))))
+    await kernel.send("ann", "rewrite double")
+    await kernel.decide(kernel.approvals()[0]["id"], True)
+    tool = kernel.tools.get("local", "double")
+    assert tool is not None and tool.version == 2 and tool.irreversible
+
+
 async def test_another_users_agent_cannot_see_or_call_it(kernel: Kernel) -> None:
     await make(kernel, writer(proposal("double", DOUBLE)))
     await kernel.send("ann", "write it")

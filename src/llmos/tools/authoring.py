@@ -21,8 +21,9 @@ the version record and the audit log) and attached to the agent; denied,
 nothing of it ever runs again. Either way the agent gets the outcome as an
 event and a turn, so it can call its new tool in its next step.
 
-Left out: self-written tools that are exclusive or irreversible, and more
-than one function per tool.
+A new version of an existing tool keeps that tool's flags (exclusive,
+irreversible); a new tool has neither. Left out: more than one function per
+tool.
 """
 
 from __future__ import annotations
@@ -181,12 +182,15 @@ async def decided(
             f"installed. Reason: {reason or 'none given'}."
         )
         return "Denied" + (f": {reason}" if reason else "."), text
+    # A new version keeps the flags the owner gave the tool: an agent cannot
+    # write the approval step off an irreversible tool.
+    existing = host.tools.get(owner, name)
     try:
         added = await host.tools.add(
             proposal["source"],
             owner,
-            exclusive=False,
-            irreversible=False,
+            exclusive=bool(existing and existing.exclusive),
+            irreversible=bool(existing and existing.irreversible),
             reserved=set(reserved),
             description=proposal.get("description"),
             author=f"agent:{record.get('agent') or record['agent_id']}",
