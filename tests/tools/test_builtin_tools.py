@@ -207,6 +207,10 @@ async def test_fetch_url_refuses_what_is_not_allowed(server: str) -> None:
         "fetch_url", {"url": f"http://localhost:{port}/page"}, fetch_env()
     )
     assert not other_host.ok and "allow-list" in str(other_host.error)
+    # userinfo that looks like an allowed host does not make the real host allowed
+    trick = f"http://127.0.0.1@localhost:{port}/page"
+    tricked = await builtin.run("fetch_url", {"url": trick}, fetch_env())
+    assert not tricked.ok and "'localhost' is not on" in str(tricked.error)
     out = await builtin.run("fetch_url", {"url": f"{server}/redirect-out"}, fetch_env())
     assert not out.ok and "'localhost' is not on" in str(out.error)
     # loopback is private: refused unless the operator allows private addresses

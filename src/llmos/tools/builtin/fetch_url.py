@@ -27,7 +27,7 @@ import os
 import re
 import socket
 from fnmatch import fnmatchcase
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 from bs4 import BeautifulSoup
@@ -60,10 +60,14 @@ def _public(address: str) -> bool:
 
 
 async def _check(url: str, policy: FetchPolicy) -> None:
-    parts = urlsplit(url)
+    # httpx's own parse: the host checked is the host it will connect to
+    try:
+        parts = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as e:
+        raise FetchRefused(f"not a URL: {url!r} ({e})") from None
     if parts.scheme not in ("http", "https"):
         raise FetchRefused(f"only http and https URLs can be fetched, not {url!r}")
-    host = (parts.hostname or "").lower()
+    host = parts.host.lower().strip("[]")
     if not host:
         raise FetchRefused(f"no host in {url!r}")
     if not any(fnmatchcase(host, pattern) for pattern in policy.hosts):
@@ -117,13 +121,14 @@ async def _fetch(url: str, policy: FetchPolicy) -> tuple[str, int, str]:
                 ctype = resp.headers.get("content-type", "text/plain").lower()
                 if not ctype.startswith(TEXT_TYPES):
                     raise FetchRefused(f"{url!r} is not a text page (content-type {ctype})")
-                body = b""
+                body = bytearray()
                 async for chunk in resp.aiter_bytes():
                     body += chunk
                     if len(body) >= policy.max_bytes:
-                        body = body[: policy.max_bytes]
+                        del body[policy.max_bytes :]
                         break
-                return str(resp.url), resp.status_code, _to_text(body, ctype, resp.charset_encoding)
+                text = _to_text(bytes(body), ctype, resp.charset_encoding)
+                return str(resp.url), resp.status_code, text
     raise FetchRefused(f"more than {policy.max_redirects} redirects")
 
 
