@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.errors import InvalidRequest
 from llmos.tools.builtin.base import Builtin, Env, done, failed
 from llmos.tools.sandbox import SandboxResult
 
@@ -30,7 +31,7 @@ MAX_FACTORIAL = 1000
 Number = int | float
 
 
-class CalcError(ValueError):
+class CalcError(InvalidRequest):
     """The expression is not allowed or cannot be evaluated; the message says why."""
 
 

@@ -33,6 +33,7 @@ import httpx
 from bs4 import BeautifulSoup
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmos.errors import InvalidRequest
 from llmos.tools.builtin.base import Builtin, Env, FetchPolicy, done, failed
 from llmos.tools.sandbox import SandboxResult
 
@@ -41,7 +42,7 @@ ENV_PRIVATE = "LLMOS_FETCH_PRIVATE"
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml+xml")
 
 
-class FetchRefused(Exception):
+class FetchRefused(InvalidRequest):
     """The URL is not allowed or the fetch failed; the message is for the model."""
 
 
