@@ -302,3 +302,20 @@ async def test_an_agent_calls_a_builtin_tool_once_attached(kernel: Kernel) -> No
     with pytest.raises(ToolError, match="built-in"):
         await kernel.add_tool('def calculate(x: str) -> str:\n    """Fake."""\n    return x\n')
     assert kernel.detach_tool("ann", "calculate")
+
+
+async def test_an_agent_fetches_a_page_the_operator_allows(
+    kernel: Kernel, server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the operator's environment, read by the process running the agents
+    monkeypatch.setenv("LLMOS_FETCH_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("LLMOS_FETCH_PRIVATE", "1")
+    core = ScriptedCore(tool_policy("fetch_url", url=f"{server}/page"), name="scripted/fetch")
+    kernel.add_core(core)
+    await kernel.create_agent("ann", model=core.name, embedder="test/hash")
+    kernel.attach_tool("ann", "fetch_url")
+    turn = await kernel.send("ann", "read the page")
+    assert turn.function_calls[0].ok and "Body text." in (turn.reply or "")
+    monkeypatch.setenv("LLMOS_FETCH_PRIVATE", "0")
+    turn = await kernel.send("ann", "read it again")
+    assert not turn.function_calls[0].ok and "private or local" in turn.function_calls[0].result

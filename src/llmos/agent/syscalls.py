@@ -18,8 +18,9 @@ per-agent and per-core totals.
 A function call runs with a `FunctionContext`; the writes it wants made go in
 its `StepWrites`, which the kernel commits with the step. `KernelInterface`
 is everything `agent/` sees of the kernel: submit a
-syscall, commit a step, the functions on offer, and the file store, grants
-and audit log the file functions use. The kernel satisfies it; `agent/`
+syscall, commit a step, the functions on offer, file an agent-written tool
+for approval (`create_tool`), and the file store, grants and audit log the
+file functions use. The kernel satisfies it; `agent/`
 never imports `kernel/`.
 """
 
