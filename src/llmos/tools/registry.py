@@ -298,6 +298,8 @@ class ToolManager:
 
     def rollback(self, owner: str, name: str, version: int) -> dict[str, Any]:
         """Put a stored version of the tool back in use. Raises ToolNotFound."""
+        if self.get(owner, name) is None:  # before its versions: the same error as any name
+            raise ToolNotFound(f"no tool named {name!r}")
         with self.db.begin() as conn:
             r = conn.execute(
                 select(tool_versions).where(
