@@ -2,6 +2,7 @@
 
     llmos agent create NAME [--model M] [--persona P] ...   an agent with its core memory
     llmos agent list|show NAME|delete NAME                  the agents and their state
+    llmos agent set NAME KEY=VALUE ...                      change settings (KEY= resets)
     llmos agent set-embedder NAME SPEC                      re-embed archival memory
 
 `set-embedder` replaces the old vectors in one transaction at the end, with a
@@ -267,3 +268,43 @@ def agent_set_embedder(
             f"{escape(result['embedder'])} ({result['dim']}-d): {result['passages']} passages "
             f"re-embedded (was {escape(result['previous'])})."
         )
+
+
+@agent_app.command("set")
+def agent_set(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    pairs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY=VALUE...",
+            help="Settings to change; KEY= (or KEY=default) resets one to its default.",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings as JSON.")] = False,
+) -> None:
+    """Change an agent's settings, all checked before any is applied.
+
+    Settings: max_steps, warning_fraction, flush_fraction, flush_target,
+    max_tokens, temperature, priority, memory_mode (self|auto|hybrid),
+    file_tools, agent_tools, self_tools (true|false), file_quota (bytes).
+
+    Example: llmos agent set alice self_tools=true max_steps=20 temperature=
+    """
+
+    async def body(kernel: Kernel) -> tuple[dict[str, Any], dict[str, Any]]:
+        from llmos.kernel.settings import parse_settings
+
+        changes = parse_settings(pairs)  # InvalidRequest is a ValueError: one line
+        return changes, await kernel.update_agent(name, settings=changes)
+
+    changes, desc = run(ctx, body)
+    if as_json:
+        dump(desc["settings"])
+        return
+    settings = desc["settings"]
+    shown = ", ".join(
+        f"{k}={settings.get(k)}" + (" (default)" if v is None else "") for k, v in changes.items()
+    )
+    out.print(f"{escape(desc['name'])}: {escape(shown)}")

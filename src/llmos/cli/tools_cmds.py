@@ -1,11 +1,14 @@
 """Tool, access and approval commands of the shell.
 
     llmos tool add FILE.py [--exclusive] [--irreversible]   register a file's functions
-    llmos tool list [--agent NAME]                           the owner's or an agent's tools
+    llmos tool list [--agent NAME | --builtin]               your, an agent's or built-in tools
     llmos tool attach|detach AGENT TOOL                      give or take an agent's tool
+    llmos tool versions TOOL [--source]                      every version, who wrote/approved
+    llmos tool rollback TOOL VERSION                         put an older version back in use
     llmos tool remove TOOL                                   delete a tool
     llmos grant AGENT KIND TARGET [--mode r|rw] [--revoke]   agent / shared-files grants
-    llmos approvals [list|approve ID|deny ID] [--reason R]   pending irreversible calls
+    llmos approvals [list|show ID|approve ID|deny ID]        pending calls and agent-written
+                    [--reason R]                             tools (show: with their source)
     llmos audit [--agent NAME] [--limit N]                   the audit log
 
 They import the kernel only when they run. The CLI acts as the user "local"
@@ -91,12 +94,20 @@ def tool_add(
 def tool_list(
     ctx: typer.Context,
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")] = None,
+    builtin: Annotated[
+        bool, typer.Option("--builtin", help="The built-in tools you can attach.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List your tools, or the tools attached to an agent."""
+    """List your tools, the tools attached to an agent, or the built-in tools.
+
+    Example: llmos tool list --builtin && llmos tool attach alice calculate
+    """
+    if builtin and agent:
+        fail("--builtin and --agent do not go together")
 
     async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.list_tools(agent=agent)
+        return kernel.builtin_tools() if builtin else kernel.list_tools(agent=agent)
 
     rows = _go(ctx, body)
     if as_json:
@@ -104,11 +115,12 @@ def tool_list(
         return
     table = Table("name", "version", "flags", "arguments", "description")
     for t in rows:
-        flags = ", ".join(f for f in ("exclusive", "irreversible") if t[f])
+        flags = ", ".join(f for f in ("builtin", "exclusive", "irreversible") if t.get(f))
         args = ", ".join(
             k for k in t["parameters"].get("properties", {}) if k != "request_heartbeat"
         )
-        table.add_row(t["name"], str(t["version"]), flags, args, escape(t["description"]))
+        version = "" if t.get("builtin") else str(t["version"])
+        table.add_row(t["name"], version, flags, args, escape(t["description"]))
     out.print(table if rows else "no tools")
 
 
@@ -133,6 +145,52 @@ def tool_detach(ctx: typer.Context, agent: str, tool: str) -> None:
     if not _go(ctx, body):
         fail(f"{agent} does not have the tool {tool}")
     out.print(f"detached {tool} from {agent}")
+
+
+@tool_app.command("versions")
+def tool_versions(
+    ctx: typer.Context,
+    tool: str,
+    source: Annotated[bool, typer.Option("--source", help="Print each version's source.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List every version of TOOL: who wrote it, who approved it, which is in use."""
+
+    async def body(kernel: Kernel) -> list[dict[str, Any]]:
+        return kernel.tool_versions(tool)
+
+    rows = _go(ctx, body)
+    if as_json:
+        dump(rows)
+        return
+    table = Table("version", "in use", "written by", "approved by", "when", "description")
+    for v in rows:
+        table.add_row(
+            str(v["version"]),
+            "*" if v["current"] else "",
+            escape(v["author"] or ""),
+            escape(v["approved_by"] or ""),
+            render.when(v["created_at"]) if v["created_at"] else "",
+            escape(v["description"]),
+        )
+    out.print(table)
+    for v in rows if source else []:
+        out.rule(f"{tool} v{v['version']}")
+        out.print(v["source"], markup=False, highlight=False)
+
+
+@tool_app.command("rollback")
+def tool_rollback(ctx: typer.Context, tool: str, version: int) -> None:
+    """Put VERSION of TOOL back in use (agents that have TOOL get it at their next step).
+
+    Example: llmos tool versions get_weather && llmos tool rollback get_weather 1
+    """
+
+    async def body(kernel: Kernel) -> dict[str, Any]:
+        return kernel.rollback_tool(tool, version)
+
+    restored = _go(ctx, body)
+    out.print(f"{tool} is at version {restored['version']} again")
 
 
 @tool_app.command("remove")
@@ -182,6 +240,7 @@ def grant(
 
 class ApprovalAction(enum.StrEnum):
     list = "list"
+    show = "show"
     approve = "approve"
     deny = "deny"
 
@@ -194,9 +253,10 @@ def approvals(
     show_all: Annotated[bool, typer.Option("--all", help="Decided ones too.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List, approve or deny calls of irreversible tools; the agent gets the decision.
+    """List, show, approve or deny what waits for you: calls of irreversible tools and
+    tools your agents wrote (`show` prints such a tool's source and test results).
 
-    Example: llmos approvals approve appr-1234 · llmos approvals deny appr-1234 -r "no"
+    Example: llmos approvals show appr-1234 · llmos approvals approve appr-1234
     """
     if action is ApprovalAction.list:
 
@@ -216,7 +276,7 @@ def approvals(
                 a["id"],
                 a["agent"] or "",
                 a["tool"],
-                escape(a["arguments"]),
+                escape(_arguments_line(a)),
                 a["status"],
                 render.when(a["created_at"]),
             )
@@ -224,6 +284,17 @@ def approvals(
         return
     if not approval_id:
         fail(f"`llmos approvals {action.value}` needs an approval id (see `llmos approvals`)")
+    if action is ApprovalAction.show:
+
+        async def showing(kernel: Kernel) -> dict[str, Any]:
+            return kernel.approval(approval_id)
+
+        record = _go(ctx, showing)
+        if as_json:
+            dump(record)
+        else:
+            _show_approval(record)
+        return
 
     async def deciding(kernel: Kernel) -> Any:
         return await kernel.decide(approval_id, action is ApprovalAction.approve, reason)
@@ -234,6 +305,44 @@ def approvals(
         return
     out.print(f"{action.value}d {approval_id}; the agent's turn:")
     render.turn_view(out, turn)
+
+
+def _proposal(a: dict[str, Any]) -> dict[str, Any] | None:
+    """An agent-written tool's proposal (name, description, source, tests), else None."""
+    if a["tool"] != "create_tool":
+        return None
+    try:
+        found = json.loads(a["arguments"])
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _arguments_line(a: dict[str, Any]) -> str:
+    p = _proposal(a)
+    if p is None:
+        return str(a["arguments"])
+    lines = len(str(p.get("source", "")).splitlines())
+    return f"new tool {p.get('name')}: {p.get('description')} ({lines} lines; approvals show)"
+
+
+def _show_approval(a: dict[str, Any]) -> None:
+    out.print(f"[bold]{a['id']}[/] · agent {escape(a['agent'] or a['agent_id'])} · {a['status']}")
+    p = _proposal(a)
+    if p is None:
+        out.print(f"call: {escape(a['tool'])}({escape(a['arguments'])})")
+    else:
+        out.print(f"the agent wrote the tool [bold]{escape(str(p.get('name')))}[/]:")
+        out.print(f"description: {escape(str(p.get('description')))}")
+        out.rule("source")
+        out.print(str(p.get("source", "")), markup=False, highlight=False)
+        out.rule("test calls (in the sandbox)")
+        for t in p.get("tests", []):
+            out.print(f"{p.get('name')}({json.dumps(t['args'])}) -> {t['result']}", markup=False)
+    if a["reason"]:
+        out.print(f"reason: {escape(a['reason'])}")
+    if a["result"]:
+        out.print(f"outcome: {escape(a['result'])}")
 
 
 def audit(
