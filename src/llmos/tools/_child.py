@@ -3,7 +3,8 @@
 Started by `sandbox/process.py` as `python -I -B -c <boot> LIMITS_JSON` (the
 boot line puts the kernel's llmos first on the path and calls `main`), inside
 bubblewrap's namespaces or as a plain subprocess, in a scratch directory, with
-an environment built from nothing. Before
+an environment built from nothing. Given a uid (a second argument), it first
+becomes that uid (how `bwrap.py` keeps a root kernel's tools unprivileged). Before
 it reads any user code it lowers its own resource limits (CPU seconds, address
 space, file size, open files, processes), keeps the real stdout for its one
 JSON answer and points fd 1 at stderr so the tool's prints cannot corrupt it.
@@ -190,7 +191,18 @@ def _call(module: types.ModuleType, schema: Any, name: str, raw: dict[str, Any])
     return {"ok": True, "result": jsonable}
 
 
+def _become(uid: int) -> None:
+    """Drop from root (bwrap's, in our namespaces) to `uid`: no groups, no capability."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        os._exit(70)
+
+
 def main() -> None:
+    if len(sys.argv) > 2:  # the sandbox's host uid (bwrap.py, when llmos runs as root)
+        _become(int(sys.argv[2]))
     limits = json.loads(sys.argv[1])
     os.environ.pop("PWD", None)  # a wrapper's (bwrap sets it); the environment is the parent's
     _set_limits(limits)

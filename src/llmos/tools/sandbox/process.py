@@ -71,6 +71,8 @@ class Launch:
     close: list[int] = field(default_factory=list)
     #: a wrapper reports the child's death by signal N as exit status 128 + N
     signal_offset: bool = False
+    #: host uid and gid to start the command as (no supplementary groups); None: ours
+    user: int | None = None
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -114,6 +116,10 @@ class ProcessSandbox(Sandbox):
                 start_new_session=True,  # its own process group: one killpg ends every child
                 close_fds=True,
                 pass_fds=launch.pass_fds,
+                # set in the forked child before exec (no preexec_fn: threads)
+                user=launch.user,
+                group=launch.user,
+                extra_groups=None if launch.user is None else [],
             )
         finally:
             for fd in launch.close:
