@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 #: Agent names a URL path can carry: no "/", no control characters, no
 #: surrounding spaces (the kernel strips them, so the name would not match).
+#: largest integer a route takes (ids, versions, cursors): SQLite's INTEGER is 64-bit
+MAX_INT = 2**63 - 1
+
 AGENT_NAME_PATTERN = r"^[\w.@:+-](?:[\w .@:+()-]{0,126}[\w.@:+)-])?$"
 
 

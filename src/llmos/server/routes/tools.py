@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.server.deps import APIError, CurrentUser, KernelDep, State, turn_body
+from llmos.server.deps import MAX_INT, APIError, CurrentUser, KernelDep, State, turn_body
 from llmos.tools.registry import ToolError
 from llmos.tools.sandbox import SandboxUnavailable
 
@@ -198,7 +198,9 @@ async def audit(
     agent: Annotated[
         str | None, Query(max_length=128, description="one agent's name or id")
     ] = None,
-    before: Annotated[int | None, Query(ge=1, description="only entries with a smaller id")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="only entries with a smaller id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     entries = kernel.audit(user.owner, agent=agent, limit=limit, before=before)
