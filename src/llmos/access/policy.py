@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -40,9 +41,13 @@ from llmos.storage.models import api_keys, users
 if TYPE_CHECKING:
     from llmos.storage.db import Database
 
+log = logging.getLogger("llmos.access")
 KEY_PREFIX = "llmos-"
 #: A user name is the owner of their agents: short, printable, no spaces.
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+#: names no user may have, in any case: "local" is the owner the CLI acts as, so a
+#: user of that name would own the CLI's agents, memory and files
+RESERVED_NAMES = frozenset({"local"})
 # Longer than any key we issue: reject before hashing attacker-sized input.
 _MAX_KEY_CHARS = 128
 
@@ -97,6 +102,8 @@ class AccessManager:
             raise ValueError(
                 "a user name is 1 to 64 letters, digits or _ . @ -, starting with a letter or digit"
             )
+        if name.lower() in RESERVED_NAMES:
+            raise ValueError(f"the user name {name!r} is reserved (the CLI's own owner)")
         user = User(f"user-{uuid.uuid4().hex[:16]}", name, time.time())
         key = new_key()
         try:
@@ -171,6 +178,9 @@ class AccessManager:
         # The lookup is by digest; the constant-time comparison keeps the final
         # decision free of early-exit timing whatever the database does.
         if row is None or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        if row.name.lower() in RESERVED_NAMES:  # made before the name was reserved
+            log.warning("refused a key of user %r: the name is reserved", row.name)
             return None
         return User(row.id, row.name, row.created_at)
 
