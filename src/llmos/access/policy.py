@@ -21,6 +21,8 @@ state lives in the server process (not shared between nodes).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -28,13 +30,14 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from llmos.errors import Conflict, NotFound
+from llmos.errors import Busy, Conflict, NotFound
 from llmos.redact import redact as redact  # the server imports it from here
 from llmos.storage.models import api_keys, users
 
@@ -183,6 +186,45 @@ class AccessManager:
             log.warning("refused a key of user %r: the name is reserved", row.name)
             return None
         return User(row.id, row.name, row.created_at)
+
+
+class WorkQueueFull(Busy):
+    """The user already has as much expensive work running and waiting as allowed."""
+
+    code = "too_much_work"
+
+
+class WorkLimiter:
+    """Per user, at most `running` expensive requests at once and `waiting` more
+    queued behind them (tool registration runs code in the sandbox, an import
+    or a new embedder embeds every passage); past that, `WorkQueueFull`.
+
+    One user's flood then holds `running` workers, not all of them, and other
+    users' requests go on."""
+
+    def __init__(self, running: int = 2, waiting: int = 8) -> None:
+        self.running = max(1, running)
+        self.waiting = max(0, waiting)
+        self._in: dict[str, int] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, user: str) -> AsyncIterator[None]:
+        """Hold one of `user`'s running places for the block (waiting for one first)."""
+        if self._in.get(user, 0) >= self.running + self.waiting:
+            raise WorkQueueFull(
+                f"too much expensive work in progress ({self.running} running, "
+                f"{self.waiting} waiting); retry when some of it has finished"
+            )
+        self._in[user] = self._in.get(user, 0) + 1
+        sem = self._slots.setdefault(user, asyncio.Semaphore(self.running))
+        try:
+            async with sem:
+                yield
+        finally:
+            self._in[user] -= 1
+            if not self._in[user]:
+                del self._in[user], self._slots[user]
 
 
 class RateLimiter:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from llmos.access.policy import AccessManager, RateLimiter, User, redact
+from llmos.access.policy import AccessManager, RateLimiter, User, WorkLimiter, redact
 from llmos.errors import LLMOSError
 
 if TYPE_CHECKING:
@@ -84,6 +84,10 @@ class ServerConfig:
     unsafe_tools: bool = False
     #: how long shutdown waits for turns in flight
     shutdown_grace_seconds: float = 30.0
+    #: per user: expensive requests (tool registration, import, archival inserts,
+    #: a new embedder) running at once, and queued behind them; past both, a 429
+    work_running: int = 2
+    work_waiting: int = 8
 
 
 @dataclass(slots=True)
@@ -93,6 +97,10 @@ class ServerState:
     kernel: Kernel | None = None
     access: AccessManager | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    work: WorkLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.work = WorkLimiter(self.config.work_running, self.config.work_waiting)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coro` as a task the server keeps (and awaits at shutdown)."""

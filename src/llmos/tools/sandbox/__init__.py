@@ -16,13 +16,19 @@ their own machine, allows it; `llmos serve` does not unless started with
 `--unsafe-tools`.
 
 `run()` blocks; `arun()` runs it in a worker thread so other agents' tool
-calls and LLM steps go on meanwhile.
+calls and LLM steps go on meanwhile. Those threads are the sandbox's own pool
+(`LLMOS_SANDBOX_WORKERS`, default the number of CPUs, at least 2), not the
+event loop's default executor: a flood of tool runs queues there, and never
+in front of the embeddings, model calls and other work of the default pool
+(issue 11: 30 registrations by one user stalled another's search 14.8 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llmos.tools.sandbox import bwrap
@@ -47,6 +53,15 @@ __all__ = [
 
 log = logging.getLogger("llmos.tools.sandbox")
 _warned = False
+
+
+def _workers() -> int:
+    raw = os.environ.get("LLMOS_SANDBOX_WORKERS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else max(2, os.cpu_count() or 2)
+
+
+#: the threads that wait for sandboxed runs (each waits on one child process)
+_POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="llmos-sandbox")
 
 
 def isolation_missing() -> str | None:
@@ -90,8 +105,9 @@ def run(
 async def arun(
     request: dict[str, Any], limits: Limits | None = None, backend: Sandbox | None = None
 ) -> SandboxResult:
-    """`run()` off the event loop."""
-    return await asyncio.to_thread(run, request, limits, backend or select())
+    """`run()` off the event loop, in the sandbox's own pool of threads."""
+    chosen = backend or select()
+    return await asyncio.get_running_loop().run_in_executor(_POOL, run, request, limits, chosen)
 
 
 def describe(
