@@ -25,6 +25,7 @@ hold on every backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -191,6 +192,59 @@ def _call(module: types.ModuleType, schema: Any, name: str, raw: dict[str, Any])
     return {"ok": True, "result": jsonable}
 
 
+def _forward(socket_path: str, port: int) -> None:
+    """Serve 127.0.0.1:`port` of the sandbox's network namespace, each connection
+    piped to the kernel's proxy at `socket_path` (`sandbox/netproxy.py`), and point
+    the usual proxy variables at it. One thread; the proxy decides what is reachable."""
+    import selectors
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    sel = selectors.DefaultSelector()
+    sel.register(server, selectors.EVENT_READ)
+
+    def drop(s: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(s)
+        s.close()
+
+    def loop() -> None:
+        while True:
+            for key, _ in sel.select():
+                s: socket.socket = key.fileobj  # type: ignore[assignment]
+                if s is server:
+                    inside, _ = server.accept()
+                    out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        out.connect(socket_path)
+                    except OSError:
+                        inside.close()
+                        out.close()
+                        continue
+                    sel.register(inside, selectors.EVENT_READ, out)
+                    sel.register(out, selectors.EVENT_READ, inside)
+                    continue
+                try:
+                    data = s.recv(65536)
+                    if data:
+                        key.data.sendall(data)
+                        continue
+                except OSError:
+                    pass
+                drop(s)
+                drop(key.data)
+
+    threading.Thread(target=loop, name="llmos-forwarder", daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ[name] = url
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ.pop(name, None)
+
+
 def _become(uid: int) -> None:
     """Drop from root (bwrap's, in our namespaces) to `uid`: no groups, no capability."""
     os.setgroups([])
@@ -209,6 +263,8 @@ def main() -> None:
     answer = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # the tool's prints go to stderr
     request = json.loads(sys.stdin.read())
+    if request.get("proxy"):  # the agent holds network grants (bwrap.py)
+        _forward(request["proxy"], int(request.get("proxy_port", 3128)))
     from llmos.tools import schema  # imported before the guard: it reads files
 
     root = os.path.realpath(os.getcwd())

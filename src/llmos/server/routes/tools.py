@@ -52,8 +52,12 @@ class ToolAdd(BaseModel):
 class GrantAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["agent", "files"]
-    target: str = Field(min_length=1, max_length=128, description="a name, or '*'")
+    kind: Literal["agent", "files", "net"]
+    target: str = Field(
+        min_length=1,
+        max_length=128,
+        description="a name or '*' (agent, files); a host[:port] its tools may reach (net)",
+    )
     mode: Literal["r", "rw"] = "rw"
 
 
@@ -142,7 +146,7 @@ async def add_grant(
 @router.delete("/agents/{agent}/grants/{kind}/{target}", status_code=204, summary="Revoke a grant")
 async def remove_grant(
     agent: AgentName,
-    kind: Literal["agent", "files"],
+    kind: Literal["agent", "files", "net"],
     target: Annotated[str, Path(max_length=128)],
     user: CurrentUser,
     kernel: KernelDep,

@@ -41,8 +41,11 @@ uid, RLIMIT_NPROC (set by the child) holds, so a fork bomb stops at the call's
 process limit; the seccomp filter refuses new user namespaces (clone with
 CLONE_NEWUSER; clone3 answers ENOSYS so libc falls back to clone).
 
-Left out: granting a tool named network hosts (no network at all for now), and
-a cgroup for the whole process tree: memory and pids are per-process rlimits
+Network: none but the namespace's loopback, unless the calling agent holds
+`net` grants; then the call's proxy (`netproxy.py`) is its one way out, to
+those hosts only.
+
+Left out: a cgroup for the whole process tree: memory and pids are per-process rlimits
 (this machine's cgroup v2 hierarchy has no memory or pids controller). Every
 call shares the one sandbox uid, so concurrent calls share its process count.
 """
@@ -56,9 +59,12 @@ import shutil
 import site
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
+from llmos.tools.sandbox import netproxy
 from llmos.tools.sandbox.process import LLMOS_SOURCE, Launch, ProcessSandbox
 
 log = logging.getLogger("llmos.tools.sandbox")
@@ -232,6 +238,23 @@ class Bubblewrap(ProcessSandbox):
 
     def __init__(self, path: str) -> None:
         self.path = path
+
+    @contextlib.contextmanager
+    def network(self, request: dict[str, Any], scratch: str) -> Iterator[dict[str, Any]]:
+        """With `net` grants: a proxy for this call on a socket in scratch (`netproxy.py`)."""
+        hosts = list(request.get("hosts") or ())
+        if not hosts:
+            yield request
+            return
+        uid = host_uid()
+        if uid is not None:  # the socket goes in scratch, which is the sandbox uid's
+            os.chown(scratch, uid, uid)
+            os.chmod(scratch, 0o711)
+        proxy = netproxy.Proxy(os.path.join(scratch, netproxy.SOCKET_NAME), hosts, uid)
+        try:
+            yield {**request, "proxy": proxy.path, "proxy_port": netproxy.PROXY_PORT}
+        finally:
+            proxy.close()
 
     def wrap(self, child: list[str], scratch: str, env: dict[str, str]) -> Launch:
         uid = host_uid()

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,18 @@ class ProcessSandbox(Sandbox):
     def wrap(self, child: list[str], scratch: str, env: dict[str, str]) -> Launch:
         """The command that runs `child` (argv) confined as this backend confines it."""
 
+    @contextlib.contextmanager
+    def network(self, request: dict[str, Any], scratch: str) -> Iterator[dict[str, Any]]:
+        """Set up the call's network for `request["hosts"]` (its agent's `net` grants);
+        yields the request to send. Here: nothing (a plain process has the host's network)."""
+        yield request
+
     def run(self, request: dict[str, Any], limits: Limits) -> SandboxResult:
         started = time.monotonic()
         scratch = os.path.realpath(tempfile.mkdtemp(prefix="llmos-tool-"))
         try:
-            return self._run(request, limits, scratch, started)
+            with self.network(request, scratch) as sent:
+                return self._run(sent, limits, scratch, started)
         except Exception as e:  # the kernel must survive whatever the child does
             return SandboxResult(False, error=f"sandbox error: {type(e).__name__}: {e}")
         finally:
