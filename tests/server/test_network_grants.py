@@ -8,9 +8,9 @@ import asyncio
 import httpx
 
 from tests.server.conftest import LiveServer
-from tests.tools.test_network import FETCH, needs_sandbox, web
+from tests.tools.test_network import FETCH, needs_sandbox, private_net, web
 
-__all__ = ["web"]  # the fixture, used by name
+__all__ = ["private_net", "web"]  # fixtures, used by name
 
 
 @needs_sandbox
@@ -38,7 +38,12 @@ def test_grants_made_through_the_api_open_that_host_to_the_agents_tools(
         return str(ran.result)
 
     assert fetch(f"http://127.0.0.1:{web}/").startswith("200 hello")
+    # the llmos server's own port, even granted (the server runs in this process)
+    alice.post(
+        "/v1/agents/netter/grants", json={"kind": "net", "target": f"127.0.0.1:{server_port}"}
+    )
     own = fetch(f"http://127.0.0.1:{server_port}/health")
-    assert own.startswith("403 "), own  # the llmos server's own port
+    assert own.startswith("403 ") and "llmos's own" in own, own
     assert alice.delete(f"/v1/agents/netter/grants/net/127.0.0.1:{web}").status_code == 204
-    assert fetch(f"http://127.0.0.1:{web}/").startswith("error")
+    after = fetch(f"http://127.0.0.1:{web}/")
+    assert "not granted" in after, after

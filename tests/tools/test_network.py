@@ -10,9 +10,9 @@ direct connection around the proxy do not.
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -44,25 +44,40 @@ needs_sandbox = pytest.mark.skipif(
 )
 
 
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
+@pytest.fixture(autouse=True)
+def private_net(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's switch for loopback destinations: the test servers are local."""
+    monkeypatch.setenv("LLMOS_SANDBOX_PRIVATE_NET", "1")
+
+
+# The web server runs in its own process: ports of the test's own process are
+# "llmos's own" to the proxy (the kernel runs in this process) and refused.
+_SERVER = """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
         body = f"hello from {self.server.server_address[1]} {self.path}".encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
+    def log_message(self, *_):
         pass
+httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+print(httpd.server_address[1], flush=True)
+httpd.serve_forever()
+"""
 
 
 @pytest.fixture
 def web() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 web2 = web
@@ -96,6 +111,24 @@ def test_without_a_grant_there_is_no_network_at_all(web: int) -> None:
     out = _call("fetch", {"url": f"http://127.0.0.1:{web}/"}, [])
     assert out.startswith("error"), out
     assert _call("fetch", {"url": f"http://127.0.0.1:{web}/"}, None).startswith("error")
+
+
+@needs_sandbox
+def test_loopback_needs_the_operators_switch(web: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMOS_SANDBOX_PRIVATE_NET")
+    out = _call("fetch", {"url": f"http://127.0.0.1:{web}/"}, [f"127.0.0.1:{web}"])
+    assert out.startswith("403 ") and "LLMOS_SANDBOX_PRIVATE_NET" in out, out
+
+
+def test_a_port_this_process_listens_on_is_refused_even_when_granted() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as own:
+        port = own.getsockname()[1]
+        grant = [f"127.0.0.1:{port}"]
+        address, why = destination("127.0.0.1", port, grant)
+        assert address is None and "llmos's own" in why
+    assert destination("127.0.0.1", port, grant)[0] == "127.0.0.1"  # closed: not ours now
 
 
 def test_a_granted_name_that_resolves_to_a_private_address_is_refused() -> None:

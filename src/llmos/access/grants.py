@@ -16,9 +16,11 @@ agent's own file area needs no grant. Everything else is denied by default.
 no network at all unless the calling agent holds some, and then reaches only
 those hosts, through the sandbox's proxy (`tools/sandbox/netproxy.py`). A
 target is a host name, an IPv4 address or a bracketed IPv6 address, with an
-optional port (`api.example.com`, `api.example.com:443`, `[::1]:8080`); a
-name that resolves to a loopback or private address is refused unless that
-address (or `localhost`) is itself the grant. `*` is not a `net` target.
+optional port (`api.example.com`, `api.example.com:443`, `[::1]:8080`).
+Loopback and private addresses are reached only where the operator allows
+them (`LLMOS_SANDBOX_PRIVATE_NET=1`) and only when the grant names the
+address itself (or `localhost`), never through a name that resolves there;
+llmos's own listening ports never. `*` is not a `net` target.
 
 Left out: grants to users (sharing an agent), expiry, and deny rules.
 """

@@ -12,11 +12,15 @@ and httpx go through it without any change to the tool.
 The proxy takes `CONNECT host:port` (HTTPS, any TCP) and absolute-form HTTP
 requests (`GET http://host:port/path`). It answers 403 unless the host (and
 port, when the grant names one) is granted, resolves the name itself and
-connects to the address it checked (no second lookup a tool could race), and
-refuses an address that is loopback, private, link-local or otherwise not
-global unless the grant names that address itself (`127.0.0.1:8080`) or
-`localhost`: a granted name that resolves into the kernel's own networks is
-refused. Each connection is then a plain byte pipe to that one host.
+connects to the address it checked (no second lookup a tool could race). An
+address that is loopback, private, link-local or otherwise not global is
+refused unless (a) the operator allows such destinations at all
+(`LLMOS_SANDBOX_PRIVATE_NET=1`: on a shared server any user could otherwise
+grant their agent the machine's own database or admin ports) and (b) the
+grant names that address itself (`127.0.0.1:8080`) or `localhost` (a granted
+name that resolves into private networks is refused). The kernel's own
+listening ports (the llmos server's) are refused always. Each connection is
+then a plain byte pipe to that one host.
 
 Left out: per-call byte or connection-time limits beyond the call's own wall
 clock (every connection is closed when the call ends), UDP, and wildcard
@@ -70,11 +74,43 @@ def destination(
         addresses = resolve(host, port)
     except OSError as e:
         return None, f"{host} does not resolve ({e})"
+    private_ok = os.environ.get("LLMOS_SANDBOX_PRIVATE_NET", "") == "1"
+    why = f"{host} resolves only to non-public addresses; grant the address itself"
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
-        if ip.is_global or literal:
+        if ip.is_global:
             return address, ""
-    return None, f"{host} resolves only to non-public addresses; grant the address itself"
+        if not literal:
+            continue
+        if not private_ok:
+            why = (
+                f"{host} is a loopback or private address, which this server does not "
+                "let tools reach (the operator allows it with LLMOS_SANDBOX_PRIVATE_NET=1)"
+            )
+        elif port in own_listening_ports():
+            why = f"port {port} is llmos's own; tools may not reach it"
+        else:
+            return address, ""
+    return None, why
+
+
+def own_listening_ports() -> set[int]:
+    """TCP ports this process listens on (the llmos server's), from /proc (Linux)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                cols = line.split()
+                if len(cols) > 9 and cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 class Proxy:
