@@ -9,8 +9,9 @@ at registration, or call one of its functions) runs through one backend, a
 - `process.PlainProcess`: the same child as a plain subprocess (rlimits, a
   timeout, an audit hook), with no isolation from the kernel's user.
 
-`select(allow_unsafe)` picks one: the isolated backend when there is one;
-otherwise the plain one if allowed (with a warning, once per process), else it
+`select(allow_unsafe)` picks one: the first isolated backend that works here
+(those given to `register()`, newest first, then bubblewrap); otherwise the
+plain one if allowed (with a warning, once per process), else it
 raises `SandboxUnavailable` naming what is missing. The CLI, a single user on
 their own machine, allows it; `llmos serve` does not unless started with
 `--unsafe-tools`.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,6 +49,7 @@ __all__ = [
     "call",
     "describe",
     "isolation_missing",
+    "register",
     "run",
     "select",
 ]
@@ -64,19 +67,44 @@ def _workers() -> int:
 _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="llmos-sandbox")
 
 
+#: makers of isolated backends, tried in order: each returns a Sandbox, or None
+#: where it cannot work on this machine
+Factory = Callable[[], "Sandbox | None"]
+_factories: list[Factory] = []
+
+
+def register(factory: Factory) -> Callable[[], None]:
+    """Offer another isolated backend (a container runtime, a remote runner), tried
+    before those registered earlier and before bubblewrap; returns its undo."""
+    _factories.insert(0, factory)
+    return lambda: _factories.remove(factory)
+
+
+def _bubblewrap() -> Sandbox | None:
+    path = bwrap.binary()
+    return bwrap.Bubblewrap(path) if path is not None and bwrap.missing() is None else None
+
+
+def _isolated() -> Sandbox | None:
+    for factory in [*_factories, _bubblewrap]:
+        backend = factory()
+        if backend is not None and backend.isolated:
+            return backend
+    return None
+
+
 def isolation_missing() -> str | None:
     """None if an OS sandbox works here, else what is missing, e.g. "bubblewrap (...)"."""
-    return bwrap.missing()
+    return None if _isolated() is not None else (bwrap.missing() or "an isolated backend")
 
 
 def select(allow_unsafe: bool = True) -> Sandbox:
     """The backend for the next call. Raises SandboxUnavailable (see the module's doc)."""
     global _warned
-    missing = isolation_missing()
-    if missing is None:
-        path = bwrap.binary()
-        assert path is not None
-        return bwrap.Bubblewrap(path)
+    backend = _isolated()
+    if backend is not None:
+        return backend
+    missing = bwrap.missing() or "an isolated backend"
     if not allow_unsafe:
         raise SandboxUnavailable(
             f"user tools are turned off: this server has no OS sandbox to run them in "
