@@ -56,3 +56,31 @@ def test_a_flood_of_registrations_does_not_stall_another_users_search(
     assert max(latencies) < 2.0, sorted(latencies)[-5:]
     assert set(statuses) <= {201, 429}, statuses
     assert statuses.count(201) >= 1
+
+
+async def test_the_work_limiter_runs_some_queues_some_and_refuses_the_rest() -> None:
+    import asyncio
+
+    from llmos.access.policy import WorkLimiter, WorkQueueFull
+
+    limiter = WorkLimiter(running=1, waiting=1)
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def job(name: str) -> None:
+        async with limiter.slot("alice"):
+            order.append(name)
+            await gate.wait()
+
+    first = asyncio.create_task(job("first"))
+    second = asyncio.create_task(job("second"))
+    await asyncio.sleep(0.01)
+    assert order == ["first"]  # the second waits
+    with pytest.raises(WorkQueueFull):
+        await job("third")
+    async with limiter.slot("bob"):  # another user is not affected
+        order.append("bob")
+    gate.set()
+    await asyncio.gather(first, second)
+    assert order == ["first", "bob", "second"]
+    assert not limiter._in  # nothing held
