@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -70,6 +71,7 @@ def main() -> None:
     if missing is not None:
         sys.exit(f"no bubblewrap here: {missing}")
     out: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": _cpus()}}
+    out["load_average_1min_at_start"] = round(os.getloadavg()[0], 1)
     if RESULTS.exists():
         out = json.loads(RESULTS.read_text()) | out
     if args.calls:
