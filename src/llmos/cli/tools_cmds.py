@@ -207,19 +207,26 @@ def tool_remove(ctx: typer.Context, tool: str) -> None:
 class GrantKind(enum.StrEnum):
     agent = "agent"
     files = "files"
+    net = "net"
 
 
 def grant(
     ctx: typer.Context,
     agent: str,
-    kind: Annotated[GrantKind, typer.Argument(help="agent: may message TARGET; files: area")],
-    target: Annotated[str, typer.Argument(help="An agent name, a shared area, or '*'.")],
+    kind: Annotated[
+        GrantKind,
+        typer.Argument(help="agent: may message TARGET; files: area; net: its tools reach host"),
+    ],
+    target: Annotated[
+        str, typer.Argument(help="An agent name, a shared area, '*', or a host[:port].")
+    ],
     mode: Annotated[str, typer.Option("--mode", help="For files: r or rw.")] = "rw",
     revoke: Annotated[bool, typer.Option("--revoke", help="Remove the grant.")] = False,
 ) -> None:
     """Grant AGENT access to message another agent or to use a shared file area.
 
-    Example: llmos grant alice agent bob · llmos grant alice files team --mode r
+    Example: llmos grant alice agent bob · llmos grant alice files team --mode r ·
+    llmos grant alice net api.example.com:443
     """
 
     async def body(kernel: Kernel) -> Any:

@@ -189,7 +189,7 @@ class AccessVerbs:
             if tool is None:
                 outcome = "The tool no longer exists; nothing was run."
             else:
-                ran = await self.tools.run(tool, json.loads(record["arguments"]))
+                ran = await self.tools.run(tool, json.loads(record["arguments"]), image.id)
                 outcome = (
                     f"Result: {ran.message()}" if ran.ok else f"The tool failed: {ran.message()}"
                 )

@@ -43,6 +43,8 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from llmos.llm.core import (
     BadRequest,
     ChatRequest,
@@ -71,6 +73,7 @@ from llmos.llm.remote import (
     server_side,
     status_error,
 )
+from llmos.llm.replycap import STREAM_BODY, read_capped
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -264,7 +267,10 @@ class OpenAICompatCore(RemoteCore):
             # types, without `completions.create`'s recursive transform of the
             # typed params, which costs ~10 ms of CPU per request — ten times
             # llmos's own time per step. The body is already plain JSON.
-            text = await client.post("/chat/completions", body=body, cast_to=str)
+            raw = await client.post(
+                "/chat/completions", body=body, cast_to=httpx.Response, options=STREAM_BODY
+            )
+            text = (await read_capped(raw, self.name)).decode("utf-8", "replace")
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             # `from None`: the SDK error carries the request (and its headers).
             raise self._map_error(exc) from None

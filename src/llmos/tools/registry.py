@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 
+from llmos.access.grants import Grants
 from llmos.errors import InvalidRequest, NotFound
 from llmos.llm.core import ToolSpec
 from llmos.storage.models import agent_tools, tool_versions, tools
@@ -434,15 +435,21 @@ class ToolManager:
             out.append(spec)
         return out
 
-    async def run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
-        """One call in a fresh sandbox; exclusive tools wait for their previous call."""
+    async def run(
+        self, tool: UserTool, args: dict[str, Any], agent_id: str | None = None
+    ) -> sandbox.SandboxResult:
+        """One call in a fresh sandbox, for `agent_id` (its `net` grants are the hosts
+        the tool may reach; none without an agent); exclusive tools wait for their
+        previous call."""
         if not tool.exclusive:
-            return await self._run(tool, args)
+            return await self._run(tool, args, agent_id)
         lock = self._locks.setdefault((tool.owner, tool.name), asyncio.Lock())
         async with lock:
-            return await self._run(tool, args)
+            return await self._run(tool, args, agent_id)
 
-    async def _run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
+    async def _run(
+        self, tool: UserTool, args: dict[str, Any], agent_id: str | None
+    ) -> sandbox.SandboxResult:
         if tool.builtin:
             env = builtin.Env(self.limits, self.allow_unsafe, policy_from_env())
             return await builtin.run(tool.function, args, env)
@@ -454,4 +461,6 @@ class ToolManager:
         except sandbox.SandboxUnavailable as e:
             return sandbox.SandboxResult(False, error=str(e))
         request = {"mode": "call", "source": tool.source, "function": tool.function, "args": args}
+        if agent_id is not None:
+            request["hosts"] = Grants(self.db).hosts(agent_id)
         return await sandbox.arun(request, self.limits, backend)

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.server.deps import APIError, CurrentUser, KernelDep, State, turn_body
+from llmos.server.deps import MAX_INT, APIError, CurrentUser, KernelDep, State, turn_body
 from llmos.tools.registry import ToolError
 from llmos.tools.sandbox import SandboxUnavailable
 
@@ -64,8 +64,12 @@ class Rollback(BaseModel):
 class GrantAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["agent", "files"]
-    target: str = Field(min_length=1, max_length=128, description="a name, or '*'")
+    kind: Literal["agent", "files", "net"]
+    target: str = Field(
+        min_length=1,
+        max_length=128,
+        description="a name or '*' (agent, files); a host[:port] its tools may reach (net)",
+    )
     mode: Literal["r", "rw"] = "rw"
 
 
@@ -171,7 +175,7 @@ async def add_grant(
 @router.delete("/agents/{agent}/grants/{kind}/{target}", status_code=204, summary="Revoke a grant")
 async def remove_grant(
     agent: AgentName,
-    kind: Literal["agent", "files"],
+    kind: Literal["agent", "files", "net"],
     target: Annotated[str, Path(max_length=128)],
     user: CurrentUser,
     kernel: KernelDep,
@@ -227,7 +231,9 @@ async def audit(
     agent: Annotated[
         str | None, Query(max_length=128, description="one agent's name or id")
     ] = None,
-    before: Annotated[int | None, Query(ge=1, description="only entries with a smaller id")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="only entries with a smaller id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     entries = kernel.audit(user.owner, agent=agent, limit=limit, before=before)
