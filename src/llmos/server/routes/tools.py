@@ -58,7 +58,7 @@ class ToolAdd(BaseModel):
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="the stored version to put back in use")
+    version: int = Field(ge=1, le=MAX_INT, description="the stored version to put back in use")
 
 
 class GrantAdd(BaseModel):
