@@ -128,3 +128,28 @@ async def test_bedrock_streams_tool_input_when_asked(
     assert args and all(d.name == "send_message" and d.call == 0 for d in args)
     assert json.loads("".join(d.text for d in args)) == json.loads(call.arguments)
     assert json.loads(call.arguments) == {"message": REPLY}
+
+
+async def test_a_streamed_reply_is_capped_like_a_whole_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size cap (llm/replycap.py) holds on the streaming paths too: a reply
+    past LLMOS_MAX_REPLY_BYTES ends in a clear BackendError, whatever the SDK."""
+    from llmos.errors import BackendError
+
+    monkeypatch.setenv("LLMOS_MAX_REPLY_BYTES", "64")
+    long = "word " * 200
+
+    with FakeOpenAIServer(lambda req: {"content": long}) as srv:
+        core = OpenAICompatCore("fake-model", base_url=srv.base_url, api_key="k", timeout=10)
+        try:
+            with pytest.raises(BackendError, match="larger than 64 bytes"):
+                await core.chat(ask([]))
+        finally:
+            await core.aclose()
+
+    with FakeAnthropicServer(lambda req: {"content": long}) as srv:
+        core = AnthropicCore("claude-3-5-haiku-latest", base_url=srv.base_url, api_key="k")
+        try:
+            with pytest.raises(BackendError, match="larger than 64 bytes"):
+                await core.chat(ask([]))
+        finally:
+            await core.aclose()

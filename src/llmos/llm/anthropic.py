@@ -72,6 +72,7 @@ from llmos.llm.remote import (
     retry_after_seconds,
     status_error,
 )
+from llmos.llm.replycap import ReplyBudget
 from llmos.redact import redact
 
 if TYPE_CHECKING:
@@ -274,10 +275,13 @@ class AnthropicCore(RemoteCore):
         )
         import anthropic  # imported by _get_client: a dict lookup
 
+        budget = ReplyBudget(self.name)  # a streamed reply is capped like a whole one
         try:
             async with stream:
                 async for event in stream:
-                    yield event.to_dict()
+                    item = event.to_dict()
+                    budget.add(_delta_text(item))
+                    yield item
         except anthropic.AnthropicError as exc:
             raise self._map_error(exc) from None
 
@@ -485,3 +489,11 @@ class _StreamState:
         return _parse_message(
             {"content": content, "stop_reason": self.stop_reason, "usage": self.usage}, name
         )
+
+
+def _delta_text(event: dict[str, Any]) -> str | None:
+    """The text a stream event adds (reply, thinking or tool input), for the size cap."""
+    delta = event.get("delta")
+    if not isinstance(delta, dict):
+        return None
+    return delta.get("text") or delta.get("partial_json") or delta.get("thinking")

@@ -68,6 +68,7 @@ from llmos.llm.core import (
 )
 from llmos.llm.models import lookup
 from llmos.llm.remote import RemoteCore, as_int
+from llmos.llm.replycap import ReplyBudget
 
 # bedrock_client and map_aws_error stay importable from here for the Bedrock
 # embedder, which imported them before they moved to llm/aws.py.
@@ -306,6 +307,7 @@ class BedrockCore(RemoteCore):
                 loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
 
         loop.run_in_executor(self._pool, pump)
+        budget = ReplyBudget(self.name)  # a streamed reply is capped like a whole one
         try:
             while True:
                 item = await queue.get()
@@ -313,6 +315,8 @@ class BedrockCore(RemoteCore):
                     break
                 if isinstance(item, CoreError):
                     raise item
+                delta = (item.get("contentBlockDelta") or {}).get("delta") or {}
+                budget.add(delta.get("text") or (delta.get("toolUse") or {}).get("input"))
                 yield item
         finally:
             stop.set()  # a consumer that stops early ends the read at the next event

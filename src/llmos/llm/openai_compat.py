@@ -73,7 +73,7 @@ from llmos.llm.remote import (
     server_side,
     status_error,
 )
-from llmos.llm.replycap import STREAM_BODY, read_capped
+from llmos.llm.replycap import STREAM_BODY, ReplyBudget, read_capped
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -300,9 +300,11 @@ class OpenAICompatCore(RemoteCore):
                 stream=True,
                 stream_cls=openai.AsyncStream[object],
             )
+            budget = ReplyBudget(self.name)  # a streamed reply is capped like a whole one
             async with stream:
                 async for chunk in stream:
                     for delta in fold.feed(chunk):
+                        budget.add(delta.text)
                         on_delta(delta)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise self._map_error(exc) from None
