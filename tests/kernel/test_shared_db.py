@@ -18,7 +18,9 @@ from sqlalchemy import text
 
 from llmos import ChatRequest, ChatResponse, Kernel
 from llmos.llm.replay import ScriptedCore, call
-from tests.conftest import HashEmbedder
+from tests.conftest import HashEmbedder, both_engines
+
+engine = both_engines()
 
 
 async def counting(req: ChatRequest) -> ChatResponse:
