@@ -11,6 +11,7 @@ or a copy is an administrator's act on the database itself. The database is
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -143,8 +144,10 @@ def copy(
             dst.close()
     rows = sum(report.rows.values())
     vectors = sum(report.vectors.values())
-    err.print(
+    # plain lines (rich would wrap a long URL): scripts read them
+    print(
         f"copied {rows} rows and {vectors} vectors to {_where(dst)}; counts match, "
         f"{report.sampled} sampled vectors match.\n"
-        f"Use it with: LLMOS_DATABASE_URL='{_where(dst)}' (with its password)"
+        f"Use it with: LLMOS_DATABASE_URL='{_where(dst)}' (with its password)",
+        file=sys.stderr,
     )
