@@ -99,9 +99,10 @@ class Kernel(MemoryVerbs, AccessVerbs):
         self.db = db = Database.from_url(db) if isinstance(db, str) else db  # a database URL
         self.group_commit = GroupCommit(db)
         # Other kernel processes on this database: take agents' leases
-        # (kernel/leases.py). Off by default: one kernel needs none.
+        # (kernel/leases.py). Off by default on SQLite (one kernel needs none);
+        # on PostgreSQL always, as other nodes may run on it.
         if shared is None:
-            shared = os.environ.get("LLMOS_SHARED_DB", "") not in ("", "0")
+            shared = db.is_postgres or os.environ.get("LLMOS_SHARED_DB", "") not in ("", "0")
         leases = AgentLeases(self.group_commit) if shared else None
         self.recall = RecallStorage()
         self.archival = ArchivalStorage(db)
