@@ -61,7 +61,7 @@ def test_migrations_build_what_a_fresh_open_builds(home: Path, tmp_path: Path) -
     """A fresh open takes a shortcut (create_all, stamp); the migrations from an
     empty database must build the same schema, and match models.py."""
     migrated = _bare(home)
-    assert schema.upgrade(migrated) == "upgraded"
+    assert schema.upgrade(migrated.engine) == "upgraded"
     with migrated.connect() as conn:
         assert schema.current_revision(conn) == schema.HEAD
         mc = MigrationContext.configure(conn, opts={"include_object": include_object})

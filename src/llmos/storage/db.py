@@ -80,7 +80,7 @@ class Database:
         self.dialect: str = engine.dialect.name  # "sqlite" or "postgresql"
         from llmos.storage.vectors import VectorIndex
 
-        self.vectors = VectorIndex(self)
+        self.vectors = VectorIndex(engine)
 
     @property
     def is_postgres(self) -> bool:
@@ -128,7 +128,7 @@ class Database:
 
         db = cls(engine)
         try:
-            ensure_schema(db, migrate=migrate)
+            ensure_schema(engine, migrate=migrate)
         except OperationalError as exc:
             engine.dispose()
             url = engine.url.render_as_string(hide_password=True)
@@ -143,7 +143,7 @@ class Database:
         """Bring the schema to the current revision (done by every open)."""
         from llmos.storage.schema import ensure_schema
 
-        ensure_schema(self)
+        ensure_schema(self.engine)
 
     def vec_table(self, dim: int, conn: Connection | None = None) -> str:
         """Name of the vector table for `dim`-dimensional embeddings, created on first use."""

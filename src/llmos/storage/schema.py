@@ -42,8 +42,7 @@ from llmos.storage.search import extra_ddl
 
 if TYPE_CHECKING:
     from alembic.config import Config
-
-    from llmos.storage.db import Database
+    from sqlalchemy import Engine
 
 #: The newest revision in migrations/versions (a test checks they agree).
 HEAD = "0001"
@@ -71,10 +70,10 @@ def _has_llmos_tables(conn: Connection) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(db: Database) -> Iterator[Connection]:
+def _locked(engine: Engine) -> Iterator[Connection]:
     """A transaction that holds the schema lock until it ends."""
-    with db.engine.connect() as conn:
-        if db.is_postgres:
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
         else:
             # BEGIN IMMEDIATE takes the write lock before anything is checked.
@@ -83,21 +82,21 @@ def _locked(db: Database) -> Iterator[Connection]:
         conn.commit()
 
 
-def ensure_schema(db: Database, *, migrate: bool | None = None) -> str:
-    """Bring `db` to HEAD (see the module docstring); returns what was done."""
-    with db.engine.connect() as conn:
+def ensure_schema(engine: Engine, *, migrate: bool | None = None) -> str:
+    """Bring the database to HEAD (see the module docstring); returns what was done."""
+    with engine.connect() as conn:
         if current_revision(conn) == HEAD:
             return "current"
     if migrate is None:
         migrate = os.environ.get(AUTO_MIGRATE_ENV, "1") not in ("0", "false", "no")
-    with _locked(db) as conn:
+    with _locked(engine) as conn:
         revision = current_revision(conn)
         if revision == HEAD:
             return "current"
         if revision is None and not _has_llmos_tables(conn):
             create_fresh(conn)
             return "created"
-    return upgrade(db, allow=migrate)
+    return upgrade(engine, allow=migrate)
 
 
 def create_fresh(conn: Connection) -> None:
@@ -130,11 +129,11 @@ def known_revisions() -> set[str]:
     return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
-def upgrade(db: Database, *, allow: bool = True, target: str = "head") -> str:
+def upgrade(engine: Engine, *, allow: bool = True, target: str = "head") -> str:
     """Run the migrations from the database's revision to `target` (under the lock)."""
     from alembic import command
 
-    with _locked(db) as conn:
+    with _locked(engine) as conn:
         revision = current_revision(conn)
         if revision == HEAD and target == "head":
             return "current"
@@ -153,7 +152,7 @@ def upgrade(db: Database, *, allow: bool = True, target: str = "head") -> str:
         if revision is None:
             if _has_llmos_tables(conn):
                 command.stamp(cfg, BASELINE)
-            elif db.is_postgres:
+            elif engine.dialect.name == "postgresql":
                 conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
         command.upgrade(cfg, target)
     return "upgraded"
@@ -164,16 +163,15 @@ def _new_revision(message: str) -> None:
     import tempfile
 
     from alembic import command
-
-    from llmos.storage.db import Database, _sqlite_engine
+    from sqlalchemy import create_engine
 
     with tempfile.TemporaryDirectory() as tmp:
         # A scratch database at HEAD by the migrations (not by models.py,
         # which already has the change to describe).
-        db = Database(_sqlite_engine(Path(tmp) / "scratch.db"))
-        upgrade(db)
+        scratch = create_engine(f"sqlite:///{Path(tmp) / 'scratch.db'}")
+        upgrade(scratch)
         number = f"{int(HEAD) + 1:04d}"
-        with db.engine.begin() as conn:
+        with scratch.begin() as conn:
             command.revision(
                 alembic_config(conn),
                 message=message,
@@ -181,7 +179,7 @@ def _new_revision(message: str) -> None:
                 rev_id=number,
                 head=HEAD,
             )
-        db.close()
+        scratch.dispose()
     print(f"wrote migrations/versions/{number}_*.py; review it, then set HEAD = {number!r}")
 
 

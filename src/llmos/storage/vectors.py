@@ -36,7 +36,7 @@ from sqlalchemy import (
 from llmos.storage.models import passages
 
 if TYPE_CHECKING:
-    from llmos.storage.db import Database
+    from sqlalchemy import Engine
 
 _PREFIX = "passages_vec_"
 # HNSW build parameters (pgvector's defaults): recall@10 above 0.95 at the
@@ -55,8 +55,9 @@ def _f32(vector: Any) -> bytes:
 class VectorIndex:
     """The vector tables of one database."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
         self._known: dict[int, Table] = {}  # dimension -> table, seen committed
         self._lock = threading.Lock()
         self._pg_meta = MetaData()
@@ -71,21 +72,21 @@ class VectorIndex:
         if known is not None:
             return known
         if conn is not None:
-            if self.db.is_postgres and self._pg_exists(conn, dim):
+            if self.is_postgres and self._pg_exists(conn, dim):
                 # Visible to this transaction: committed, or created earlier in
                 # it (a rollback then would leave a stale entry; creation is in
                 # the first insert of a dimension, never beside a search).
                 self._known[dim] = self._pg_table(dim)
                 return self._known[dim]
             return self._create(conn, dim)
-        with self._lock, self.db.engine.begin() as own:
+        with self._lock, self.engine.begin() as own:
             table = self._create(own, dim)
         self._known[dim] = table
         return table
 
     def _create(self, conn: Connection, dim: int) -> Table:
         name = f"{_PREFIX}{dim}"
-        if not self.db.is_postgres:
+        if not self.is_postgres:
             conn.exec_driver_sql(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0(agent_id text "
                 f"partition key, embedding float[{dim}] distance_metric=cosine)"
@@ -130,7 +131,7 @@ class VectorIndex:
 
     def tables(self, conn: Connection | None = None) -> list[str]:
         """Names of every vector table in the database."""
-        if self.db.is_postgres:
+        if self.is_postgres:
             sql = (
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
                 "AND tablename ~ '^passages_vec_[0-9]+$'"
@@ -142,7 +143,7 @@ class VectorIndex:
             )
         if conn is not None:
             return [r[0] for r in conn.exec_driver_sql(sql)]
-        with self.db.engine.connect() as own:
+        with self.engine.connect() as own:
             return [r[0] for r in own.exec_driver_sql(sql)]
 
     def _all(self, conn: Connection) -> list[Table]:
@@ -157,7 +158,7 @@ class VectorIndex:
         pairs = list(zip(ids, vectors, strict=True))
         if not pairs:
             return
-        if self.db.is_postgres:
+        if self.is_postgres:
             conn.execute(
                 table.insert(),
                 [{"passage_id": i, "agent_id": agent_id, "embedding": v} for i, v in pairs],
@@ -173,7 +174,7 @@ class VectorIndex:
     ) -> list[int]:
         """Ids of the agent's `k` passages nearest to `query`, nearest first."""
         table = self.table(dim, conn)
-        if not self.db.is_postgres:
+        if not self.is_postgres:
             rows = conn.exec_driver_sql(
                 f"SELECT rowid FROM {table.name} WHERE embedding MATCH ? AND k = ? "
                 "AND agent_id = ? ORDER BY distance",
@@ -203,7 +204,7 @@ class VectorIndex:
 
     def delete(self, conn: Connection, passage_id: int) -> None:
         for table in self._all(conn):
-            if self.db.is_postgres:
+            if self.is_postgres:
                 conn.execute(delete(table).where(table.c.passage_id == passage_id))
             else:
                 conn.exec_driver_sql(f"DELETE FROM {table.name} WHERE rowid = ?", (passage_id,))
@@ -215,7 +216,7 @@ class VectorIndex:
             extra = self.table(also, conn)
             tables[extra.name] = extra
         for table in tables.values():
-            if self.db.is_postgres:
+            if self.is_postgres:
                 conn.execute(delete(table).where(table.c.agent_id == agent_id))
             else:
                 conn.exec_driver_sql(f"DELETE FROM {table.name} WHERE agent_id = ?", (agent_id,))
