@@ -58,7 +58,8 @@ def run(db: Database, data: np.ndarray, queries: np.ndarray, truth: np.ndarray) 
                 {"agent_id": AGENT, "text": f"passage {lo + i}", "created_at": 0.0}
                 for i in range(len(chunk))
             ]
-            new = [conn.execute(insert(passages).values(**r)).inserted_primary_key[0] for r in rows]
+            returning = insert(passages).returning(passages.c.id, sort_by_parameter_order=True)
+            new = [r[0] for r in conn.execute(returning, rows)]
             db.vectors.insert(conn, AGENT, data.shape[1], new, chunk)
             ids.extend(new)
     insert_s = time.perf_counter() - start

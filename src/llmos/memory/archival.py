@@ -73,14 +73,12 @@ class ArchivalStorage:
         if len(vectors) != len(texts):
             raise ValueError(f"{len(texts)} passages but {len(vectors)} vectors")
         now = time.time()
-        ids: list[int] = []
-        for passage_text in texts:
-            pid = conn.execute(
-                passages.insert().values(
-                    agent_id=agent_id, text=passage_text, source=source, created_at=now
-                )
-            ).inserted_primary_key[0]
-            ids.append(pid)
+        rows = [
+            {"agent_id": agent_id, "text": t, "source": source, "created_at": now} for t in texts
+        ]
+        # One statement for the batch, ids back in the order given.
+        returning = passages.insert().returning(passages.c.id, sort_by_parameter_order=True)
+        ids = [r[0] for r in conn.execute(returning, rows)]
         self.db.vectors.insert(conn, agent_id, embedder.dim, ids, vectors)
         return ids
 
