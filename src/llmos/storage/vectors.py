@@ -16,6 +16,7 @@ Both return passage ids nearest first, by cosine distance.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,14 @@ _PREFIX = "passages_vec_"
 # search depths archival search uses (see benchmarks/archival_scale.py).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+
+
+def ef_search() -> int:
+    """HNSW's search breadth: LLMOS_HNSW_EF_SEARCH, else 100 (higher: better recall, slower)."""
+    try:
+        return max(10, int(os.environ.get("LLMOS_HNSW_EF_SEARCH", "100")))
+    except ValueError:
+        return 100
 
 
 def _f32(vector: Any) -> bytes:
@@ -181,15 +190,15 @@ class VectorIndex:
                 (_f32(query), k, agent_id),
             ).fetchall()
             return [r[0] for r in rows]
-        # HNSW keeps ef_search candidates (100 at least: recall@10 0.77 at
-        # pgvector's 40, see benchmarks/archival_scale.py); iterative scan goes on past them
+        # HNSW keeps ef_search candidates (pgvector's default of 40 gave
+        # recall@10 0.77, see benchmarks/archival_scale.py); iterative scan goes on past them
         # until k rows of this agent are found (pgvector 0.8).
         conn.execute(
             text(
                 "SELECT set_config('hnsw.ef_search', :ef, true), "
                 "set_config('hnsw.iterative_scan', 'strict_order', true)"
             ),
-            {"ef": str(min(1000, max(100, 2 * k)))},
+            {"ef": str(min(1000, max(ef_search(), 2 * k)))},
         )
         import numpy as np
 
