@@ -11,6 +11,7 @@
     llmos mcp add|list|remove                          MCP servers' tools (mcp_cmds.py)
     llmos models                                       models and providers (providers.py)
     llmos tool|grant|approvals|audit                   tools and access (tools_cmds.py)
+    llmos db status|upgrade|copy                       the database (db_cmds.py)
 
 This module holds the typer app, its `--home` option and the wiring; the
 commands live in their modules and share `cli/common.py` (opening the kernel,
@@ -37,6 +38,7 @@ import typer
 from llmos.cli import (
     agent_cmds,
     chat,
+    db_cmds,
     files_cmds,
     kernel_cmds,
     load_cmds,
@@ -106,6 +108,7 @@ app.add_typer(tools_cmds.tool_app, name="tool")
 app.command("grant")(tools_cmds.grant)
 app.command("approvals")(tools_cmds.approvals)
 app.command("audit")(tools_cmds.audit)
+app.add_typer(db_cmds.db_app, name="db")
 
 if __name__ == "__main__":
     app(prog_name="llmos")

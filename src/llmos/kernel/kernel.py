@@ -62,7 +62,7 @@ from llmos.memory.blocks import (
     CoreMemory,
 )
 from llmos.memory.recall import RecallStorage
-from llmos.storage.db import Database
+from llmos.storage.db import Database, open_database
 from llmos.storage.files import FileStore
 from llmos.storage.group_commit import GroupCommit
 from llmos.tools.executor import execute_user_tool
@@ -88,7 +88,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
 
     def __init__(
         self,
-        db: Database,
+        db: Database | str,
         *,
         cores: dict[str, Core] | None = None,
         embedders: dict[str, Embedder] | None = None,
@@ -97,12 +97,13 @@ class Kernel(MemoryVerbs, AccessVerbs):
         quantum: int | None = None,
         shared: bool | None = None,
     ) -> None:
-        self.db = db
+        self.db = db = Database.from_url(db) if isinstance(db, str) else db  # a database URL
         self.group_commit = GroupCommit(db)
         # Other kernel processes on this database: take agents' leases
-        # (kernel/leases.py). Off by default: one kernel needs none.
+        # (kernel/leases.py). Off by default on SQLite (one kernel needs none);
+        # on PostgreSQL always, as other nodes may run on it.
         if shared is None:
-            shared = os.environ.get("LLMOS_SHARED_DB", "") not in ("", "0")
+            shared = db.is_postgres or os.environ.get("LLMOS_SHARED_DB", "") not in ("", "0")
         leases = AgentLeases(self.group_commit) if shared else None
         self.recall = RecallStorage()
         self.archival = ArchivalStorage(db)
@@ -143,9 +144,11 @@ class Kernel(MemoryVerbs, AccessVerbs):
         return self.waker.leases
 
     @classmethod
-    def open(cls, home: str | Path | None = None, **kwargs: Any) -> Kernel:
-        home = Path(home) if home else default_home()
-        return cls(Database.open(home / "llmos.db"), **kwargs)
+    def open(
+        cls, home: str | Path | None = None, *, database_url: str | None = None, **kwargs: Any
+    ) -> Kernel:
+        """On `database_url`, else $LLMOS_DATABASE_URL, else the SQLite file in `home`."""
+        return cls(open_database(home or default_home(), database_url), **kwargs)
 
     async def __aenter__(self) -> Kernel:
         self.waker.start()  # finish agent messages an earlier kernel accepted
