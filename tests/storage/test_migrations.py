@@ -87,6 +87,20 @@ def replies(req: ChatRequest) -> ChatResponse:
     return call("send_message", message="Noted.")
 
 
+#: Tables later revisions added: a database from before migrations lacks them.
+ADDED_AFTER_BASELINE = ("pending_messages", "tool_versions")
+
+
+def _as_before_migrations(home: Path) -> None:
+    """Make the database at `home` what the previous llmos left: no revision
+    table, and none of the tables added since."""
+    old = _bare(home)
+    with old.begin() as conn:
+        for table in ("alembic_version", *ADDED_AFTER_BASELINE):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+    old.close()
+
+
 async def test_a_database_from_before_migrations_is_stamped_and_keeps_its_data(
     home: Path,
 ) -> None:
@@ -98,10 +112,7 @@ async def test_a_database_from_before_migrations_is_stamped_and_keeps_its_data(
         await k.send("ann", "the zebra migration crosses the river in July")
         await k.insert_archival("ann", ["lunar greenhouse launch code 7731", "cooking notes"])
         before = [m.content for m in k.messages("ann")]
-    old = _bare(home)
-    with old.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE alembic_version")  # as the previous llmos left it
-    old.close()
+    _as_before_migrations(home)
 
     async with Kernel.open(home, embedders={"test/hash": HashEmbedder()}) as k:
         with k.db.connect() as conn:
@@ -115,10 +126,7 @@ async def test_a_database_from_before_migrations_is_stamped_and_keeps_its_data(
 
 def test_without_auto_migration_an_old_database_is_refused_clearly(home: Path) -> None:
     open_database(home).close()
-    old = _bare(home)
-    with old.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE alembic_version")
-    old.close()
+    _as_before_migrations(home)
     with pytest.raises(schema.SchemaMismatch, match="llmos db upgrade"):
         open_database(home, migrate=False)
     db = open_database(home)  # an upgrade (what `llmos db upgrade` runs) then opens it
