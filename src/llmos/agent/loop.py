@@ -23,8 +23,11 @@ How a step asks the model follows the model's profile (`llm/models.py`):
 capable chat models get MemGPT's function-calling window; small and base
 models get the window as a transcript to continue (`memory/transcript.py`),
 and their text reply becomes a `send_message` call run like any other, so
-the turn's reply and stored messages look the same either way. Before the
-first step, the agent's memory mode may page relevant memory into the window
+the turn's reply and stored messages look the same either way; its memory
+lines become core memory and archival calls run the same way, and a reply
+that repeats one of the agent's last few is decoded again, differently
+(`_transcript_reply`). Before the first step, the agent's memory mode may
+page relevant memory into the window and extract a fact the user stated
 (`agent/paging.py`).
 
 The loop sees the kernel only through `agent/syscalls.py`'s
@@ -36,19 +39,27 @@ Left out: timers (heartbeats come only from function calls).
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmos.agent.paging import memory_mode, offered, page_in
+from llmos.agent.paging import extract_fact, memory_calls, memory_mode, offered, page_in
 from llmos.agent.syscalls import FunctionContext, LLMSyscall, StepWrites, ToolSyscall
 from llmos.llm.core import ChatResponse, ContextLengthExceeded, CoreError, ToolCall, Usage
 from llmos.llm.models import ModelInfo, lookup
 from llmos.memory.recall import StoredMessage
 from llmos.memory.summarize import summarize
-from llmos.memory.transcript import clean_reply, compile_transcript
+from llmos.memory.transcript import (
+    MemoryLine,
+    compile_transcript,
+    exchanges,
+    parse_reply,
+)
 from llmos.memory.window import (
     CompiledWindow,
     ContextOverflow,
@@ -59,7 +70,7 @@ from llmos.memory.window import (
 
 if TYPE_CHECKING:
     from llmos.agent.syscalls import KernelInterface as Kernel
-    from llmos.llm.core import ChatRequest, Core, ToolSpec
+    from llmos.llm.core import ChatRequest, Core
     from llmos.memory.image import AgentImage
 
 PRESSURE_ALERT = (
@@ -87,6 +98,8 @@ class StepShape:
     chat_template: bool = True
     mode: str = "self"
     paged: list[str] = field(default_factory=list)
+    memory_lines: bool = False  # the model may write memory lines after its reply
+    facts: list[str] = field(default_factory=list)  # extracted from the user's message
 
 
 def profile_of(core: Core) -> ModelInfo:
@@ -106,10 +119,14 @@ async def shape_turn(kernel: Kernel, image: AgentImage, core: Core) -> StepShape
         chat_template=info.chat_template,
         mode=memory_mode(image, info.default_memory_mode),
     )
+    shape.memory_lines = shape.transcript and shape.mode != "auto"
     if shape.mode != "self":
         query = next((m for m in reversed(image.window) if m.role == "user"), None)
         if query is not None:
             shape.paged = await page_in(kernel, image, query, include_window=shape.transcript)
+            if shape.transcript and image.setting("extract_facts"):
+                fact = await extract_fact(kernel, image, core, query)
+                shape.facts = [fact] if fact else []
     return shape
 
 
@@ -227,7 +244,9 @@ async def _steps(
             break
         turn.usage += response.usage
         if shape.transcript:
-            response = _as_reply(response, kernel.tool_specs(image))
+            response = await _transcript_reply(
+                kernel, image, core, window.request, response, turn, shape
+            )
 
         chain, failed = await _run_step(kernel, image, core, response, turn, emit)
         if failed == "no_call":
@@ -244,7 +263,7 @@ async def _steps(
             turn.stop_reason = "repeated_call"
             break
         previous_calls = calls
-        if not chain:
+        if not chain or shape.transcript:  # a transcript step is the whole turn
             turn.stop_reason = "end_turn"
             break
 
@@ -261,7 +280,13 @@ def _compile(
     """The step's window in the shape's protocol (MemGPT's without a shape)."""
     if shape is not None and shape.transcript:
         return compile_transcript(
-            image, core, shape.paged, image.max_tokens, chat_template=shape.chat_template, trim=trim
+            image,
+            core,
+            shape.paged,
+            image.max_tokens,
+            chat_template=shape.chat_template,
+            trim=trim,
+            memory_lines=shape.memory_lines,
         )
     specs = kernel.tool_specs(image)  # built-ins + the agent's attached tools
     if shape is not None:
@@ -272,12 +297,66 @@ def _compile(
     return compile_window(image, core, specs, alerts, image.max_tokens, trim=trim)
 
 
-def _as_reply(response: ChatResponse, specs: list[ToolSpec]) -> ChatResponse:
-    """A transcript step's text as the `send_message` call a capable model would
-    have made: it runs through the executor and is stored like any other."""
-    reply = clean_reply(response.content, {s.name for s in specs})
-    call = ToolCall(f"call_{secrets.token_hex(6)}", "send_message", json.dumps({"message": reply}))
-    return ChatResponse(None, [call], response.usage, "tool_calls")
+REPEAT_LOOKBACK = 4  # a reply is checked against the agent's last this many
+REPEAT_RATIO = 0.9  # difflib similarity from which a reply counts as a repeat
+#: re-decoding a repeat: the same request sampled at these temperatures, in turn
+REDECODE_TEMPERATURES = (0.7, 1.0)
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def repeats(reply: str, earlier: list[str]) -> bool:
+    """Whether `reply` is (nearly) one of the `earlier` replies."""
+    mine = _norm(reply)
+    for other in map(_norm, earlier):
+        if mine == other or difflib.SequenceMatcher(None, mine, other).ratio() >= REPEAT_RATIO:
+            return True
+    return False
+
+
+async def _transcript_reply(
+    kernel: Kernel,
+    image: AgentImage,
+    core: Core,
+    request: ChatRequest,
+    response: ChatResponse,
+    turn: Turn,
+    shape: StepShape,
+) -> ChatResponse:
+    """A transcript step's output as the calls a capable model would have made:
+    `send_message` with the reply, then its memory lines and the turn's
+    extracted facts as memory calls; all run through the executor and are
+    stored like any other.
+
+    A small model over a long, samey history repeats its own replies word for
+    word (Gemma 3 270M did): a reply like one of the last REPEAT_LOOKBACK is
+    decoded again at each of REDECODE_TEMPERATURES until one is not; if none
+    is, the last is kept."""
+    names = {s.name for s in kernel.tool_specs(image)}
+    reply, lines = parse_reply(response.content, names)
+    earlier = [t for who, t in exchanges(image.window) if who != "User:"][-REPEAT_LOOKBACK:]
+    for temperature in REDECODE_TEMPERATURES:
+        if not repeats(reply, earlier):
+            break
+        again = dataclasses.replace(request, temperature=temperature)
+        try:
+            retry = await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=again))
+        except CoreError:
+            break  # the first answer stands
+        turn.usage += retry.usage
+        reply, lines = parse_reply(retry.content, names)
+    calls = [ToolCall(_call_id(), "send_message", json.dumps({"message": reply}))]
+    if not shape.memory_lines:
+        lines = []  # a core that ignores the grammar may write them anyway
+    facts = [MemoryLine("core", f) for f in shape.facts]
+    calls += memory_calls(image, [*lines, *facts], _call_id)
+    return ChatResponse(None, calls, response.usage, "tool_calls")
+
+
+def _call_id() -> str:
+    return f"call_{secrets.token_hex(6)}"
 
 
 async def _prepare_window(

@@ -36,6 +36,11 @@ class AgentSettings(BaseModel):
         description="who moves memory: the model by function calls (self), the kernel "
         "by paging (auto), or both (hybrid); unset: the model profile's default",
     )
+    extract_facts: bool | None = Field(
+        None,
+        description="small models in auto/hybrid memory: a short step extracts what the "
+        "user states about themselves into core memory (one more model call on such turns)",
+    )
 
 
 def merge_settings(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
