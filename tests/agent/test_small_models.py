@@ -372,6 +372,11 @@ async def test_extraction_puts_a_stated_fact_in_core_memory(
     # Questions and long messages are no candidates: no extraction step runs.
     n = len(core.requests)
     await kernel.send("tiny", "What is my favorite color?")
+    # The fact is paged in next to a question that shares a word with it.
+    assert (core.requests[-1].prompt or "").endswith(
+        "(The assistant remembers: The user's favorite color is teal.)\n"
+        "User: What is my favorite color?\nAssistant:"
+    )
     await kernel.send("tiny", "I walked " + "far and long " * 30)
     assert len(core.requests) == n + 2 and not any(extracting(r) for r in core.requests[n:])
     # A statement that holds nothing: a step runs, nothing is written.

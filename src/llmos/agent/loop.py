@@ -287,6 +287,7 @@ def _compile(
             chat_template=shape.chat_template,
             trim=trim,
             memory_lines=shape.memory_lines,
+            paging=shape.mode != "self",
         )
     specs = kernel.tool_specs(image)  # built-ins + the agent's attached tools
     if shape is not None:

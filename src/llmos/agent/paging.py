@@ -61,6 +61,7 @@ MEMORY_FUNCTIONS = frozenset(
 )
 PAGED_ITEMS = 3  # recall messages paged in per turn, at most
 PAGED_PASSAGES = 2  # archival passages, at most
+PAGED_FACTS = 2  # lines of the "human" core memory block (transcript protocol), at most
 PAGED_CHARS = 300  # each item cut to this length
 # Facts go to core memory while the "human" block is shorter than this: every
 # transcript prompt carries the block, and a 2,048-token window has little room.
@@ -137,7 +138,22 @@ async def page_in(
         passages: Any
         passages, _ = await search_archival(kernel, image, text, 0, PAGED_PASSAGES)
         lines += [f'a saved note says "{_cut(p.text)}"' for p in passages]
+    if include_window:
+        lines += core_facts(image, words)
     return lines
+
+
+def core_facts(image: AgentImage, words: list[str]) -> list[str]:
+    """The lines of the "human" block that share a word with `words`, at most
+    PAGED_FACTS: core memory is in the prompt already, but a small model uses
+    a fact only when it sits next to the question (measured: "teal" in the
+    notes, "blue" in the answer)."""
+    block = image.memory.blocks.get("human")
+    if block is None or block.value.strip() == DEFAULT_HUMAN:
+        return []
+    wanted = set(words)
+    found = [ln for ln in block.value.split("\n") if wanted & set(content_words(ln))]
+    return [_cut(ln) for ln in found[:PAGED_FACTS]]
 
 
 async def extract_fact(

@@ -86,6 +86,13 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
         "Why did the dog sit in the shade? Because it did not want to be a hot dog!",
     ),
 )
+# How the assistant uses what the kernel paged in: (what the user said, the
+# question, the answer).
+RECALL_EXAMPLE: tuple[str, str, str] | None = (
+    "My cat is called Milo.",
+    "What is my cat called?",
+    "Your cat is called Milo.",
+)
 NEW_CHAT = "(A new chat begins.)"
 USER, ASSISTANT = "User:", "Assistant:"
 
@@ -174,9 +181,16 @@ def _examples(memory_lines: bool) -> list[tuple[str, str]]:
     return out
 
 
-def _head(memory_lines: bool) -> str:
+def _head(memory_lines: bool, paging: bool) -> str:
     examples = "\n".join(f"{USER} {q}\n{ASSISTANT} {a}" for q, a in _examples(memory_lines))
+    if RECALL_EXAMPLE and paging:
+        said, q, a = RECALL_EXAMPLE
+        examples += f"\n{_paged_text([_said(said)])}\n{USER} {q}\n{ASSISTANT} {a}"
     return f"{PREAMBLE}\n\n{examples}\n\n{NEW_CHAT}"
+
+
+def _said(text: str) -> str:
+    return f'earlier, the user said "{text}"'
 
 
 def _paged_text(paged: list[str]) -> str:
@@ -192,14 +206,16 @@ def compile_transcript(
     chat_template: bool,
     trim: bool = True,
     memory_lines: bool = False,
+    paging: bool = True,
 ) -> CompiledWindow:
     """The agent's next step as a transcript to continue, within the token budget.
 
     The messages section is counted as the stored messages' cost (an upper
     bound of their lines here), so eviction (`window.eviction_point`) plans
     with the same numbers as for the function-calling window. `memory_lines`:
-    the model may add memory lines after its reply (see the module docstring)."""
-    head = _head(memory_lines)
+    the model may add memory lines after its reply (see the module docstring);
+    `paging`: the kernel pages memory in (an example shows how it is used)."""
+    head = _head(memory_lines, paging)
     notes = _notes(agent)
     summary = f"Earlier in this chat: {_one_line(agent.summary)}" if agent.summary else ""
     volatile = _paged_text(paged)
@@ -230,7 +246,9 @@ def compile_transcript(
         if trimmed:
             sections["messages"] = sum(cost)
 
-    prompt, messages = _render(head, notes, summary, volatile, lines, chat_template, memory_lines)
+    prompt, messages = _render(
+        head, notes, summary, volatile, lines, chat_template, memory_lines, paging
+    )
     reply_tokens = min(max_tokens, REPLY_MAX_TOKENS)
     request = ChatRequest(
         messages,
@@ -263,6 +281,7 @@ def _render(
     lines: list[tuple[str, str]],
     chat_template: bool,
     memory_lines: bool,
+    paging: bool,
 ) -> tuple[str, list[Message]]:
     """The transcript as plain text (base models) and as chat messages (the rest)."""
     # The newest user line is what the reply answers: paged memory goes just before it.
@@ -280,6 +299,10 @@ def _render(
     system = "\n\n".join(p for p in (PREAMBLE, notes, summary) if p)
     messages = [Message("system", system)]
     for q, a in _examples(memory_lines):
+        messages += [Message("user", q), Message("assistant", a)]
+    if RECALL_EXAMPLE and paging:
+        said, q, a = RECALL_EXAMPLE
+        q = f"{_paged_text([_said(said)])}\n{q}"
         messages += [Message("user", q), Message("assistant", a)]
     for i, (who, text) in enumerate(lines):
         role = "user" if who == USER else "assistant"
