@@ -26,6 +26,7 @@ from llmos.memory.transcript import (
     REPLY_GRAMMAR,
     STOP,
     MemoryLine,
+    ban_first,
     clean_reply,
     parse_fact,
     parse_reply,
@@ -269,6 +270,12 @@ def test_parse_reply() -> None:
     assert parse_reply("send_message\nremember: x", names)[0] == FALLBACK_REPLY
 
 
+def test_ban_first() -> None:
+    assert "first ::= [^I \\t" in ban_first(REPLY_GRAMMAR, "I like it")
+    assert ban_first(MEMORY_GRAMMAR, "Hi").count("[^H ") == 1
+    assert ban_first(REPLY_GRAMMAR, "]x") == REPLY_GRAMMAR  # not a letter: unchanged
+
+
 def test_parse_fact() -> None:
     assert parse_fact(" The user's name is Ana.") == "The user's name is Ana."
     for nothing in (" none", "", "The user", "Ana likes tea."):
@@ -397,14 +404,18 @@ async def test_a_repeated_reply_is_decoded_again(kernel: Kernel, overrides: Path
     def policy(req: ChatRequest) -> ChatResponse:
         if extracting(req):
             return say(" none")
-        return say(" I like that!" if req.temperature == 0 else f" Fresh at {req.temperature}.")
+        if "[^I " in (req.grammar or ""):
+            return say(f" Fresh at {req.temperature}.")
+        return say(" I like that!")
 
     core = await small_agent(kernel, policy)
     assert (await kernel.send("tiny", "Tell me something.")).reply == "I like that!"
     n = len(core.requests)
     turn = await kernel.send("tiny", "Tell me more.")
-    assert turn.reply == "Fresh at 0.7."
-    assert [r.temperature for r in core.requests[n:]] == [0.0, 0.7]
+    assert turn.reply == "Fresh at 0.0."
+    again = core.requests[n + 1]
+    assert again.temperature == 0.0 and again.grammar == ban_first(REPLY_GRAMMAR, "I")
+    assert len(core.requests) == n + 2
     assert turn.usage.prompt_tokens == sum(core.prompt_tokens(r) for r in core.requests[n:])
 
 
@@ -413,7 +424,7 @@ async def test_the_repetition_guard_is_bounded(kernel: Kernel, overrides: Path) 
     await kernel.send("tiny", "Tell me something.")
     n = len(core.requests)
     turn = await kernel.send("tiny", "Tell me more.")
-    assert [r.temperature for r in core.requests[n:]] == [0.0, 0.7, 1.0]
+    assert [r.temperature for r in core.requests[n:]] == [0.0, 0.0, 0.8]
     assert turn.reply == "I like that!" and turn.stop_reason == "end_turn" and turn.steps == 1
     # Near-identical counts too; a different reply does not.
     from llmos.agent.loop import repeats

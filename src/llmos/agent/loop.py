@@ -56,6 +56,7 @@ from llmos.memory.recall import StoredMessage
 from llmos.memory.summarize import summarize
 from llmos.memory.transcript import (
     MemoryLine,
+    ban_first,
     compile_transcript,
     exchanges,
     parse_reply,
@@ -300,8 +301,9 @@ def _compile(
 
 REPEAT_LOOKBACK = 4  # a reply is checked against the agent's last this many
 REPEAT_RATIO = 0.9  # difflib similarity from which a reply counts as a repeat
-#: re-decoding a repeat: the same request sampled at these temperatures, in turn
-REDECODE_TEMPERATURES = (0.7, 1.0)
+#: re-decoding a repeat: the same request, its reply's first character banned
+#: by the grammar, sampled at these temperatures in turn
+REDECODE_TEMPERATURES = (0.0, 0.8)
 
 
 def _norm(text: str) -> str:
@@ -333,15 +335,18 @@ async def _transcript_reply(
 
     A small model over a long, samey history repeats its own replies word for
     word (Gemma 3 270M did): a reply like one of the last REPEAT_LOOKBACK is
-    decoded again at each of REDECODE_TEMPERATURES until one is not; if none
-    is, the last is kept."""
+    decoded again with the first characters of the replies it repeated banned
+    (`ban_first`), at each of REDECODE_TEMPERATURES until one is not a
+    repeat; if none is, the last is kept."""
     names = {s.name for s in kernel.tool_specs(image)}
     reply, lines = parse_reply(response.content, names)
     earlier = [t for who, t in exchanges(image.window) if who != "User:"][-REPEAT_LOOKBACK:]
+    grammar = request.grammar
     for temperature in REDECODE_TEMPERATURES:
         if not repeats(reply, earlier):
             break
-        again = dataclasses.replace(request, temperature=temperature)
+        grammar = ban_first(grammar, reply) if grammar else None
+        again = dataclasses.replace(request, temperature=temperature, grammar=grammar)
         try:
             retry = await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=again))
         except CoreError:

@@ -62,6 +62,7 @@ __all__ = [
     "REPLY_MAX_TOKENS",
     "STOP",
     "MemoryLine",
+    "ban_first",
     "clean_reply",
     "compile_transcript",
     "exchanges",
@@ -115,6 +116,19 @@ MEMORY_GRAMMAR = (
     'root ::= " "? first rest mem* ("\\n" "User:"?)?\n'
     'mem ::= "\\n" ("remember" | "note") ": " first rest\n' + _LINE
 )
+_FIRST = "first ::= [^ "
+
+
+def ban_first(grammar: str, reply: str) -> str:
+    """`grammar` with the reply's first character no longer allowed to open a
+    reply (a letter or digit; others are left as they are): the cheapest way
+    to make a greedy decoder say something else."""
+    char = reply[:1]
+    if not char.isalnum() or _FIRST not in grammar:
+        return grammar
+    return grammar.replace(_FIRST, f"first ::= [^{char} ", 1)
+
+
 STOP = ["\n", "User:"]
 MEMORY_STOP = ["User:"]
 REPLY_MAX_TOKENS = 96
