@@ -20,7 +20,18 @@ Side by side in one run, on the embedded default (temperature 0):
 Timings depend on the machine's load: llama.cpp with 2 threads slows down
 sharply when another process takes a core.
 
-    python benchmarks/small_models.py [--quick] [--functions 10] [--modes self,auto,hybrid]
+Memory modes: `auto` (the default for this model: paging and fact
+extraction), `auto-noextract` (paging only), `hybrid` (paging, extraction and
+the model's memory lines), `self` (memory lines only). Scoring is strict: a
+reply counts if it names an accepted answer as a word and denies nothing (no
+"no", "not", "never", "sorry", "cannot", "unsure", "unknown", "n't"): "I'm
+sorry, I don't have a red Toyota." does not recall the Toyota. The loose
+count (the word alone, the rule before) is reported beside it. A conversation
+sends filler turns until its fact has left the window, then
+`--after-eviction` more (the JSON records how many and whether it left).
+
+    python benchmarks/small_models.py [--quick] [--functions 10] [--modes auto,hybrid]
+        [--fillers 20] [--after-eviction 2] [--no-everyday]
 """
 
 from __future__ import annotations
@@ -265,14 +276,27 @@ def mode_settings(mode: str) -> dict[str, Any]:
     return settings
 
 
-async def memory_llmos(run: Run, mode: str, fillers: int, cases: list) -> dict[str, Any]:
+async def memory_llmos(
+    run: Run, mode: str, fillers: int, cases: list, after: int
+) -> dict[str, Any]:
+    """Each conversation: the fact, filler turns until the fact has left the
+    window and `after` more (at most `fillers`; all of them if `after` < 0),
+    then the question."""
     rows = []
     label = f"llmos memory ({mode})"
     for fact, question, accepted in cases:
         name = await run.agent(mode_settings(mode))
         await run.send(label, name, fact)
+        out_at = None
+        sent = 0
         for i in range(fillers):
             await run.send(label, name, FILLERS[i % len(FILLERS)])
+            sent += 1
+            window = run.kernel.image(name).window
+            if out_at is None and not any(fact in (m.content or "") for m in window):
+                out_at = i
+            if after >= 0 and out_at is not None and i - out_at >= after:
+                break
         image = run.kernel.image(name)
         evicted = not any(fact in (m.content or "") for m in image.window)
         reply = await run.send(label, name, question)
@@ -284,6 +308,7 @@ async def memory_llmos(run: Run, mode: str, fillers: int, cases: list) -> dict[s
                 "ok": correct(reply, accepted),
                 "mentions": mentions(reply, accepted),
                 "evicted": evicted,
+                "fillers_sent": sent,
                 "human_block": human,
                 "archival": image.archival_count,
             }
@@ -332,6 +357,58 @@ async def memory_raw(run: Run, fillers: int, cases: list) -> dict[str, Any]:
 QUICK_WINDOW, QUICK_FILLERS, QUICK_QUESTIONS = 1024, 8, 12
 
 
+def save(
+    out: Path,
+    run: Run,
+    args: argparse.Namespace,
+    every: dict[str, Any],
+    framing: dict[str, Any] | None,
+    memory: dict[str, Any],
+    window: int,
+    fillers: int,
+    t0: float,
+) -> dict[str, Any]:
+    """Write the results so far (after each mode: a slow run leaves its part)."""
+    per_turn = {
+        mode: {
+            "turns": len(ts),
+            "median_s": med([t["seconds"] for t in ts]),
+            "p90_s": p90([t["seconds"] for t in ts]),
+            "median_prompt_tokens": med([t["prompt_tokens"] for t in ts]),
+            "median_evaluated_tokens": med([t["evaluated"] for t in ts]),
+            "flushes": sum(t["flushes"] for t in ts),
+            "memory_calls": sum(t["memory_calls"] for t in ts),
+        }
+        for mode, ts in run.turns.items()
+    }
+    auto = memory.get("auto")
+    result = {
+        "model": MODEL,
+        "window": window,
+        "fillers_max": fillers,
+        "after_eviction": args.after_eviction,
+        "quick": args.quick,
+        "complete": "raw" in memory,
+        "scoring": "correct: an accepted answer appears as a word and the reply has no "
+        "denial (no/not/never/sorry/cannot/unsure/unknown/n't); mentions: the word alone",
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "everyday": every,
+        "functions_framing": framing,
+        "memory": memory,
+        "per_turn": per_turn,
+        "targets": {
+            "everyday_llmos_ge_raw_minus_1": every["llmos"] >= every["raw"] - 1
+            if every["n"]
+            else None,
+            "memory_auto_ge_8_of_10": auto["correct"] >= 8 if auto and not args.quick else None,
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -347,7 +424,16 @@ async def main() -> None:
         default="auto,auto-noextract,self,hybrid",
         help="memory modes to run; a -noextract suffix turns fact extraction off",
     )
-    ap.add_argument("--fillers", type=int, default=20, help="filler turns per conversation")
+    ap.add_argument(
+        "--fillers", type=int, default=20, help="filler turns per conversation, at most"
+    )
+    ap.add_argument(
+        "--after-eviction",
+        type=int,
+        default=2,
+        help="filler turns after the fact has left the window, then the question "
+        "(-1: all --fillers)",
+    )
     ap.add_argument("--window", type=int, default=WINDOW, help="the agents' context window")
     ap.add_argument("--no-everyday", action="store_true", help="memory conversations only")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
@@ -373,44 +459,15 @@ async def main() -> None:
         if args.functions:
             framing = await functions_framing(run, questions[: args.functions])
         print("memory conversations", flush=True)
-        memory = {m: await memory_llmos(run, m, fillers, cases) for m in args.modes.split(",")}
+        memory: dict[str, Any] = {}
+        for m in args.modes.split(","):
+            memory[m] = await memory_llmos(run, m, fillers, cases, args.after_eviction)
+            save(out, run, args, every, framing, memory, window, fillers, t0)  # partial
         memory["raw"] = await memory_raw(run, fillers, cases)
-        wall = time.perf_counter() - t0
+        result = save(out, run, args, every, framing, memory, window, fillers, t0)
+        wall = result["wall_s"]
+        per_turn = result["per_turn"]
         await run.kernel.close()
-
-    per_turn = {
-        mode: {
-            "turns": len(ts),
-            "median_s": med([t["seconds"] for t in ts]),
-            "p90_s": p90([t["seconds"] for t in ts]),
-            "median_prompt_tokens": med([t["prompt_tokens"] for t in ts]),
-            "median_evaluated_tokens": med([t["evaluated"] for t in ts]),
-            "flushes": sum(t["flushes"] for t in ts),
-            "memory_calls": sum(t["memory_calls"] for t in ts),
-        }
-        for mode, ts in run.turns.items()
-    }
-    result = {
-        "model": MODEL,
-        "window": window,
-        "fillers": fillers,
-        "quick": args.quick,
-        "scoring": "correct: an accepted answer appears as a word and the reply has no "
-        "denial (no/not/never/sorry/cannot/unsure/unknown/n't); mentions: the word alone",
-        "wall_s": round(wall, 1),
-        "everyday": every,
-        "functions_framing": framing,
-        "memory": memory,
-        "per_turn": per_turn,
-        "targets": {
-            "everyday_llmos_ge_raw_minus_1": every["llmos"] >= every["raw"] - 1,
-            "memory_auto_ge_8_of_10": memory.get("auto", {}).get("correct", 0) >= 8
-            if "auto" in memory and not args.quick
-            else None,
-        },
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
 
     print()
     print(
