@@ -376,6 +376,7 @@ async def test_extraction_puts_a_stated_fact_in_core_memory(
     turn = await kernel.send("tiny", "My favorite color is teal.")
     assert [c.name for c in turn.function_calls] == ["send_message", "core_memory_replace"]
     assert human(kernel) == "The user's favorite color is teal."
+    assert turn.usage.prompt_tokens == sum(core.prompt_tokens(r) for r in core.requests)
     # Questions and long messages are no candidates: no extraction step runs.
     n = len(core.requests)
     await kernel.send("tiny", "What is my favorite color?")

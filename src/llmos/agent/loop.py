@@ -101,6 +101,7 @@ class StepShape:
     paged: list[str] = field(default_factory=list)
     memory_lines: bool = False  # the model may write memory lines after its reply
     facts: list[str] = field(default_factory=list)  # extracted from the user's message
+    usage: Usage = field(default_factory=Usage)  # of the steps that shaped the turn
 
 
 def profile_of(core: Core) -> ModelInfo:
@@ -126,7 +127,7 @@ async def shape_turn(kernel: Kernel, image: AgentImage, core: Core) -> StepShape
         if query is not None:
             shape.paged = await page_in(kernel, image, query, include_window=shape.transcript)
             if shape.transcript and image.setting("extract_facts"):
-                fact = await extract_fact(kernel, image, core, query)
+                fact, shape.usage = await extract_fact(kernel, image, core, query)
                 shape.facts = [fact] if fact else []
     return shape
 
@@ -198,6 +199,7 @@ async def run_turn(
     emit({"type": "stored"})  # the events are durable: a server may now answer 200
     turn.messages.extend(events)
     shape = await shape_turn(kernel, image, core)
+    turn.usage += shape.usage
     await _steps(kernel, image, core, turn, emit, shape)
 
 
@@ -345,6 +347,8 @@ async def _transcript_reply(
     for temperature in REDECODE_TEMPERATURES:
         if not repeats(reply, earlier):
             break
+        if grammar is None and temperature == request.temperature:
+            continue  # nothing to ban (a core without grammars): the same request
         grammar = ban_first(grammar, reply) if grammar else None
         again = dataclasses.replace(request, temperature=temperature, grammar=grammar)
         try:

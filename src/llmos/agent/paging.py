@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.agent.functions import search_archival, search_recall
 from llmos.agent.syscalls import LLMSyscall
-from llmos.llm.core import CoreError, ToolCall
+from llmos.llm.core import CoreError, ToolCall, Usage
 from llmos.memory.blocks import DEFAULT_HUMAN
 from llmos.memory.transcript import MemoryLine, extraction_request, parse_fact
 
@@ -158,18 +158,18 @@ def core_facts(image: AgentImage, words: list[str]) -> list[str]:
 
 async def extract_fact(
     kernel: KernelInterface, image: AgentImage, core: Core, message: StoredMessage
-) -> str | None:
+) -> tuple[str | None, Usage]:
     """What `message` states about the user, as one fact, by a short constrained
-    step on the agent's core; None if it states nothing (or the step failed:
-    the turn goes on without it)."""
+    step on the agent's core, and the step's usage; None if it states nothing
+    (or the step failed: the turn goes on without it)."""
     request = extraction_request(message.content or "", cache_key=f"{image.id}:extract")
     if request is None:
-        return None
+        return None, Usage()
     try:
         response = await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=request))
     except CoreError:
-        return None
-    return parse_fact(response.content)
+        return None, Usage()
+    return parse_fact(response.content), response.usage
 
 
 def memory_calls(
