@@ -428,7 +428,7 @@ async def test_the_repetition_guard_is_bounded(kernel: Kernel, overrides: Path) 
     assert [r.temperature for r in core.requests[n:]] == [0.0, 0.0, 0.8]
     assert turn.reply == "I like that!" and turn.stop_reason == "end_turn" and turn.steps == 1
     # Near-identical counts too; a different reply does not.
-    from llmos.agent.loop import repeats
+    from llmos.agent.shape import repeats
 
     assert repeats("I like that.", ["Hello", "i like THAT!"])
     assert repeats("The sky is blue today", ["The sky is blue, today."])
