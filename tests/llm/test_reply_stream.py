@@ -72,3 +72,11 @@ def test_transcript_lines_stream_without_surrounding_whitespace_and_finish_fills
     plain.finish("all at once", 0)
     plain.finish("all at once", 0)
     assert [e["text"] for e in events] == ["all at once"]
+
+
+def test_a_transcript_streams_its_reply_line_and_never_the_memory_lines_after_it() -> None:
+    pieces = ["Nice to meet", " you, Ana!", "\nremem", "ber: The user's name is Ana."]
+    tokens, stream = run([Delta(p) for p in pieces], transcript=True)
+    assert "".join(tokens) == "Nice to meet you, Ana!"
+    stream.finish("Nice to meet you, Ana!", 0)
+    assert "".join(tokens) == "Nice to meet you, Ana!"

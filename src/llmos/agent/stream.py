@@ -9,7 +9,7 @@ text the user will read becomes `{"type": "token", "text": ...}` events:
   streams the whole call (`Delta.raw_call`, llama.cpp's emulated tools) has
   it at `arguments.message`, once `function` said `send_message`;
 * on the transcript path (small models), the reply line itself, without the
-  whitespace around it;
+  whitespace around it (never the memory lines that may follow it);
 * the inner monologue (text beside a function call) is never streamed.
 
 `finish(reply, call)` is called as the step's reply is emitted: whatever of the
@@ -173,7 +173,8 @@ class ReplyStream:
             if self.transcript:
                 self.line += delta.text
                 # Leading whitespace is never the reply's; trailing waits for more.
-                self._send(0, self.line.lstrip().rstrip())
+                # Only the first line is the reply: memory lines may follow it.
+                self._send(0, self.line.lstrip().split("\n", 1)[0].rstrip())
             return
         call = self.calls.get(delta.call)
         if call is None:

@@ -47,6 +47,11 @@ class AgentSettings(BaseModel):
     file_quota: int | None = Field(
         None, ge=0, le=1 << 34, description="bytes of the agent's file area (default 1 MB)"
     )
+    extract_facts: bool | None = Field(
+        None,
+        description="small models in auto/hybrid memory: a short step extracts what the "
+        "user states about themselves into core memory (one more model call on such turns)",
+    )
 
 
 #: values of `KEY=VALUE` that reset a setting to its default
