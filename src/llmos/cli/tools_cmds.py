@@ -1,15 +1,15 @@
 """Tool, access and approval commands of the shell.
 
     llmos tool add FILE.py [--exclusive] [--irreversible]   register a file's functions
-    llmos tool list [--agent NAME]                           the owner's or an agent's tools
+    llmos tool list [AGENT]                                  the owner's or an agent's tools
     llmos tool attach|detach AGENT TOOL                      give or take an agent's tool
     llmos tool remove TOOL                                   delete a tool
     llmos grant AGENT KIND TARGET [--mode r|rw] [--revoke]   agent / shared-files grants
     llmos approvals [list|approve ID|deny ID] [--reason R]   pending irreversible calls
     llmos audit [--agent NAME] [--limit N]                   the audit log
 
-They import the kernel only when they run. The CLI acts as the user "local"
-(the owner of the CLI's agents).
+They are clients of the HTTP API (`cli/common.api`); on the local kernel
+service the CLI acts as the user "local" (the owner of the CLI's agents).
 
 Left out: acting as another user from the CLI (the HTTP API does that).
 """
@@ -18,38 +18,18 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from llmos.cli import render
-from llmos.cli.common import dump, fail, group, out, run
-
-if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
-
-T = TypeVar("T")
+from llmos.cli.common import api, dump, fail, group, out
+from llmos.client.api import seg
 
 tool_app = group("User tools: Python functions agents can call (run in a sandbox).")
-
-
-@contextmanager
-def _lookups() -> Iterator[None]:
-    # run() reports ValueError/OSError; tool and approval lookups are LookupErrors
-    try:
-        yield
-    except LookupError as e:
-        fail(str(e.args[0]) if e.args else str(e))
-
-
-def _go(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
-    with _lookups():
-        return run(ctx, body)
 
 
 @tool_app.command("add")
@@ -74,10 +54,9 @@ def tool_add(
     except OSError as e:
         fail(f"cannot read {file}: {e.strerror or e}")
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return await kernel.add_tool(source, exclusive=exclusive, irreversible=irreversible)
-
-    added = _go(ctx, body)
+    body = {"source": source, "exclusive": exclusive, "irreversible": irreversible}
+    with api(ctx) as client:
+        added = client.post("/tools", body)["tools"]
     if as_json:
         dump(added)
         return
@@ -90,15 +69,23 @@ def tool_add(
 @tool_app.command("list")
 def tool_list(
     ctx: typer.Context,
-    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")] = None,
+    agent_arg: Annotated[
+        str | None, typer.Argument(metavar="[AGENT]", help="Only the tools attached to this agent.")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Same as AGENT.", hidden=True)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List your tools, or the tools attached to an agent."""
+    """List your tools, or the tools attached to an agent.
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.list_tools(agent=agent)
-
-    rows = _go(ctx, body)
+    Example: llmos tool list alice
+    """
+    if agent_arg and agent and agent_arg != agent:
+        fail(f"name one agent: {agent_arg!r} or {agent!r}")
+    who = agent_arg or agent
+    with api(ctx) as client:
+        rows = client.get(f"/agents/{seg(who)}/tools" if who else "/tools")["tools"]
     if as_json:
         dump(rows)
         return
@@ -116,10 +103,8 @@ def tool_list(
 def tool_attach(ctx: typer.Context, agent: str, tool: str) -> None:
     """Give AGENT the tool TOOL (and the grant to call it)."""
 
-    async def body(kernel: Kernel) -> None:
-        kernel.attach_tool(agent, tool)
-
-    _go(ctx, body)
+    with api(ctx) as client:
+        client.put(f"/agents/{seg(agent)}/tools/{seg(tool)}")
     out.print(f"attached {tool} to {agent}")
 
 
@@ -127,11 +112,8 @@ def tool_attach(ctx: typer.Context, agent: str, tool: str) -> None:
 def tool_detach(ctx: typer.Context, agent: str, tool: str) -> None:
     """Take TOOL away from AGENT."""
 
-    async def body(kernel: Kernel) -> bool:
-        return kernel.detach_tool(agent, tool)
-
-    if not _go(ctx, body):
-        fail(f"{agent} does not have the tool {tool}")
+    with api(ctx) as client:
+        client.delete(f"/agents/{seg(agent)}/tools/{seg(tool)}")
     out.print(f"detached {tool} from {agent}")
 
 
@@ -139,10 +121,8 @@ def tool_detach(ctx: typer.Context, agent: str, tool: str) -> None:
 def tool_remove(ctx: typer.Context, tool: str) -> None:
     """Delete a tool (every agent loses it)."""
 
-    async def body(kernel: Kernel) -> None:
-        kernel.remove_tool(tool)
-
-    _go(ctx, body)
+    with api(ctx) as client:
+        client.delete(f"/tools/{seg(tool)}")
     out.print(f"removed {tool}")
 
 
@@ -164,13 +144,20 @@ def grant(
     Example: llmos grant alice agent bob · llmos grant alice files team --mode r
     """
 
-    async def body(kernel: Kernel) -> Any:
-        if revoke:
-            return kernel.revoke(agent, kind.value, target)
-        kernel.grant(agent, kind.value, target, mode)
-        return kernel.list_grants(agent)
+    from llmos.client.api import RequestFailed
 
-    result = _go(ctx, body)
+    with api(ctx) as client:
+        if revoke:
+            try:
+                client.delete(f"/agents/{seg(agent)}/grants/{kind.value}/{seg(target)}")
+                result: Any = True
+            except RequestFailed as exc:
+                if exc.status != 404 or "grant" not in str(exc):
+                    raise
+                result = False
+        else:
+            body = {"kind": kind.value, "target": target, "mode": mode}
+            result = client.post(f"/agents/{seg(agent)}/grants", body)["grants"]
     if revoke:
         out.print(f"revoked {kind.value} {target} from {agent}" if result else "no such grant")
     else:
@@ -199,11 +186,8 @@ def approvals(
     Example: llmos approvals approve appr-1234 · llmos approvals deny appr-1234 -r "no"
     """
     if action is ApprovalAction.list:
-
-        async def listing(kernel: Kernel) -> list[dict[str, Any]]:
-            return kernel.approvals(status=None if show_all else "pending")
-
-        rows = _go(ctx, listing)
+        with api(ctx) as client:
+            rows = client.get("/approvals", status="all" if show_all else "pending")["approvals"]
         if as_json:
             dump(rows)
             return
@@ -225,14 +209,15 @@ def approvals(
     if not approval_id:
         fail(f"`llmos approvals {action.value}` needs an approval id (see `llmos approvals`)")
 
-    async def deciding(kernel: Kernel) -> Any:
-        return await kernel.decide(approval_id, action is ApprovalAction.approve, reason)
-
-    turn = _go(ctx, deciding)
+    body = {"approve": action is ApprovalAction.approve, "reason": reason}
+    with api(ctx) as client:
+        decided = client.post(f"/approvals/{seg(approval_id)}", body)
+    turn = decided["turn"]
     if as_json:
-        print(json.dumps(turn.as_dict(), ensure_ascii=False, default=str))
+        print(json.dumps(turn, ensure_ascii=False, default=str))
         return
-    out.print(f"{action.value}d {approval_id}; the agent's turn:")
+    verb = "approved" if action is ApprovalAction.approve else "denied"
+    out.print(f"{verb} {approval_id}; the agent's turn:")
     render.turn_view(out, turn)
 
 
@@ -244,10 +229,8 @@ def audit(
 ) -> None:
     """Show the audit log: tool calls, denials, approvals (newest first)."""
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.audit(agent=agent, limit=limit)
-
-    rows = _go(ctx, body)
+    with api(ctx) as client:
+        rows = client.get("/audit", agent=agent, limit=limit)["entries"]
     if as_json:
         dump(rows)
         return
