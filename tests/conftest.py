@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,19 @@ class HashEmbedder:
             norm = np.linalg.norm(out[i])
             out[i] = out[i] / norm if norm else out[i]
         return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_daemon() -> Iterator[None]:
+    """`llmos` commands run their kernel in-process in tests, so no test leaves a kernel
+    service behind; tests/cli/test_service.py asks for the service explicitly."""
+    old = os.environ.get("LLMOS_NO_DAEMON")
+    os.environ["LLMOS_NO_DAEMON"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("LLMOS_NO_DAEMON", None)
+    else:
+        os.environ["LLMOS_NO_DAEMON"] = old
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`llmos ps` and `llmos kernel stats`, against a live server and against the local database."""
+"""`llmos ps` and `llmos kernel stats`, against a live server and against the local kernel."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from llmos.cli.main import app
@@ -34,7 +35,12 @@ def test_ps_and_stats_from_a_live_server(live: LiveServer, alice: httpx.Client, 
     assert bad.exit_code == 1 and "rejected" in bad.stderr
 
 
-def test_ps_locally_lists_idle_agents(tmp_path: Path) -> None:
+def test_ps_locally_shows_the_agents_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --url the commands ask the local kernel (here in-process, LLMOS_NO_DAEMON):
+    a kernel just booted has no agent in memory, and stats count them all."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test")  # the embedder is made, never called
     created = run(
         "--home",
         str(tmp_path),
@@ -44,12 +50,15 @@ def test_ps_locally_lists_idle_agents(tmp_path: Path) -> None:
         "--model",
         "openai/x",
         "--embedder",
-        "test/hash",
+        "openai/text-embedding-3-small",
         "--context-window",
         "4096",
     )
     assert created.exit_code == 0, created.output
     ps = run("--home", str(tmp_path), "ps", "--json")
-    assert [(r["name"], r["state"]) for r in json.loads(ps.stdout)] == [("solo", "ready")]
+    assert ps.exit_code == 0, ps.output
+    assert json.loads(ps.stdout) == []
+    stats = json.loads(run("--home", str(tmp_path), "kernel", "stats", "--json").stdout)
+    assert stats["agents"] == 1 and "solo" in stats["usage"]
     table = run("--home", str(tmp_path), "kernel", "stats")
     assert "solo" in table.stdout

@@ -129,7 +129,8 @@ async def run_kernel(
     sock: socket.socket,
     *,
     idle: float | None = None,
-    log_level: str = "info",
+    log_level: str | None = "info",
+    log_config: Any = uvicorn.config.LOGGING_CONFIG,
     on_server: Any = None,
 ) -> None:
     """Open the kernel on this event loop, serve the app on `sock` until told to stop
@@ -144,6 +145,7 @@ async def run_kernel(
         config = uvicorn.Config(
             activity,
             log_level=log_level,
+            log_config=log_config,
             lifespan="on",
             timeout_graceful_shutdown=30,
             access_log=False,
@@ -234,7 +236,12 @@ def in_process(home: Path | None) -> Iterator[str]:
 
     def run() -> None:
         try:
-            asyncio.run(run_kernel(home, sock, log_level="warning", on_server=servers.append))
+            # no log config or levels: leave the calling program's logging as it is
+            asyncio.run(
+                run_kernel(
+                    home, sock, log_level=None, log_config=None, on_server=servers.append
+                )
+            )
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
 
