@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -70,6 +71,24 @@ def local_config() -> ServerConfig:
         allow_base_url=True,
         unsafe_tools=True,
     )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but SIGTERM/SIGINT only ask it to stop: uvicorn would raise the
+    signal again once it has stopped, killing the process before the service removes
+    its socket and state file."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
 
 def bind_private(path: Path) -> socket.socket:
@@ -150,7 +169,7 @@ async def run_kernel(
             timeout_graceful_shutdown=30,
             access_log=False,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         if on_server is not None:
             on_server(server)
 
@@ -238,9 +257,7 @@ def in_process(home: Path | None) -> Iterator[str]:
         try:
             # no log config or levels: leave the calling program's logging as it is
             asyncio.run(
-                run_kernel(
-                    home, sock, log_level=None, log_config=None, on_server=servers.append
-                )
+                run_kernel(home, sock, log_level=None, log_config=None, on_server=servers.append)
             )
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
