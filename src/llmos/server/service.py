@@ -226,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     paths.state.write_text(json.dumps(state), encoding="utf-8")
     log.info("llmos %s kernel service pid %d on %s", llmos.__version__, os.getpid(), sock_path)
+    failure: Exception | None = None
     try:
         asyncio.run(run_kernel(home, sock, idle=args.idle))
     except Exception as exc:
         log.exception("the kernel service failed")
-        print(f"error: {exc}", file=sys.stderr)  # the client shows this last line
-        return 1
+        failure = exc
     finally:
         sock.close()
         with contextlib.suppress(OSError):
@@ -240,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             paths.state.unlink()
         log.info("kernel service pid %d stopped", os.getpid())
-        os.close(lock_fd)
+        # lock_fd stays open: the lock goes with the process itself, so a client that
+        # sees it free knows the process is gone
+    if failure is not None:
+        print(f"error: {failure}", file=sys.stderr)  # the log's last line: the client shows it
+        return 1
     return 0
 
 
