@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmos.cli.main import app
-from tests.server.conftest import LiveServer
+from tests.server.conftest import LiveServer, unique
 
 
 def run(*args: str) -> object:
@@ -62,3 +62,42 @@ def test_ps_locally_shows_the_agents_in_memory(
     assert stats["agents"] == 1 and "solo" in stats["usage"]
     table = run("--home", str(tmp_path), "kernel", "stats")
     assert "solo" in table.stdout
+
+
+def test_the_cli_against_a_remote_server_with_url_and_key(live: LiveServer) -> None:
+    """--url/--key point every client command at a real `llmos serve` on loopback, as
+    that key's user; LLMOS_URL/LLMOS_KEY do the same."""
+    key = live.users["bob"]
+    remote = ("--url", live.url, "--key", key)
+    name = unique("cli")
+    created = run(*remote, "agent", "create", name, "--model", "scripted/echo")
+    assert created.exit_code == 0, created.output
+    sent = run(*remote, "send", name, "over the wire")
+    assert sent.exit_code == 0, sent.output
+    assert "over the wire" in sent.stdout
+    turn = json.loads(run(*remote, "send", name, "json too", "--json").stdout)
+    assert turn["stop_reason"] == "end_turn"
+    listed = CliRunner().invoke(
+        app, ["agent", "list", "--json"], env={"LLMOS_URL": live.url, "LLMOS_KEY": key}
+    )
+    assert name in [a["name"] for a in json.loads(listed.stdout)]
+    # another user's key does not see it; a wrong key is one clean line
+    alices = run("--url", live.url, "--key", live.users["alice"], "agent", "show", name)
+    assert alices.exit_code == 1 and alices.stderr.startswith("error: ")
+    bad = run("--url", live.url, "--key", "llmos-wrong", "agent", "list")
+    assert bad.exit_code == 1 and "rejected the API key" in bad.stderr
+    assert bad.stderr.count("\n") == 1
+    nokey = run("--url", live.url, "agent", "list")
+    assert nokey.exit_code == 1 and "--key" in nokey.stderr
+    # commands with no route refuse --url rather than act on this machine's home
+    local_only = run(*remote, "agent", "set-embedder", name, "test/hash")
+    assert local_only.exit_code == 1 and "no HTTP route" in local_only.stderr
+    # export and import over the wire
+    doc = run(*remote, "agent", "export", name)
+    assert doc.exit_code == 0, doc.output
+    copy = unique("copy")
+    with_doc = CliRunner().invoke(
+        app, [*remote, "agent", "import", "-", "--name", copy], input=doc.stdout
+    )
+    assert with_doc.exit_code == 0, with_doc.output
+    assert f"Created agent {copy}" in with_doc.stdout

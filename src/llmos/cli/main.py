@@ -60,7 +60,11 @@ EPILOG = (
     "Models: local/gemma-3-270m (embedded, the default), local:/path/model.gguf, "
     "openai/MODEL (with --base-url or OPENAI_BASE_URL), ollama/MODEL, anthropic/MODEL "
     "(ANTHROPIC_API_KEY), bedrock/MODEL_ID (AWS credentials, AWS_REGION). "
-    "See `llmos models`."
+    "See `llmos models`.\n\n"
+    "Commands talk to the local kernel service (started in the background when needed; "
+    "`llmos kernel status|stop`), to `--url` with `--key`, or with `--no-daemon` to a kernel "
+    "inside the command. No HTTP route, so always on this machine in-process: serve, user, "
+    "mcp, load, models, agent set-embedder, files search."
 )
 
 app = typer.Typer(
