@@ -274,9 +274,10 @@ def test_export_import_and_tool_list_through_the_service(home: Home, tmp_path: P
     assert taken.returncode == 1 and taken.stderr.startswith("error: ")
     assert "Created agent eve2" in home.ok("agent", "import", str(doc), "--name", "eve2")
     shown = json.loads(home.ok("agent", "show", "eve2", "--json"))
-    assert shown["recall_count"] == json.loads(home.ok("agent", "show", "eve", "--json"))[
-        "recall_count"
-    ]
+    assert (
+        shown["recall_count"]
+        == json.loads(home.ok("agent", "show", "eve", "--json"))["recall_count"]
+    )
     assert "no tools" in home.ok("tool", "list", "eve2")
     assert "no tools" in home.ok("tool", "list", "-a", "eve2")
 

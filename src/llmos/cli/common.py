@@ -13,7 +13,6 @@ imported inside the functions that open it, never at module level.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -124,6 +123,8 @@ def api(ctx: typer.Context) -> Iterator[Client]:
 def run(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
     """Open the kernel in this process, await `body(kernel)` on a fresh event loop, close
     the kernel: for the commands with no HTTP route, which work on the local home only."""
+    import asyncio
+
     from llmos.kernel.kernel import Kernel
 
     if isinstance(ctx.obj, State) and ctx.obj.url:

@@ -16,13 +16,35 @@ and an async variant (the CLI runs one request at a time).
 from __future__ import annotations
 
 import json
+import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 
-from llmos.errors import BackendError, InvalidRequest
+def _without_httpx_cli() -> None:
+    """Keep `import httpx` from importing httpx's own command-line tool (`httpx._main`:
+    click, pygments, rich.syntax, rich.progress) — about a quarter of a client
+    command's start-up, for a tool the client never runs. httpx imports it under
+    `try:` and only binds its `main`; a process that already imported httpx is left
+    as it is."""
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+    stub = types.ModuleType("httpx._main", "httpx's CLI, left out by llmos.client.api")
+
+    def main(*_args: Any, **_kwargs: Any) -> None:
+        raise SystemExit("httpx's command line is not loaded in this process")
+
+    stub.main = main  # type: ignore[attr-defined]
+    sys.modules["httpx._main"] = stub
+
+
+_without_httpx_cli()
+
+import httpx  # noqa: E402
+
+from llmos.errors import BackendError, InvalidRequest  # noqa: E402
 
 #: a turn on a slow model can take minutes; reads wait for it, connects do not
 TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=60.0, pool=5.0)
@@ -74,6 +96,8 @@ class Client:
             headers=headers,
             timeout=TIMEOUT,
             transport=transport,
+            # on a Unix socket, proxies from the environment do not apply
+            trust_env=transport is None,
         )
 
     @classmethod
@@ -82,7 +106,9 @@ class Client:
         permissions say who may connect)."""
         return cls(
             "http://llmos.local",
-            transport=httpx.HTTPTransport(uds=path),
+            # no TLS on a Unix socket: without verify=False the transport would load
+            # the CA bundle, the largest single cost of a warm command
+            transport=httpx.HTTPTransport(uds=path, verify=False),
             where=where or f"the llmos kernel at {path}",
         )
 
