@@ -337,3 +337,17 @@ def test_bind_private_makes_an_owner_only_socket(tmp_path: Path) -> None:
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     finally:
         listener.close()
+
+
+def test_a_socket_others_could_reach_is_refused(home: Home) -> None:
+    """A socket in a directory other users can write is not trusted: a command would
+    send its messages to whoever put it there."""
+    home.ok("kernel", "start")
+    home.paths.run.chmod(0o777)
+    try:
+        refused = home.run("agent", "list")
+        assert refused.returncode == 1 and "not private" in refused.stderr
+        assert refused.stderr.count("\n") == 1
+    finally:
+        home.paths.run.chmod(0o700)
+    assert home.run("agent", "list").returncode == 0

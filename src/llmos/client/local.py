@@ -122,6 +122,17 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def _check_private(sock: Path) -> None:
+    """Refuse a socket that another user could have put there, or could reach: the
+    messages a command sends would go to their server."""
+    me = os.getuid()
+    folder, info = sock.parent.lstat(), sock.lstat()
+    if folder.st_uid != me or stat.S_IMODE(folder.st_mode) & 0o077:
+        raise ServiceError(f"{sock.parent} is not private to this user; refusing to use it")
+    if info.st_uid != me or not stat.S_ISSOCK(info.st_mode):
+        raise ServiceError(f"{sock} is not this user's socket; refusing to use it")
+
+
 def prepare(paths: Paths) -> None:
     private_dir(paths.run)
     private_dir(paths.socket.parent)
@@ -162,6 +173,7 @@ def probe(paths: Paths) -> tuple[Client, dict[str, Any]] | None:
     sock = paths.socket
     if not sock.exists():
         return None
+    _check_private(sock)
     client = Client.unix(str(sock))
     try:
         return client, client.health()
