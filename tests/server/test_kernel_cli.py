@@ -101,3 +101,34 @@ def test_the_cli_against_a_remote_server_with_url_and_key(live: LiveServer) -> N
     )
     assert with_doc.exit_code == 0, with_doc.output
     assert f"Created agent {copy}" in with_doc.stdout
+
+
+def test_tools_and_approvals_from_the_cli_over_the_api(live: LiveServer, tmp_path: Path) -> None:
+    """tool add / list AGENT / attach, an irreversible call waiting, `approvals deny`
+    printing "denied", and the audit log: all through the HTTP API with --url."""
+    from tests.server.test_tools_api import LAUNCH, add_tooluser
+
+    add_tooluser(live)
+    remote = ("--url", live.url, "--key", live.users["alice"])
+    agent = unique("cli-tools")
+    assert run(*remote, "agent", "create", agent, "--model", "scripted/tooluser").exit_code == 0
+    name = unique("launch").replace("-", "_")
+    source = tmp_path / "launch.py"
+    source.write_text(LAUNCH.replace("def launch", f"def {name}"))
+    added = run(*remote, "tool", "add", str(source))
+    if added.exit_code == 1 and "sandbox" in added.stderr:
+        pytest.skip("no OS sandbox here")
+    assert added.exit_code == 0 and "irreversible" in added.stdout, added.output
+    assert run(*remote, "tool", "attach", agent, name).exit_code == 0
+    assert name in run(*remote, "tool", "list", agent).stdout  # the agent, positionally
+    sent = run(*remote, "send", agent, f'call {name} {{"target": "moon"}}', "--json")
+    assert json.loads(sent.stdout)["stop_reason"] == "waiting_approval"
+    listed = json.loads(run(*remote, "approvals", "--json").stdout)
+    (pending,) = [a for a in listed if a["tool"] == name]
+    denied = run(*remote, "approvals", "deny", pending["id"], "-r", "not today")
+    assert denied.exit_code == 0, denied.output
+    assert f"denied {pending['id']}" in denied.stdout and "denyd" not in denied.stdout
+    again = run(*remote, "approvals", "approve", pending["id"])
+    assert again.exit_code == 1 and again.stderr.startswith("error: ")
+    audit = json.loads(run(*remote, "audit", "--agent", agent, "--json").stdout)
+    assert any(e["target"] == name for e in audit)

@@ -63,7 +63,9 @@ def tool_add(
     for t in added:
         flags = [f for f in ("exclusive", "irreversible") if t[f]]
         extra = f" [{', '.join(flags)}]" if flags else ""
-        out.print(f"added [bold]{t['name']}[/] v{t['version']}{extra}: {escape(t['description'])}")
+        out.print(
+            f"added [bold]{t['name']}[/] v{t['version']}{escape(extra)}: {escape(t['description'])}"
+        )
 
 
 @tool_app.command("list")
