@@ -70,10 +70,10 @@ class Home:
             COLUMNS="120",
         )
 
-    def start(self, *args: str, stdin: str = "") -> subprocess.Popen[str]:
+    def start(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*LLMOS, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=self.env, text=True,
+            stderr=subprocess.PIPE, env=self.env, text=True, cwd=cwd,
         )  # fmt: skip
 
     @staticmethod
@@ -351,3 +351,13 @@ def test_a_socket_others_could_reach_is_refused(home: Home) -> None:
     finally:
         home.paths.run.chmod(0o700)
     assert home.run("agent", "list").returncode == 0
+
+
+def test_a_relative_home_is_the_same_home_for_the_service(home: Home) -> None:
+    """The service runs in /, so a home given relative to the command's directory
+    must reach it as the same directory."""
+    home.path.mkdir(parents=True)
+    home.env["LLMOS_HOME"] = "home"
+    done = home.finish(home.start("--home", "home", "agent", "list", cwd=home.path.parent))
+    assert done.returncode == 0, done.stderr
+    assert home.paths.socket.exists() and (home.path / "llmos.db").exists()

@@ -129,6 +129,9 @@ def agent_create(
             fail(f"--block wants LABEL=TEXT, got {item!r}")
         extra[label.strip()] = _text_or_file(text) or ""
 
+    if model and model.startswith("local:") and not Path(model[6:]).expanduser().is_absolute():
+        # a model file named relative to here: the kernel may run in another directory
+        model = "local:" + str(Path(model[6:]).expanduser().absolute())
     body = {
         "name": name,
         "model": model,

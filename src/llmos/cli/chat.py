@@ -65,14 +65,22 @@ def send(
         else:
             printer = _Tokens(sys.stdout, live=sys.stdout.isatty())
             turn = {}
-            for event in client.stream(path, {"text": text}):
-                kind = event.get("type")
-                if kind == "token":
-                    printer.token(event.get("text") or "")
-                elif kind == "reply":
-                    printer.reply(event.get("text") or "")
-                elif kind == "done":
-                    turn = event.get("turn") or {}
+            try:
+                for event in client.stream(path, {"text": text}):
+                    kind = event.get("type")
+                    if kind == "token":
+                        printer.token(event.get("text") or "")
+                    elif kind == "reply":
+                        printer.reply(event.get("text") or "")
+                    elif kind == "done":
+                        turn = event.get("turn") or {}
+            except KeyboardInterrupt:
+                # the kernel would finish the turn without us: stop it, keep what it did
+                with suppress(*user_error_types()):
+                    client.post(f"/agents/{seg(name)}/cancel")
+                print("\ninterrupted: the turn was cancelled; what it did so far is kept",
+                      file=sys.stderr)  # fmt: skip
+                raise typer.Exit(130) from None
     if turn.get("error"):
         fail(f"the turn failed ({turn.get('stop_reason')}): {turn['error']}")
     if not turn.get("reply") and not as_json:

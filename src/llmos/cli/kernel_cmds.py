@@ -147,7 +147,7 @@ def _paths(ctx: typer.Context) -> Any:
     state = _state(ctx)
     if state.url:
         fail("`llmos kernel start|stop|status` manage this machine's service; drop --url")
-    return Paths(state.home or default_home())
+    return Paths((state.home or default_home()).expanduser().absolute())
 
 
 @kernel_app.command("start")

@@ -184,7 +184,7 @@ def probe(paths: Paths) -> tuple[Client, dict[str, Any]] | None:
 
 def ensure(home: Path, idle: float | None = None) -> Client:
     """A client of this home's service, started first if none of this version answers."""
-    paths = Paths(home)
+    paths = Paths(home.expanduser().absolute())  # the service runs in /, not here
     found = probe(paths)
     if found and found[1].get("version") == llmos.__version__:
         return found[0]
