@@ -65,6 +65,7 @@ def send(
         else:
             printer = _Tokens(sys.stdout, live=sys.stdout.isatty())
             turn = {}
+            failure = "the stream ended before the turn did (its messages are kept)"
             try:
                 for event in client.stream(path, {"text": text}):
                     kind = event.get("type")
@@ -72,6 +73,8 @@ def send(
                         printer.token(event.get("text") or "")
                     elif kind == "reply":
                         printer.reply(event.get("text") or "")
+                    elif kind == "error":
+                        failure = str((event.get("error") or {}).get("message") or failure)
                     elif kind == "done":
                         turn = event.get("turn") or {}
             except KeyboardInterrupt:
@@ -81,6 +84,8 @@ def send(
                 print("\ninterrupted: the turn was cancelled; what it did so far is kept",
                       file=sys.stderr)  # fmt: skip
                 raise typer.Exit(130) from None
+            if not turn:
+                fail(failure)
     if turn.get("error"):
         fail(f"the turn failed ({turn.get('stop_reason')}): {turn['error']}")
     if not turn.get("reply") and not as_json:
