@@ -361,3 +361,13 @@ def test_a_relative_home_is_the_same_home_for_the_service(home: Home) -> None:
     done = home.finish(home.start("--home", "home", "agent", "list", cwd=home.path.parent))
     assert done.returncode == 0, done.stderr
     assert home.paths.socket.exists() and (home.path / "llmos.db").exists()
+
+
+def test_chat_through_the_service(home: Home) -> None:
+    home.create("fay")
+    script = "/memory\nhello fay\n/search hello\n/context\n/retry\n/rethink Be brief.\n/exit\n"
+    shown = home.ok("chat", "fay", stdin=script)
+    assert "Chatting with fay" in shown and "Memory blocks" in shown
+    assert shown.count("echo: hello fay") >= 2  # the reply, then the retried reply
+    assert "hello fay" in shown.split("/search hello", 1)[1]  # recall search found it
+    assert "Rewrote the agent's last inner thoughts" in shown
