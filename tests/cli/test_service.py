@@ -369,5 +369,6 @@ def test_chat_through_the_service(home: Home) -> None:
     shown = home.ok("chat", "fay", stdin=script)
     assert "Chatting with fay" in shown and "Memory blocks" in shown
     assert shown.count("echo: hello fay") >= 2  # the reply, then the retried reply
-    assert "hello fay" in shown.split("/search hello", 1)[1]  # recall search found it
+    found = shown.split("/search hello", 1)[1].split("/context", 1)[0]
+    assert "user: hello fay" in found  # recall search, through the service
     assert "Rewrote the agent's last inner thoughts" in shown
