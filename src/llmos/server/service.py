@@ -140,7 +140,11 @@ def _kernel_busy(state: ServerState) -> bool:
         procs = kernel.kernel_stats().get("processes", [])
     except Exception:  # a status read must never keep the service from exiting
         return False
-    return any(p.get("state") not in (None, "idle", "ready", "blocked") for p in procs)
+    # an agent mid-step, or with events queued (e.g. another agent's message), is work;
+    # "ready" and "waiting_approval" wait for someone else
+    return any(
+        p.get("state") not in ("ready", "waiting_approval") or p.get("waiting") for p in procs
+    )
 
 
 async def run_kernel(
