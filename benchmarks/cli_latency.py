@@ -13,7 +13,9 @@ both alike), against a `FakeOpenAIServer` on loopback that answers at once:
    `llmos send` including starting the service, against the same first
    command with `--no-daemon`.
 
-Also: the client's imports alone (`python -c "import llmos.cli.main"`) and
+Each row also gives the command's own CPU time (user + system of its
+process, not the service's), which load on the machine barely changes. Also:
+the client's imports alone (`python -c "import llmos.cli.main"`) and
 the bare interpreter, as a floor. Targets: warm under 0.25 s whole command;
 cold no slower than in-process. The load average is recorded because other
 work on the machine skews every number.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,12 +68,24 @@ def _env(home: Path, server: FakeOpenAIServer) -> dict[str, str]:
     return env
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> float:
+WALL: dict[str, list[float]] = {}
+CPU: dict[str, list[float]] = {}
+
+
+def _timed(cmd: list[str], env: dict[str, str], key: str | None = None) -> float:
+    """Wall seconds of the command; its CPU seconds (user + system, the command's own
+    process: not the service's) go to CPU[key]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[2:])} failed: {done.stderr.strip()[:300]}")
+    if key:
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        CPU.setdefault(key, []).append(cpu)
+        WALL.setdefault(key, []).append(took)
     return took
 
 
@@ -94,9 +109,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    runs: dict[str, list[float]] = {
-        k: [] for k in ("bare", "imports", "warm", "no_daemon", "cold_service", "cold_no_daemon")
-    }
     with FakeOpenAIServer(policy=_policy) as server, tempfile.TemporaryDirectory() as tmp:
         warm_home = Path(tmp) / "warm"
         env = _env(warm_home, server)
@@ -104,24 +116,24 @@ def main() -> None:
         _timed([*LLMOS, "send", "a", "warm-up"], env)
         try:
             for i in range(args.runs):
-                runs["bare"].append(_timed([sys.executable, "-c", "pass"], env))
-                runs["imports"].append(_timed([sys.executable, "-c", "import llmos.cli.main"], env))
-                runs["warm"].append(_timed([*LLMOS, "send", "a", "hi"], env))
-                runs["no_daemon"].append(_timed([*LLMOS, "--no-daemon", "send", "a", "hi"], env))
+                _timed([sys.executable, "-c", "pass"], env, "bare")
+                _timed([sys.executable, "-c", "import llmos.cli.main"], env, "imports")
+                _timed([*LLMOS, "send", "a", "hi"], env, "warm")
+                _timed([*LLMOS, "--no-daemon", "send", "a", "hi"], env, "no_daemon")
                 cold = Path(tmp) / f"cold{i}"
                 cold_env = _env(cold, server)
                 _create(cold_env, server, "--no-daemon")
-                runs["cold_no_daemon"].append(
-                    _timed([*LLMOS, "--no-daemon", "send", "a", "hi"], cold_env)
-                )
-                runs["cold_service"].append(_timed([*LLMOS, "send", "a", "hi"], cold_env))
+                _timed([*LLMOS, "--no-daemon", "send", "a", "hi"], cold_env, "cold_no_daemon")
+                _timed([*LLMOS, "send", "a", "hi"], cold_env, "cold_service")
                 stop(Paths(cold))
         finally:
             stop(Paths(warm_home))
             for i in range(args.runs):
                 stop(Paths(Path(tmp) / f"cold{i}"))
     result = {
-        "figures": {k: _stats(v) for k, v in runs.items() if v},
+        "figures": {k: _stats(v) for k, v in WALL.items()},
+        # load-independent: the command's own CPU (the service's is not counted)
+        "cpu_median_s": {k: round(statistics.median(v), 4) for k, v in CPU.items()},
         "targets": {"warm_median_s": 0.25, "cold_service_vs_cold_no_daemon": "<= 1.0x"},
         "load_average": os.getloadavg(),
         "cpus": os.cpu_count(),
@@ -135,7 +147,7 @@ def main() -> None:
     result["cold_ratio_service_vs_no_daemon"] = round(
         f["cold_service"]["median_s"] / f["cold_no_daemon"]["median_s"], 2
     )
-    print(f"{'what':<44}{'median s':>10}{'min s':>9}{'max s':>9}")
+    print(f"{'what':<44}{'median s':>10}{'min s':>9}{'max s':>9}{'cpu s':>8}")
     labels = {
         "bare": "python -c pass (floor)",
         "imports": "import llmos.cli.main (client imports)",
@@ -146,7 +158,8 @@ def main() -> None:
     }
     for key, label in labels.items():
         s = f[key]
-        print(f"{label:<44}{s['median_s']:>10.3f}{s['min_s']:>9.3f}{s['max_s']:>9.3f}")
+        cpu = result["cpu_median_s"].get(key, float("nan"))
+        print(f"{label:<44}{s['median_s']:>10.3f}{s['min_s']:>9.3f}{s['max_s']:>9.3f}{cpu:>8.3f}")
     print(f"warm is {result['warm_speedup_vs_no_daemon']}x faster than --no-daemon; cold "
           f"service/in-process = {result['cold_ratio_service_vs_no_daemon']}; "
           f"load average {result['load_average'][0]:.1f}")  # fmt: skip
