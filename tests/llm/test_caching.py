@@ -165,7 +165,8 @@ def serving(provider: str) -> Iterator[tuple[str, str | None, Any]]:
 async def test_stable_layout_is_served_from_cache(provider: str, home: Path) -> None:
     from tests.conftest import HashEmbedder
 
-    messages = [f"Message {i}: tell me about rivers and lakes, " * 3 for i in range(8)]
+    # enough turns that most prompts are past the providers' 1,024-token caching minimum
+    messages = [f"Message {i}: tell me about rivers and lakes, " * 3 for i in range(16)]
     messages[3] = "Please remember that my sister is called Ada."
     rates: dict[str, float] = {}
     for layout in ("stable", "classic"):

@@ -74,6 +74,41 @@ def _db_count(kernel: Kernel) -> int:
         return kernel.archival.count(conn, image.id)
 
 
+def test_pdf_lines_join_within_paragraphs(tmp_path: Path) -> None:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    pdf = tmp_path / "prose.pdf"
+    c = canvas.Canvas(str(pdf), pagesize=A4)
+    y = 800.0
+
+    def lines(*texts: str, size: float = 12, x: float = 72) -> None:
+        nonlocal y
+        c.setFont("Helvetica", size)
+        for i, text in enumerate(texts):
+            c.drawString(x if i == 0 else 72, y, text)
+            y -= size + 2
+
+    lines("A Title", size=18)
+    lines("the cat sat", "on the mat. The exam-", "ple was clear and well-", "known to all.")
+    y -= 14  # a blank line's gap
+    lines("Then a second para-", "graph, which a well-known", "rule keeps apart.")
+    lines("An indented first line", x=90)  # the same pitch, but indented after a full stop
+    lines("ends the paragraph before.")
+    c.showPage()
+    y = 800.0
+    lines("Page two starts", "a new paragraph.")
+    c.save()
+
+    assert extract_text(pdf) == (
+        "A Title\n\n"
+        "the cat sat on the mat. The example was clear and well-known to all.\n\n"
+        "Then a second paragraph, which a well-known rule keeps apart.\n\n"
+        "An indented first line ends the paragraph before.\n\n"
+        "Page two starts a new paragraph."
+    )
+
+
 async def test_pdf_loads_with_progress_and_is_searchable(loader_kernel: Kernel, tmp_path: Path):
     pdf = tmp_path / "log.pdf"
     make_pdf(pdf)

@@ -160,6 +160,11 @@ def test_stream_sends_every_event_then_done(alice: httpx.Client) -> None:
         assert r.headers["content-type"].startswith("text/event-stream")
         body = r.read().decode()
     events = sse_events(body)
+    # A core that does not stream: the reply's text as token events at the end
+    # (in runs that end at whitespace), then the reply.
+    tokens = [d["text"] for e, d in events if e == "token"]
+    assert "".join(tokens) == "saved: my cat is Tom"
+    events = [(e, d) for e, d in events if e != "token"]
     kinds = [e for e, _ in events]
     assert kinds == [
         "reasoning",
@@ -231,6 +236,16 @@ def test_retry_replaces_the_last_answer(alice: httpx.Client, agent: str) -> None
     assert r.status_code == 200 and r.json()["reply"] == "echo: one"
     history = alice.get(f"/v1/agents/{agent}/messages").json()["messages"]
     assert [m["content"] for m in history if m["role"] == "user"] == ["one"]
+
+
+def test_retry_undoes_the_turns_archival_insert(alice: httpx.Client) -> None:
+    name = unique()
+    alice.post("/v1/agents", json={"name": name, "model": "scripted/think"})
+    alice.post(f"/v1/agents/{name}/messages", json={"text": "keep this once"})
+    r = alice.post(f"/v1/agents/{name}/messages/retry")
+    assert r.status_code == 200 and r.json()["not_undone"] == []
+    passages = alice.get(f"/v1/agents/{name}/archival").json()["passages"]
+    assert [p["text"] for p in passages] == ["keep this once"]
 
 
 def test_disconnect_mid_stream_keeps_the_turn(live: LiveServer, alice: httpx.Client) -> None:
@@ -432,3 +447,12 @@ def test_keys_never_logged(live: LiveServer, caplog: pytest.LogCaptureFixture) -
     assert "POST /v1/agents" in logged  # the access log was captured
     assert live.users["alice"] not in logged
     assert LEAKY_SECRET not in logged
+
+
+def test_agent_shows_its_window_budget(alice: httpx.Client, agent: str) -> None:
+    budget = alice.get(f"/v1/agents/{agent}").json()["budget"]
+    assert set(budget) == {"window", "fixed", "summary", "reply", "messages"}
+    assert 0 < budget["fixed"] < budget["window"]
+    assert budget["messages"] == (
+        budget["window"] - budget["reply"] - budget["fixed"] - budget["summary"]
+    )

@@ -36,6 +36,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("DELETE", "/v1/agents/{agent}/archival/{passage_id}", None),
     ("GET", "/v1/agents/{agent}/recall/search?query=secret", None),
     ("POST", "/v1/agents/{agent}/rethink", {"thought": "x"}),
+    ("GET", "/v1/agents/{agent}/recall/date?start=2000-01-01", None),
     ("GET", "/v1/agents/{agent}/context", None),
     ("GET", "/v1/kernel", None),
     ("GET", "/v1/me", None),
@@ -74,6 +75,20 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("DELETE", "/v1/shared/{area}/files/{path}", None),
     ("GET", "/v1/shared/{area}/file-versions/{path}", None),
     ("POST", "/v1/shared/{area}/file-rollback/{path}", {"version": 1}),
+    # AIOS's kernel API (server/aios/), keyed here; keyless only on `serve --aios-user`
+    ("POST", "/v1/aios/query", {"agent_name": "x", "query_type": "llm", "query_data": {}}),
+    ("GET", "/v1/aios/core/status", None),
+    ("GET", "/v1/aios/status", None),
+    ("GET", "/v1/aios/core/llms/list", None),
+    ("POST", "/v1/aios/core/llm/setup", {"llm_name": "scripted/echo"}),
+    ("POST", "/v1/aios/core/storage/setup", {}),
+    ("POST", "/v1/aios/core/memory/setup", {}),
+    ("POST", "/v1/aios/core/tool/setup", {}),
+    ("POST", "/v1/aios/core/scheduler/setup", {}),
+    ("POST", "/v1/aios/core/factory/setup", {}),
+    ("POST", "/v1/aios/core/cleanup", {}),
+    ("POST", "/v1/aios/agents/submit", {"agent_id": "x", "agent_config": {"task": "t"}}),
+    ("GET", "/v1/aios/agents/{execution_id}/status", None),
 ]
 IDS = [f"{m} {p}" for m, p, _ in ROUTES]
 

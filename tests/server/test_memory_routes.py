@@ -3,8 +3,14 @@ recall search is ranked, and a block takes exactly its limit over HTTP."""
 
 from __future__ import annotations
 
-import httpx
+from datetime import datetime
 
+import httpx
+from sqlalchemy import update
+
+from llmos.llm.core import ChatRequest, ChatResponse
+from llmos.llm.replay import ScriptedCore, call
+from llmos.storage.models import messages
 from tests.server.conftest import LiveServer, unique
 
 
@@ -126,3 +132,57 @@ def test_a_block_takes_exactly_its_limit(alice: httpx.Client) -> None:
             "message": "block 'persona' has 51 characters, over the limit of 50",
         }
     }
+
+
+def _quiet(request: ChatRequest) -> ChatResponse:
+    """Calls without thoughts: the first step only edits memory."""
+    if request.messages[-1].role == "user":
+        return call("core_memory_append", label="human", content="Name: Ada",
+                    request_heartbeat=True)  # fmt: skip
+    return call("send_message", message="Hello Ada")
+
+
+def test_recall_by_date_shows_calls_and_keeps_to_its_range(
+    live: LiveServer, alice: httpx.Client, bob: httpx.Client
+) -> None:
+    live.kernel.add_core(ScriptedCore(_quiet, name="scripted/quiet"), model="scripted/quiet")
+    agent = _agent(alice, model="scripted/quiet")
+    assert alice.post(f"/v1/agents/{agent}/messages", json={"text": "I am Ada"}).is_success
+    agent_id = alice.get(f"/v1/agents/{agent}").json()["id"]
+    old = datetime(2024, 1, 31, 12, 0).timestamp()
+    with live.kernel.db.begin() as conn:
+        conn.execute(update(messages).where(messages.c.agent_id == agent_id).values(created_at=old))
+    assert alice.post(f"/v1/agents/{agent}/messages", json={"text": "Ada again"}).is_success
+
+    r = alice.get(f"/v1/agents/{agent}/recall/date", params={"start": "2024-01-31",
+                                                              "end": "2024-01-31"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["total"] == 3
+    assert [m["line"] for m in body["results"]] == [
+        "user: I am Ada",
+        "assistant called core_memory_append(label='human', content='Name: Ada')",
+        "assistant: Hello Ada",
+    ]
+    recent = alice.get(f"/v1/agents/{agent}/recall/date", params={"start": "2024-02-01"}).json()
+    assert recent["total"] == 3 and recent["results"][0]["line"] == "user: Ada again"
+
+    def search(**params: str) -> list[str]:
+        r = alice.get(f"/v1/agents/{agent}/recall/search", params={"query": "Ada", **params})
+        assert r.status_code == 200, r.text
+        return sorted(m["line"] for m in r.json()["results"])
+
+    assert search(end="2024-01-31T23:59") == ["assistant: Hello Ada", "user: I am Ada"]
+    assert search(start="2024-02-01") == ["assistant: Hello Ada", "user: Ada again"]
+    assert len(search()) == 4
+
+    for params, says in (
+        ({"start": "31/01/2024"}, "start must be a day like 2024-01-31"),
+        ({"start": "2024-02-01", "end": "2024-01-31"}, "start is after end"),
+        ({}, "give start, end or both"),
+    ):
+        r = alice.get(f"/v1/agents/{agent}/recall/date", params=params)
+        assert r.status_code == 422 and says in r.text, r.text
+    # another user's agent is as if it did not exist
+    r = bob.get(f"/v1/agents/{agent}/recall/date", params={"start": "2024-01-31"})
+    assert r.status_code == 404

@@ -76,18 +76,18 @@ class _Args(BaseModel):
 
 
 class SendMessageArgs(_Args):
-    message: str = Field(description="Text the user sees.")
+    message: str
 
 
 class CoreMemoryAppendArgs(_Args):
-    label: str = Field(description="Block label, e.g. human")
-    content: str = Field(description="Text to append")
+    label: str
+    content: str
 
 
 class CoreMemoryReplaceArgs(_Args):
-    label: str = Field(description="Block label, e.g. human")
-    old_content: str = Field(description="Exact text to replace")
-    new_content: str = Field(description="Replacement ('' deletes)")
+    label: str
+    old_content: str = Field(description="exact text")
+    new_content: str = Field(description="'' deletes")
 
 
 class ConversationSearchArgs(_Args):
@@ -102,7 +102,7 @@ class ConversationSearchDateArgs(_Args):
 
 
 class ArchivalMemoryInsertArgs(_Args):
-    content: str = Field(description="Self-contained text to store")
+    content: str = Field(description="self-contained text")
 
 
 class ArchivalMemorySearchArgs(_Args):
@@ -179,14 +179,21 @@ async def conversation_search_date(
 
 def _recall_line(m: Any) -> str:
     when = datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M")
-    return f"[{when}] {m.role}: {m.searchable_text()}"
+    return f"[{when}] {m.line()}"
 
 
-async def search_recall(kernel: KernelInterface, agent: AgentImage, query: str, page: int) -> Any:
-    """(messages, total) of one page of the agent's recall search by words (a memory syscall)."""
-    return await kernel.syscall(
-        MemorySyscall(agent_id=agent.id, op="recall_search", args={"query": query, "page": page})
-    )
+async def search_recall(
+    kernel: KernelInterface,
+    agent: AgentImage,
+    query: str,
+    page: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Any:
+    """(messages, total) of one page of the agent's recall search by words, optionally
+    within dates (a memory syscall)."""
+    args = {"query": query, "page": page, "start": start, "end": end}
+    return await kernel.syscall(MemorySyscall(agent_id=agent.id, op="recall_search", args=args))
 
 
 async def embed(kernel: KernelInterface, agent: AgentImage, texts: list[str]) -> Any:
@@ -261,24 +268,33 @@ class Function:
         return ToolSpec(self.name, self.description, _clean_schema(self.args.model_json_schema()))
 
 
+# What a model needs of a property's schema; the rest (pydantic's titles,
+# defaults, bounds) costs tokens on every request, and the arguments are
+# validated here anyway, a bad one going back to the model as a failed call.
+_KEPT = ("type", "description", "enum", "items", "anyOf")
+
+
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Drop pydantic's `title`s: they cost tokens on every request and say nothing."""
-    out = {k: v for k, v in schema.items() if k != "title"}
+    """The compact schema sent to models: property types, needed descriptions, `required`."""
     props = {
-        name: {k: v for k, v in prop.items() if k != "title"}
-        for name, prop in out.get("properties", {}).items()
+        name: {k: v for k, v in prop.items() if k in _KEPT}
+        for name, prop in schema.get("properties", {}).items()
     }
-    # request_heartbeat last: a model fills the arguments before deciding to chain.
+    # request_heartbeat last (a model fills the arguments before deciding to
+    # chain), and bare: the system prompt says what it does, once.
     if "request_heartbeat" in props:
-        props["request_heartbeat"] = props.pop("request_heartbeat")
-    out["properties"] = props
+        props.pop("request_heartbeat")
+        props["request_heartbeat"] = {"type": "boolean"}
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if schema.get("required"):
+        out["required"] = schema["required"]
     return out
 
 
 BUILTINS: dict[str, Function] = {
     f.name: f
     for f in [
-        Function("send_message", "Send a message to the user.", SendMessageArgs, send_message),
+        Function("send_message", "Reply to the user.", SendMessageArgs, send_message),
         Function(
             "core_memory_append",
             "Append to a core memory block.",
@@ -293,25 +309,25 @@ BUILTINS: dict[str, Function] = {
         ),
         Function(
             "conversation_search",
-            "Search past messages (recall memory) by words.",
+            "Search recall memory by words.",
             ConversationSearchArgs,
             conversation_search,
         ),
         Function(
             "conversation_search_date",
-            "List past messages (recall memory) between two dates.",
+            "List recall memory between two dates.",
             ConversationSearchDateArgs,
             conversation_search_date,
         ),
         Function(
             "archival_memory_insert",
-            "Save text to archival memory (long-term).",
+            "Save to archival memory.",
             ArchivalMemoryInsertArgs,
             archival_memory_insert,
         ),
         Function(
             "archival_memory_search",
-            "Search archival memory by meaning and words.",
+            "Search archival memory.",
             ArchivalMemorySearchArgs,
             archival_memory_search,
         ),

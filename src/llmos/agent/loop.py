@@ -13,6 +13,10 @@ one ends the turn:
 5. `request_heartbeat` or a failed call chains another step; otherwise the
    turn ends. A step cap ends runaway chains.
 
+With an event sink, each step's request streams (`ChatRequest.on_delta`):
+the reply's text reaches the sink as `token` events while it is generated
+(`agent/stream.py`), before the step's `reply` event, and adds up to it.
+
 A backend's "context length exceeded" flushes the window and retries once.
 Every turn ends with a stop reason: `end_turn`, `max_steps`, `repeated_call`,
 `error`, `context_overflow`, `cancelled` (set by the kernel), `waiting_approval`
@@ -43,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmos.agent.paging import memory_mode, offered, page_in
+from llmos.agent.stream import ReplyStream
 from llmos.agent.syscalls import FunctionContext, LLMSyscall, StepWrites, ToolSyscall
 from llmos.llm.core import ChatResponse, ContextLengthExceeded, CoreError, ToolCall, Usage
 from llmos.llm.models import ModelInfo, lookup
@@ -67,7 +72,7 @@ PRESSURE_ALERT = (
     "will soon be evicted to recall memory and replaced by a summary. Save anything "
     "important to core memory or archival memory now."
 )
-#: receives {"type": "reasoning"|"function_call"|"function_result"|"reply", ...}
+#: receives {"type": "token"|"reasoning"|"function_call"|"function_result"|"reply", ...}
 EventSink = Callable[[dict[str, Any]], None]
 
 
@@ -142,6 +147,7 @@ class Turn:
     flushes: int = 0
     stop_reason: str = ""
     error: str | None = None
+    not_undone: list[str] = field(default_factory=list)  # a retry's effects that stayed
 
     @property
     def reply(self) -> str:
@@ -159,6 +165,7 @@ class Turn:
             "usage": self.usage.as_dict(),
             "function_calls": [c.as_dict() for c in self.function_calls],
             "messages": [m.as_dict() for m in self.messages],
+            "not_undone": list(self.not_undone),
         }
 
 
@@ -202,6 +209,8 @@ async def _steps(
             turn.stop_reason, turn.error = "context_overflow", str(err)
             break
         alerts = []
+        stream = ReplyStream(emit, shape.transcript) if emit is not _ignore else None
+        window.request.on_delta = stream
 
         try:
             response = await kernel.syscall(
@@ -229,7 +238,7 @@ async def _steps(
         if shape.transcript:
             response = _as_reply(response, kernel.tool_specs(image))
 
-        chain, failed = await _run_step(kernel, image, core, response, turn, emit)
+        chain, failed = await _run_step(kernel, image, core, response, turn, emit, stream)
         if failed == "no_call":
             alerts = [NO_CALL_ALERT]
         if failed == "waiting_approval":
@@ -313,6 +322,7 @@ async def _run_step(
     response: ChatResponse,
     turn: Turn,
     emit: EventSink,
+    stream: ReplyStream | None = None,
 ) -> tuple[bool, str | None]:
     """Execute the response's calls and commit the step. Returns (chain, failure)."""
     assistant = StoredMessage("assistant", response.content, list(response.tool_calls))
@@ -325,6 +335,8 @@ async def _run_step(
             # A model that answers in plain text (some servers ignore
             # tool_choice) has still answered the user.
             turn.replies.append(text)
+            if stream is not None:
+                stream.finish(text, 0)
             emit({"type": "reply", "text": text})
             return False, None
         return True, "no_call"
@@ -336,7 +348,7 @@ async def _run_step(
     waiting = False
     if text:
         emit({"type": "reasoning", "text": text})
-    for call in response.tool_calls:
+    for index, call in enumerate(response.tool_calls):
         emit(
             {"type": "function_call", "id": call.id, "name": call.name, "arguments": call.arguments}
         )
@@ -354,6 +366,8 @@ async def _run_step(
         waiting = waiting or result.waiting_approval is not None
         if result.reply is not None:
             turn.replies.append(result.reply)
+            if stream is not None:
+                stream.finish(result.reply, index)
             emit({"type": "reply", "text": result.reply})
         turn.function_calls.append(
             FunctionCallRecord(call.name, call.arguments, result.ok, result.message)

@@ -5,6 +5,8 @@
 With `--workers N` each worker process boots its own kernel on the same
 database and takes agent leases; the options reach the workers through
 environment variables. Make a user and a key first: `llmos user create NAME`.
+`--aios-user NAME [--aios-port N]` also serves AIOS's kernel API as NAME on
+a loopback port (`server/aios/listener.py`), in one process.
 """
 
 from __future__ import annotations
@@ -79,6 +81,21 @@ def serve(
             "remote models; each process has its own rate limiter and process table.",
         ),
     ] = 1,
+    aios_user: Annotated[
+        str | None,
+        typer.Option(
+            "--aios-user",
+            metavar="NAME",
+            help="Also serve AIOS's kernel API (for agents written with its SDK, Cerebrum) as "
+            "this llmos user, with no key, on a second listener on loopback only.",
+        ),
+    ] = None,
+    aios_port: Annotated[
+        int,
+        typer.Option(
+            "--aios-port", min=0, max=65535, help="Port of the AIOS listener (with --aios-user)."
+        ),
+    ] = 8000,
 ) -> None:
     """Serve the HTTP API: many users, one kernel; OpenAPI docs at /docs.
 
@@ -107,6 +124,8 @@ def serve(
         os.environ["LLMOS_POLICY"] = policy  # the kernel reads these when it boots
     if quantum is not None:
         os.environ["LLMOS_QUANTUM"] = str(quantum)
+    if aios_user is not None and workers > 1:
+        fail("--aios-user needs one server process: drop --workers")
     if workers > 1:
         import dataclasses
         import json
@@ -128,5 +147,26 @@ def serve(
         return
     with user_errors():
         application = create_app(config=config, home=home_dir(ctx))
+        if aios_user is not None:
+            from llmos.access.policy import UserNotFound
+            from llmos.kernel.kernel import default_home
+            from llmos.server.aios import listener
+
+            try:
+                listener.check_user(home_dir(ctx) or default_home(), aios_user)
+            except UserNotFound as e:
+                fail(str(e))
+            err.print(f"llmos serving on http://{host}:{port} (docs at /docs)")
+            listener.serve(
+                application,
+                host=host,
+                port=port,
+                user_name=aios_user,
+                aios_port=aios_port,
+                on_ready=lambda url: err.print(
+                    f"AIOS kernel API as user {aios_user} on {url} (loopback only, no key)"
+                ),
+            )
+            return
         err.print(f"llmos serving on http://{host}:{port} (docs at /docs)")
         uvicorn.run(application, host=host, port=port, log_level="info")

@@ -155,10 +155,12 @@ class AgentStore:
         return [dict(r._mapping) for r in rows]
 
     def models(self) -> list[dict[str, Any]]:
-        """(name, model, base_url) of every agent of every owner."""
+        """(name, model, base_url, context_window) of every agent of every owner."""
         with self.db.connect() as conn:
             rows = conn.execute(
-                select(agents.c.name, agents.c.model, agents.c.base_url).order_by(agents.c.name)
+                select(
+                    agents.c.name, agents.c.model, agents.c.base_url, agents.c.context_window
+                ).order_by(agents.c.name)
             ).fetchall()
         return [dict(r._mapping) for r in rows]
 

@@ -73,7 +73,15 @@ class SyscallHandlers:
         a = call.args
         with self.db.connect() as conn:
             if call.op == "recall_search":
-                return self.recall.search(conn, call.agent_id, a["query"], a["page"], fn.PAGE_SIZE)
+                return self.recall.search(
+                    conn,
+                    call.agent_id,
+                    a["query"],
+                    a["page"],
+                    fn.PAGE_SIZE,
+                    a.get("start"),
+                    a.get("end"),
+                )
             if call.op == "recall_search_date":
                 return self.recall.search_date(
                     conn, call.agent_id, a["start"], a["end"], a["page"], fn.PAGE_SIZE

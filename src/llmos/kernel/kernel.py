@@ -50,6 +50,7 @@ from llmos.kernel.messaging import AgentMessenger
 from llmos.kernel.process import Process, ProcessTable, ProcState
 from llmos.kernel.settings import check_settings, merge_settings
 from llmos.kernel.syscalls import BLOCKED_IN, Syscall, dispatch_table
+from llmos.kernel.undo import TurnJournal
 from llmos.kernel.wake import Waker
 from llmos.llm.registry import DEFAULT_MODEL
 from llmos.memory.archival import ArchivalStorage
@@ -119,6 +120,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
         self.audit_log = AuditLog(db)
         self.approval_store = Approvals(db)
         self.files = FileStore(db)
+        self.journal = TurnJournal()  # where each turn began, for a retry's undo
         self.waker = Waker(self, self.procs, self.store, self.cores, self.approval_store, leases)
         self._messenger: AgentMessenger | None = None
         run_user_tool = partial(execute_user_tool, self, builtins=BUILTINS, result=FunctionResult)
@@ -131,6 +133,9 @@ class Kernel(MemoryVerbs, AccessVerbs):
         )
         # A step's messages and effects, written atomically, then applied to the image.
         self.commit_step = committer.commit
+        self._committer = committer
+        # Agent messages an earlier kernel accepted: delivered once turns run here.
+        self.waker.on_start = lambda: self.messenger.resume_pending()
 
     @property
     def leases(self) -> AgentLeases | None:
@@ -147,6 +152,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
         return cls(Database.open(home / "llmos.db"), **kwargs)
 
     async def __aenter__(self) -> Kernel:
+        self.waker.start()  # finish agent messages an earlier kernel accepted
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -215,7 +221,10 @@ class Kernel(MemoryVerbs, AccessVerbs):
     def messenger(self) -> AgentMessenger:
         """The agent-to-agent message service (`kernel/messaging.py`), made on first use."""
         if self._messenger is None:
-            self._messenger = AgentMessenger(self.waker, self.grants, self.audit_log)
+            c = self._committer
+            self._messenger = AgentMessenger(
+                self.waker, self.grants, self.audit_log, c.pending, c.mark_pending
+            )
         return self._messenger
 
     def _msgr(self) -> AgentMessenger:
@@ -290,7 +299,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
         return self.store.list(owner)
 
     def agent_models(self) -> list[dict[str, Any]]:
-        """(name, model, base_url) of every agent of every owner: what `llmos models` lists."""
+        """(name, model, base_url, context_window) of every agent: what `llmos models` lists."""
         return self.store.models()
 
     def image(self, name_or_id: str, owner: str = "local") -> AgentImage:
@@ -302,7 +311,8 @@ class Kernel(MemoryVerbs, AccessVerbs):
 
     def get_agent(self, name_or_id: str, owner: str = "local") -> dict[str, Any]:
         image = self.image(name_or_id, owner)
-        return image.describe() | {"usage": self.agent_usage(image.id).as_dict()}
+        usage = self.agent_usage(image.id).as_dict()
+        return image.describe() | {"usage": usage, "budget": self.budget(image.id, owner)}
 
     async def update_agent(
         self,
@@ -372,20 +382,23 @@ class Kernel(MemoryVerbs, AccessVerbs):
         """
         image = self.image(name_or_id, owner)
         event = self.waker.message(image, role, text)
-        return await self.waker.wake(image.id, owner, [event], on_event)
+        return await self.waker.wake(image.id, owner, self.journal.starting([event]), on_event)
 
     async def retry(
         self, name_or_id: str, owner: str = "local", on_event: EventSink | None = None
     ) -> Turn:
-        """Run the last user message's turn again, forgetting what the agent answered.
+        """Run the last user message's turn again, undoing the first run (`forget_last_turn`).
 
-        That user message and everything after it leave recall and the window,
-        then the message is delivered anew. Effects beyond messages (core memory
-        edits, archival inserts) stay. Raises ValueError if the window holds no
+        The turn's `not_undone` lists effects that stay (a tool's side effect, a
+        message another agent got). Raises ValueError if the window holds no
         user message (it may have been evicted).
         """
         image = self.image(name_or_id, owner)
-        return await self.waker.wake(image.id, owner, self.forget_last_turn, on_event)
+        kept: list[str] = []
+        events = self.journal.starting(partial(self.forget_last_turn, not_undone=kept))
+        turn = await self.waker.wake(image.id, owner, events, on_event)
+        turn.not_undone = kept
+        return turn
 
     def cancel(self, name_or_id: str, owner: str = "local") -> bool:
         """Cancel the agent's running turn. Committed steps stay; the turn in

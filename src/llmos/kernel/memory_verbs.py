@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from llmos.agent import functions as fn
 from llmos.agent.loop import profile_of
-from llmos.agent.syscalls import StepWrites
-from llmos.errors import InvalidRequest, NotFound
+from llmos.agent.syscalls import MemorySyscall, StepWrites
+from llmos.errors import InvalidRequest, LLMOSError, NotFound
+from llmos.kernel import undo
 from llmos.memory.transcript import compile_transcript
 from llmos.memory.window import compile_window
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from llmos.kernel.agents import AgentStore
     from llmos.kernel.cores import CoreTable
     from llmos.kernel.process import Process
+    from llmos.kernel.undo import TurnJournal
     from llmos.kernel.wake import Waker
     from llmos.llm.core import Core, ToolSpec
     from llmos.memory.archival import ArchivalStorage, Passage
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from llmos.memory.recall import RecallStorage, StoredMessage
     from llmos.memory.window import CompiledWindow
     from llmos.storage.db import Database
+    from llmos.storage.files import FileStore
 
 
 def check_block_edits(image: AgentImage, edits: dict[str, str]) -> None:
@@ -62,6 +66,8 @@ class MemoryVerbs:
     cores: CoreTable
     store: AgentStore
     waker: Waker
+    journal: TurnJournal
+    files: FileStore
 
     if TYPE_CHECKING:
 
@@ -88,6 +94,25 @@ class MemoryVerbs:
             )
         return compile_window(image, core, self.tool_specs(image), [], image.max_tokens)
 
+    def budget(self, name_or_id: str, owner: str = "local") -> dict[str, int] | None:
+        """How the agent's window divides: `fixed` (system prompt, tools, core memory),
+        the `summary`, the `reply` reserve, and what is left for `messages`. None
+        when the agent's model is not available here to count with."""
+        image = self.image(name_or_id, owner)
+        try:
+            sections = self.context(image.id, owner).sections
+        except (ValueError, LLMOSError):
+            return None
+        fixed = sum(sections.get(k, 0) for k in ("system", "tools", "core_memory"))
+        summary = sections.get("summary", 0)
+        return {
+            "window": image.context_window,
+            "fixed": fixed,
+            "summary": summary,
+            "reply": image.max_tokens,
+            "messages": image.context_window - image.max_tokens - fixed - summary,
+        }
+
     async def update_block(
         self, name_or_id: str, label: str, value: str, owner: str = "local"
     ) -> None:
@@ -113,13 +138,43 @@ class MemoryVerbs:
             return self.recall.page(conn, image.id, before=before, limit=limit)
 
     async def search_recall(
-        self, name_or_id: str, query: str, page: int = 0, owner: str = "local"
+        self,
+        name_or_id: str,
+        query: str,
+        page: int = 0,
+        owner: str = "local",
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
     ) -> tuple[list[StoredMessage], int]:
+        """A page of the agent's messages matching `query`, best first; within
+        `start`..`end` (inclusive) when given."""
         image = self.image(name_or_id, owner)
-        return await fn.search_recall(self, image, query, page)  # type: ignore[arg-type]
+        return await fn.search_recall(self, image, query, page, start, end)  # type: ignore[arg-type]
 
-    def forget_last_turn(self, image: AgentImage) -> list[StoredMessage]:
-        """Cut the last user message and what followed from recall; return it anew (a retry)."""
+    async def search_recall_date(
+        self, name_or_id: str, start: datetime, end: datetime, page: int = 0, owner: str = "local"
+    ) -> tuple[list[StoredMessage], int]:
+        """A page of what the user and the agent said from `start` to `end`, oldest first."""
+        image = self.image(name_or_id, owner)
+        return await self.syscall(
+            MemorySyscall(
+                agent_id=image.id,
+                op="recall_search_date",
+                args={"start": start, "end": end, "page": page},
+            )
+        )
+
+    def forget_last_turn(
+        self, image: AgentImage, not_undone: list[str] | None = None
+    ) -> list[StoredMessage]:
+        """Undo the last turn for a retry; return its user message anew.
+
+        The last user message and what followed leave recall and the window, and
+        the turn's effects are undone (`kernel/undo.py`): blocks, archival
+        inserts and files go back to what they were. What cannot be undone is
+        added to `not_undone`. Raises ValueError without a user message in the window.
+        """
         index = next(
             (
                 i
@@ -134,7 +189,20 @@ class MemoryVerbs:
             raise ValueError("there is no user message in the window to retry")
         old = image.window[index]
         dropped = image.window[index:]
-        self.store.truncate_recall(image.id, old.id)
+        start = self.journal.start_of(image, index)
+        with self.db.begin() as conn:
+            plan = undo.plan_undo(conn, image, dropped, start, self.files)
+            for label, value in plan.blocks.items():
+                self.store.set_block(conn, image.id, label, value)
+            for pid in plan.passages:
+                self.archival.delete(conn, image.id, pid)
+            self.recall.truncate(conn, image.id, old.id)
+        for label, value in plan.blocks.items():
+            image.memory.blocks[label].value = value
+        image.archival_count = max(0, image.archival_count - len(plan.passages))
+        undo.undo_files(plan, image.owner, self.files)
+        if not_undone is not None:
+            not_undone.extend(plan.not_undone)
         # The window is the tail of recall, so every dropped row was in it.
         image.window = image.window[:index]
         image.recall_count -= len(dropped)

@@ -4,7 +4,14 @@
 models and the endpoints configured in the environment — and `check()`
 probes whether each is reachable: one short request each, all in parallel,
 under one overall deadline, so `llmos models` never hangs. What each model
-can do (window, tools, caching) comes from `llm/models.py`.
+can do (window, tools, caching) comes from `llm/models.py`; an agent's row
+shows the agent's own window.
+
+Each probe goes where the agent's requests go — the agent's base URL, else
+the provider's URL from the environment, else the provider's public API — and
+carries the key the agent's core would send there, so a key only ever goes to
+the endpoint it is configured for (`OPENAI_API_KEY` to `OPENAI_BASE_URL`, not
+to api.openai.com).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class Endpoint:
     base_url: str | None = None
     agents: list[str] = field(default_factory=list)
     origin: str = "env"  # "agent", "env", "override", "default"
+    context_window: int | None = None  # the agents' own window, when they set one
 
     @property
     def provider(self) -> str:
@@ -45,22 +53,22 @@ class Endpoint:
         return redact(self._where(), mask="***")
 
     def _where(self) -> str:
-        if self.base_url:
-            return self.base_url
         provider = self.provider
         if provider == "local":
             return "embedded (llama.cpp)"
-        if provider == "openai":
-            return _env("OPENAI_BASE_URL") or "api.openai.com"
-        if provider == "ollama":
-            return _env("OLLAMA_BASE_URL") or "localhost:11434"
-        if provider == "anthropic":
-            return _env("ANTHROPIC_BASE_URL") or "api.anthropic.com"
+        if provider in ("openai", "ollama", "anthropic"):
+            return ", ".join(_base_urls(self))
         if provider == "bedrock":
-            endpoint = _env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            endpoint = self.base_url or _env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
             region = _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")
             return endpoint or (f"bedrock-runtime, {region}" if region else "bedrock-runtime")
-        return "-"
+        return self.base_url or "-"
+
+    def _info(self) -> dict[str, Any]:
+        info = lookup(self.model).as_dict()
+        if self.context_window:
+            info |= {"context_window": self.context_window, "source": "agent"}
+        return info
 
     def as_dict(self, reach: Reachability | None = None) -> dict[str, Any]:
         wildcard = self.model.endswith("/*")
@@ -69,7 +77,7 @@ class Endpoint:
             "endpoint": self.where,
             "origin": self.origin,
             "agents": list(self.agents),
-            "info": None if wildcard else lookup(self.model).as_dict(),
+            "info": None if wildcard else self._info(),
         }
         if reach is not None:
             out["reachable"] = reach.ok
@@ -93,18 +101,31 @@ def _env(name: str) -> str | None:
 def configured(agents: Sequence[Mapping[str, Any]] = ()) -> list[Endpoint]:
     """Models in use by `agents` (rows with model, base_url, name), plus env-configured
     providers and the user's overrides, each (model, base_url) once."""
-    found: dict[tuple[str, str | None], Endpoint] = {}
+    found: dict[tuple[str, str | None, int | None], Endpoint] = {}
 
-    def add(model: str, base_url: str | None, origin: str, agent: str | None = None) -> None:
-        key = (model, base_url)
+    def add(
+        model: str,
+        base_url: str | None,
+        origin: str,
+        agent: str | None = None,
+        window: int | None = None,
+    ) -> None:
+        key = (model, base_url, window)
         ep = found.get(key)
         if ep is None:
-            ep = found[key] = Endpoint(model, base_url, origin=origin)
+            ep = found[key] = Endpoint(model, base_url, origin=origin, context_window=window)
         if agent:
             ep.agents.append(agent)
 
     for row in agents:
-        add(str(row["model"]), row.get("base_url"), "agent", str(row.get("name") or ""))
+        window = row.get("context_window")
+        add(
+            str(row["model"]),
+            row.get("base_url") or None,
+            "agent",
+            str(row.get("name") or ""),
+            int(window) if window else None,
+        )
     if _env("OPENAI_BASE_URL") or _env("OPENAI_API_KEY"):
         add("openai/*", _env("OPENAI_BASE_URL"), "env")
     if _env("OLLAMA_BASE_URL"):
@@ -176,34 +197,65 @@ async def _http_get(url: str, headers: dict[str, str]) -> Reachability:
     return Reachability(True, f"HTTP {status}")
 
 
+_PUBLIC = {
+    "openai": "https://api.openai.com/v1",
+    "ollama": "http://localhost:11434/v1",  # openai_compat.OLLAMA_BASE_URL
+    "anthropic": "https://api.anthropic.com",
+}
+_BASE_ENV = {
+    "openai": "OPENAI_BASE_URL",
+    "ollama": "OLLAMA_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+}
+
+
+def _base_urls(ep: Endpoint) -> list[str]:
+    """Where `ep`'s requests go, as the cores resolve it (one URL per replica)."""
+    provider = ep.provider
+    base = ep.base_url or _env(_BASE_ENV[provider]) or _PUBLIC[provider]
+    return [u.strip().rstrip("/") for u in base.split(",") if u.strip()]
+
+
+def _key_for(provider: str) -> str | None:
+    """The key the provider's core sends to the URLs of `_base_urls` (Ollama: none)."""
+    name = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(provider)
+    return _env(name) if name else None
+
+
+def _same(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
 async def _probe(ep: Endpoint) -> Reachability:
     provider = ep.provider
     name = ep.model.partition("/")[2]
     if provider == "local":
         return _probe_local(ep.model)
-    if provider in ("openai", "ollama"):
-        default = (
-            "http://localhost:11434/v1" if provider == "ollama" else "https://api.openai.com/v1"
-        )
-        base = (ep.base_url or default).rstrip("/")
-        key = _env("OPENAI_API_KEY") if provider == "openai" else None
-        if provider == "openai" and not key and not ep.base_url:
+    if provider not in _PUBLIC:
+        if provider == "bedrock":
+            return await _probe_bedrock(ep.base_url)
+        return Reachability(None, "unknown provider")
+    urls = _base_urls(ep)
+    results = []
+    for url in urls:
+        key = _key_for(provider)
+        if provider == "openai" and not key and _same(url, _PUBLIC["openai"]):
             return Reachability(False, "no OPENAI_API_KEY (and no OPENAI_BASE_URL)")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return await _http_get(f"{base}/models", headers)
-    if provider == "anthropic":
-        key = _env("ANTHROPIC_API_KEY")
-        base = (ep.base_url or _env("ANTHROPIC_BASE_URL") or "https://api.anthropic.com").rstrip(
-            "/"
-        )
-        if not key:
-            return Reachability(False, "no ANTHROPIC_API_KEY")
-        path = "/v1/models?limit=1" if name in ("", "*") else f"/v1/models/{name}"
-        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-        return await _http_get(base + path, headers)
-    if provider == "bedrock":
-        return await _probe_bedrock(ep.base_url)
-    return Reachability(None, "unknown provider")
+        if provider == "anthropic":
+            if not key:
+                return Reachability(False, "no ANTHROPIC_API_KEY")
+            path = "/v1/models?limit=1" if name in ("", "*") else f"/v1/models/{name}"
+            headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+        else:
+            path = "/models"
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+        results.append(await _http_get(url + path, headers))
+    if len(results) == 1:
+        return results[0]
+    bad = [f"{u}: {r.detail}" for u, r in zip(urls, results, strict=True) if not r.ok]
+    if not bad:
+        return Reachability(True, f"{len(urls)} replicas answer")
+    return Reachability(False, "; ".join(bad))
 
 
 def _probe_local(model: str) -> Reachability:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, delete, func, select, text, update
 
 from llmos.memory.recall import fts_query
 from llmos.storage.models import passages
@@ -117,6 +117,41 @@ class ArchivalStorage:
             for table in self.db.vec_tables():
                 conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid = ?", (passage_id,))
         return bool(gone)
+
+    def get(self, conn: Connection, agent_id: str, passage_id: int) -> Passage | None:
+        """One of the agent's passages by id (None: no such passage of this agent)."""
+        r = conn.execute(
+            select(passages).where(passages.c.agent_id == agent_id, passages.c.id == passage_id)
+        ).first()
+        return None if r is None else Passage(r.id, r.text, r.created_at, r.source)
+
+    def update(
+        self,
+        conn: Connection,
+        agent_id: str,
+        embedder: Embedder,
+        passage_id: int,
+        passage_text: str,
+        source: str | None,
+        vector: np.ndarray,
+    ) -> bool:
+        """Rewrite one passage in place (same id): its text, source and vector.
+        False if the agent has no such passage."""
+        done = conn.execute(
+            update(passages)
+            .where(passages.c.agent_id == agent_id, passages.c.id == passage_id)
+            .values(text=passage_text, source=source)
+        ).rowcount
+        if not done:
+            return False
+        for table in self.db.vec_tables():
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid = ?", (passage_id,))
+        table = self.db.vec_table(embedder.dim, conn)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table}(rowid, agent_id, embedding) VALUES (?, ?, ?)",
+            (passage_id, agent_id, _f32(vector)),
+        )
+        return True
 
     def texts_after(
         self, conn: Connection, agent_id: str, after_id: int = 0, limit: int = 256

@@ -4,7 +4,15 @@
 bytes). Markdown is parsed with markdown-it-py (CommonMark, plus tables and
 strikethrough) and its text taken: links and images keep their text, headings
 their words, code blocks their code. HTML keeps its visible text, with the
-title first. PDF gives each page's text layer, pages as paragraphs.
+title first.
+
+PDF gives each page's text layer (pypdf) as paragraphs: a PDF has hard line
+breaks wherever its lines wrapped, so lines are joined within a paragraph and
+paragraphs found from where each line sits (pypdf's text visitor): a gap
+wider than the page's usual line pitch, a jump back up (a new column), a
+change of font size (a heading) or an indented first line starts a new one.
+A word hyphenated at a line end is joined ("exam-" "ple" -> "example"),
+unless the document spells it with the hyphen elsewhere ("well-known").
 
 Left out: OCR of scanned PDFs (pages without a text layer give no text),
 DOCX/EPUB and URLs.
@@ -12,12 +20,14 @@ DOCX/EPUB and URLs.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmos.errors import InvalidRequest
 
@@ -158,17 +168,102 @@ def markdown_to_text(md: str) -> str:
     return "\n\n".join(blocks)
 
 
+@dataclass(slots=True)
+class _Line:
+    text: str
+    x: float
+    y: float
+    size: float
+
+
+def _page_lines(page: Any) -> list[_Line]:
+    """The page's text lines in content order, each with where it starts and its font size."""
+    lines: list[_Line] = []
+    current: _Line | None = None
+
+    def visit(text: str, cm: list[float], tm: list[float], _font: Any, size: float) -> None:
+        nonlocal current
+        for i, part in enumerate(text.split("\n")):
+            if i:  # a line ended
+                if current is not None and current.text.strip():
+                    lines.append(current)
+                current = None
+            if not part:
+                continue
+            if current is None:
+                x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+                y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+                scale = abs(tm[3] * cm[3]) or 1.0
+                current = _Line("", x, y, size * scale)
+            current.text += part
+
+    page.extract_text(visitor_text=visit)
+    if current is not None and current.text.strip():
+        lines.append(current)
+    return lines
+
+
+def _paragraphs(lines: list[_Line]) -> list[list[str]]:
+    """Lines grouped into paragraphs by the gaps, jumps, size changes and indents between them."""
+    pitches = sorted(a.y - b.y for a, b in itertools.pairwise(lines) if a.y - b.y > 0)
+    pitch = pitches[len(pitches) // 2] if pitches else 0.0
+    out: list[list[str]] = []
+    for i, line in enumerate(lines):
+        text = " ".join(line.text.split())
+        prev = lines[i - 1] if i else None
+        starts = (
+            prev is None
+            or (
+                prev.y - line.y > 1.4 * pitch + 0.5  # a blank line's worth of gap
+                or line.y > prev.y + 0.5  # back up the page: a new column or box
+                or abs(line.size - prev.size) > 0.5  # a heading, a footnote
+                or (line.x - prev.x > line.size and prev.text.rstrip()[-1:] in ".!?:")
+            )
+        )
+        if starts:
+            out.append([text])
+        else:
+            out[-1].append(text)
+    return out
+
+
+_HYPHENATED = re.compile(r"(\w+)-$")
+_FIRST_WORD = re.compile(r"^([a-z]\w*)")
+_COMPOUND = re.compile(r"\b\w+-\w+\b")
+
+
+def _join(lines: list[str], compounds: set[str]) -> str:
+    text = lines[0]
+    for line in lines[1:]:
+        end, start = _HYPHENATED.search(text), _FIRST_WORD.match(line)
+        if end and start:
+            whole = f"{end.group(1)}-{start.group(1)}".lower()
+            # a word broken at the line end, unless the document writes it hyphenated
+            text = text if whole in compounds else text[:-1]
+            text += line
+        else:
+            text += " " + line
+    return text
+
+
 def pdf_to_text(path: Path) -> str:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(str(path))
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        pages = [_paragraphs(_page_lines(page)) for page in reader.pages]
     except (PdfReadError, ValueError, OSError) as e:
         raise LoadError(f"{path}: not a readable PDF ({e})") from None
-    # pages as paragraphs, so chunks prefer to break between pages
-    return "\n\n".join(p for p in pages if p)
+    # hyphenated words written within a line: these keep their hyphen at a line end
+    compounds = {
+        w.lower()
+        for page in pages
+        for para in page
+        for line in para
+        for w in _COMPOUND.findall(line[:-1] if line.endswith("-") else line)
+    }
+    return "\n\n".join(_join(para, compounds) for page in pages for para in page)
 
 
 def extract_text(path: Path, data: bytes | None = None) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, delete, func, select, text
 
 from llmos.llm.core import Message, ToolCall
 from llmos.storage.models import messages
@@ -60,6 +60,30 @@ class StoredMessage:
                 except (ValueError, AttributeError):
                     parts.append(call.arguments)
         return "\n".join(p for p in parts if p)
+
+    def calls_text(self, limit: int = 160) -> str:
+        """The function calls for people, e.g. `core_memory_append(label='human', ...)`."""
+        shown = []
+        for call in self.tool_calls:
+            try:
+                args = json.loads(call.arguments or "{}")
+            except ValueError:
+                args = None
+            if isinstance(args, dict):
+                inner = ", ".join(f"{k}={v!r}" for k, v in args.items() if k != "request_heartbeat")
+            else:
+                inner = call.arguments
+            text = f"{call.name}({inner})"
+            shown.append(text if len(text) <= limit else text[: limit - 2] + "…)")
+        return ", ".join(shown)
+
+    def line(self) -> str:
+        """One line for a search result: `user: hi`, or `assistant called f(x=1)` for a
+        message that only called functions."""
+        said = self.searchable_text()
+        if said or not self.tool_calls:
+            return f"{self.role}: {said}"
+        return f"{self.role} called {self.calls_text()}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -153,33 +177,54 @@ class RecallStorage:
         rows = conn.execute(q.order_by(messages.c.id.desc()).limit(limit)).fetchall()
         return [_row_to_message(r) for r in rows]
 
+    def truncate(self, conn: Connection, agent_id: str, first_id: int) -> None:
+        """Delete the agent's messages from `first_id` on (a retry forgets a turn)."""
+        conn.execute(
+            delete(messages).where(messages.c.agent_id == agent_id, messages.c.id >= first_id)
+        )
+
     def count(self, conn: Connection, agent_id: str) -> int:
         return conn.execute(
             select(func.count()).select_from(messages).where(messages.c.agent_id == agent_id)
         ).scalar_one()
 
     def search(
-        self, conn: Connection, agent_id: str, query: str, page: int = 0, page_size: int = 5
+        self,
+        conn: Connection,
+        agent_id: str,
+        query: str,
+        page: int = 0,
+        page_size: int = 5,
+        start: datetime | None = None,
+        end: datetime | None = None,
     ) -> tuple[list[StoredMessage], int]:
-        """Messages matching `query`, best BM25 rank first; returns (page, total)."""
+        """Messages matching `query` (sent from `start` to `end` inclusive, when given),
+        best BM25 rank first; returns (page, total)."""
         match = fts_query(query)
         if match is None:
             return [], 0
         # Only what the user and the agent said: tool plumbing is noise here.
         where = "messages_fts MATCH :q AND m.agent_id = :a AND m.role IN ('user', 'assistant')"
+        params: dict[str, Any] = {"q": match, "a": agent_id}
+        if start is not None:
+            where += " AND m.created_at >= :t0"
+            params["t0"] = start.timestamp()
+        if end is not None:
+            where += " AND m.created_at <= :t1"
+            params["t1"] = end.timestamp()
         total = conn.execute(
             text(
                 f"SELECT count(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
                 f"WHERE {where}"
             ),
-            {"q": match, "a": agent_id},
+            params,
         ).scalar_one()
         rows = conn.execute(
             text(
                 "SELECT m.* FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
                 f"WHERE {where} ORDER BY bm25(messages_fts), m.id DESC LIMIT :n OFFSET :o"
             ),
-            {"q": match, "a": agent_id, "n": page_size, "o": page * page_size},
+            params | {"n": page_size, "o": page * page_size},
         ).fetchall()
         return [_row_to_message(r) for r in rows], total
 

@@ -9,7 +9,8 @@ synchronous SQLite and short, and its LLM calls are awaited.
 Routes live in `routes/`: agents (and export/import), messages (with SSE),
 memory (blocks, archival, recall, the context window), kernel status, the
 OpenAI-compatible chat completions, tools/grants/approvals/audit
-(`tools.py`) and versioned files (`files.py`). Every route under `/v1` needs an API
+(`tools.py`), versioned files (`files.py`) and AIOS's kernel API under
+`/v1/aios` (`server/aios/`). Every route under `/v1` needs an API
 key (see `gate.py`). Errors are JSON, `{"error": {"type", "message"}}`, with
 these statuses:
 
@@ -27,8 +28,8 @@ these statuses:
 | 503 | the core failed (the message *was* stored; see `deps.py`), embedder or DB unavailable |
 
 Left out: tools, grants and the audit log in the console (it has chat,
-memory, search, kernel status and approvals), AIOS's `POST /query`, TLS,
-CORS, and sharing one rate limiter between server nodes.
+memory, search, kernel status and approvals), TLS, CORS, and sharing one
+rate limiter between server nodes.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import llmos
 from llmos.access.policy import AccessManager, RateLimiter
 from llmos.errors import BackendError, Busy, Conflict, InvalidRequest, LLMOSError, NotFound
+from llmos.server.aios.routes import AiosState, build_router
 from llmos.server.console import mount_console
-from llmos.server.deps import APIError, ServerConfig, ServerState, error_body
+from llmos.server.deps import APIError, ServerConfig, ServerState, current_user, error_body
 from llmos.server.gate import Gate
 from llmos.server.routes import agents, files, memory, messages, openai, tools
 from llmos.server.routes import kernel as kernel_status
@@ -111,6 +113,7 @@ def create_app(
         state.kernel = Kernel.open(home) if own else kernel
         state.kernel.tools.allow_unsafe = config.unsafe_tools  # HTTP users: OS sandbox or no tools
         state.access = AccessManager(state.kernel.db)
+        state.kernel.waker.start()  # finish agent messages an earlier kernel accepted
         try:
             yield
         finally:
@@ -133,8 +136,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.llmos = state
+    app.state.aios = AiosState()  # also served keyless by `serve --aios-user` (server/aios/)
     app.add_middleware(Gate, state=state, local_user=local_user)
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
     @app.get("/health", tags=["kernel"], summary="Liveness check (no key needed)")
     async def health() -> dict[str, Any]:
@@ -148,6 +152,7 @@ def create_app(
 
     for module in (agents, messages, memory, kernel_status, openai, tools, files):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(build_router(current_user), prefix="/v1/aios")
     mount_console(app)  # the web console at /
     return app
 
@@ -156,7 +161,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(_r: Request, exc: APIError) -> JSONResponse:
         return _json(exc.status, exc.body(), exc.headers)

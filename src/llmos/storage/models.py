@@ -12,7 +12,8 @@ hashed keys; see `access/policy.py`), `agent_usage` (each agent's LLM token
 totals, for its prompt-cache hit rate), `tools` and `agent_tools` (user tools
 and which agents have them), `grants`, `approvals` and `audit_log` (the access
 manager), `files` and `file_versions` (versioned files), `load_sources`
-(documents loaded into archival memory).
+(documents loaded into archival memory), `pending_messages` (agent messages
+accepted and not yet answered; kernel/messaging.py).
 """
 
 from __future__ import annotations
@@ -152,6 +153,22 @@ agent_leases = Table(
     # bumped whenever a different kernel takes the lease: a kernel that sees
     # another epoch than its last one reloads the agent
     Column("epoch", Integer, nullable=False, default=1),
+)
+
+# Agent-to-agent messages a kernel accepted and whose target's turn has not yet
+# run to its end (kernel/messaging.py). `message_id` is set, in the transaction
+# that stores the message in the target's recall, once it is there; the row is
+# deleted when the turn ends. Whichever kernel runs next finishes what is left.
+pending_messages = Table(
+    "pending_messages",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("agent_id", String(40), nullable=False, index=True),
+    Column("owner", String(40), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("hops", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("message_id", Integer, nullable=True),
 )
 
 # --- tools (tools/registry.py) ------------------------------------------------

@@ -7,12 +7,17 @@ hybrid (vector + keyword) search. `GET .../context` is the window the
 agent's next step would see, section by section, with token counts.
 
 Left out: creating or deleting blocks after the agent exists, changing a
-block's limit, recall search by date (the agent's own function has it), and
-editing passages in place (delete and insert).
+block's limit, and editing passages in place (delete and insert).
+
+Recall search takes a date range (`start`, `end`: a day or an ISO time), and
+`GET .../recall/date` lists a range's messages oldest first, as the agent's
+`conversation_search_date` does.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -179,16 +184,91 @@ async def delete_archival(
 # --- recall and the window ---------------------------------------------------------
 
 
-@router.get("/agents/{agent}/recall/search", summary="Search the conversation history")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DateParam = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description=(
+            "A day (2024-01-31: from its start, or to its end for `end`) or an ISO 8601 "
+            "time (2024-01-31T14:00, with an offset such as +02:00; without one, the "
+            "server's local time)"
+        ),
+    ),
+]
+
+
+def _when(value: str | None, name: str, end: bool) -> datetime | None:
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        if _DAY.fullmatch(value):
+            day = datetime.strptime(value, "%Y-%m-%d")
+            return day + timedelta(days=1, microseconds=-1) if end else day
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise APIError(
+            422, f"{name} must be a day like 2024-01-31 or a time like 2024-01-31T14:00"
+        ) from None
+
+
+def _range(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    t0, t1 = _when(start, "start", False), _when(end, "end", True)
+    if t0 is not None and t1 is not None and t0.timestamp() > t1.timestamp():
+        raise APIError(422, "start is after end")
+    return t0, t1
+
+
+def _results(found: list[Any], total: int, page: int) -> dict[str, Any]:
+    # `line` is the message for people: a message that only called functions
+    # shows its calls ("assistant called core_memory_append(...)").
+    return {
+        "results": [m.as_dict() | {"line": m.line()} for m in found],
+        "total": total,
+        "page": page,
+    }
+
+
+@router.get(
+    "/agents/{agent}/recall/search",
+    summary="Search the conversation history by words, optionally within dates",
+)
 async def search_recall(
     agent: AgentName,
     query: SearchQuery,
     user: CurrentUser,
     kernel: KernelDep,
     page: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    start: DateParam = None,
+    end: DateParam = None,
 ) -> dict[str, Any]:
-    found, total = await kernel.search_recall(agent, query, page, owner=user.owner)
-    return {"results": [m.as_dict() for m in found], "total": total, "page": page}
+    t0, t1 = _range(start, end)
+    found, total = await kernel.search_recall(
+        agent, query, page, owner=user.owner, start=t0, end=t1
+    )
+    return _results(found, total, page)
+
+
+@router.get(
+    "/agents/{agent}/recall/date",
+    summary="What the user and the agent said between two dates, oldest first",
+)
+async def search_recall_date(
+    agent: AgentName,
+    user: CurrentUser,
+    kernel: KernelDep,
+    start: DateParam = None,
+    end: DateParam = None,
+    page: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> dict[str, Any]:
+    if start is None and end is None:
+        raise APIError(422, "give start, end or both (e.g. start=2024-01-31)")
+    t0, t1 = _range(start, end)
+    found, total = await kernel.search_recall_date(
+        agent, t0 or datetime.fromtimestamp(0), t1 or datetime.now(), page, owner=user.owner
+    )
+    return _results(found, total, page)
 
 
 @router.get(
