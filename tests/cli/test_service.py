@@ -372,3 +372,16 @@ def test_chat_through_the_service(home: Home) -> None:
     found = shown.split("/search hello", 1)[1].split("/context", 1)[0]
     assert "user: hello fay" in found  # recall search, through the service
     assert "Rewrote the agent's last inner thoughts" in shown
+
+
+def test_recall_by_words_and_dates(home: Home) -> None:
+    home.create("gil")
+    home.ok("send", "gil", "the harbour at dawn")
+    by_words = home.ok("recall", "gil", "harbour")
+    assert "user: the harbour at dawn" in by_words
+    today = time.strftime("%Y-%m-%d")
+    by_date = json.loads(home.ok("recall", "gil", "--start", today, "--json"))
+    assert any("harbour" in (m.get("content") or "") for m in by_date["results"])
+    assert json.loads(home.ok("recall", "gil", "--end", "2000-01-01", "--json"))["total"] == 0
+    nothing = home.run("recall", "gil")
+    assert nothing.returncode == 1 and "--start" in nothing.stderr

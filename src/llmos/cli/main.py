@@ -3,6 +3,7 @@
     llmos agent create|list|show|delete|set-embedder   manage agents (agent_cmds.py)
     llmos send NAME "message"                          one turn, reply on stdout (chat.py)
     llmos chat [NAME]                                  interactive chat with slash commands
+    llmos recall NAME [QUERY] [--start D] [--end D]    search the conversation history
     llmos serve [--host H] [--port P]                  the HTTP API (serve_cmds.py)
     llmos user create|list|key NAME                    users of the HTTP API (user_cmds.py)
     llmos files ...                                    versioned files (files_cmds.py)
@@ -45,6 +46,7 @@ from llmos.cli import (
     load_cmds,
     mcp_cmds,
     providers,
+    recall_cmds,
     serve_cmds,
     tools_cmds,
     user_cmds,
@@ -147,6 +149,7 @@ app.add_typer(agent_cmds.agent_app, name="agent")
 app.add_typer(user_cmds.user_app, name="user")
 app.command("send")(chat.send)
 app.command("chat")(chat.chat)
+app.command("recall")(recall_cmds.recall)
 app.command("serve")(serve_cmds.serve)
 app.add_typer(files_cmds.files_app, name="files")
 app.add_typer(kernel_cmds.kernel_app, name="kernel")
