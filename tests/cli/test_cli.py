@@ -108,7 +108,7 @@ class CLI:
     @staticmethod
     def finish(started: tuple[subprocess.Popen[str], str]) -> Result:
         proc, stdin = started
-        stdout, stderr = proc.communicate(stdin, timeout=60)
+        stdout, stderr = proc.communicate(stdin, timeout=300)
         return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
     def run(self, *args: str, stdin: str = "") -> Result:
