@@ -128,7 +128,7 @@ def test_an_agent_held_elsewhere_too_long_is_a_503_over_http(tmp_path: Path) -> 
 
     server = LiveServer(tmp_path)
     try:
-        server.kernel.leases = AgentLeases(server.kernel.group_commit, wait=0.2)
+        server.kernel.waker.leases = AgentLeases(server.kernel.group_commit, wait=0.2)
         with server.client("alice") as alice:
             r = alice.post("/v1/agents", json={"name": "held", "model": "scripted/echo"})
             assert r.status_code == 201, r.text

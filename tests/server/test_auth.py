@@ -51,6 +51,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/tools", {"source": PLANTED_TOOL}),
     ("GET", "/v1/tools", None),
     ("GET", "/v1/tools/{tool}", None),
+    ("GET", "/v1/tools/{tool}/versions", None),
+    ("POST", "/v1/tools/{tool}/rollback", {"version": 1}),
     ("DELETE", "/v1/tools/{tool}", None),
     ("GET", "/v1/agents/{agent}/tools", None),
     ("PUT", "/v1/agents/{agent}/tools/{tool}", None),

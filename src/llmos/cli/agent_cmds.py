@@ -4,6 +4,7 @@
     llmos agent list|show NAME|delete NAME                  the agents and their state
     llmos agent export NAME [-o FILE]                       the agent as one JSON document
     llmos agent import FILE [--name NEW]                    an agent from such a document
+    llmos agent set NAME KEY=VALUE ...                      change settings (KEY= resets)
     llmos agent set-embedder NAME SPEC                      re-embed archival memory
 
 All but `set-embedder` are clients of the HTTP API (`cli/common.api`);
@@ -324,3 +325,46 @@ def agent_set_embedder(
             f"{escape(result['embedder'])} ({result['dim']}-d): {result['passages']} passages "
             f"re-embedded (was {escape(result['previous'])})."
         )
+
+
+@agent_app.command("set")
+def agent_set(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    pairs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY=VALUE...",
+            help="Settings to change; KEY= (or KEY=default) resets one to its default.",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings as JSON.")] = False,
+) -> None:
+    """Change an agent's settings, all checked before any is applied.
+
+    Settings: max_steps, warning_fraction, flush_fraction, flush_target,
+    max_tokens, temperature, priority, memory_mode (self|auto|hybrid),
+    file_tools, agent_tools, self_tools (true|false), file_quota (bytes).
+
+    Example: llmos agent set alice self_tools=true max_steps=20 temperature=
+    """
+
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"settings: want KEY=VALUE, got {pair!r}")
+        # the server reads "5", "true", "0.3" as each setting's type; null resets it
+        value = value.strip()
+        changes[key.strip()] = None if value.lower() in ("", "null", "none", "default") else value
+    with api(ctx) as client:
+        desc = client.patch(f"/agents/{seg(name)}", {"settings": changes})
+    if as_json:
+        dump(desc["settings"])
+        return
+    settings = desc["settings"]
+    shown = ", ".join(
+        f"{k}={settings.get(k)}" + (" (default)" if v is None else "") for k, v in changes.items()
+    )
+    out.print(f"{escape(desc['name'])}: {escape(shown)}")

@@ -1,11 +1,14 @@
 """Tool, access and approval commands of the shell.
 
     llmos tool add FILE.py [--exclusive] [--irreversible]   register a file's functions
-    llmos tool list [AGENT]                                  the owner's or an agent's tools
+    llmos tool list [AGENT | --builtin]                      your, an agent's or built-in tools
     llmos tool attach|detach AGENT TOOL                      give or take an agent's tool
+    llmos tool versions TOOL [--source]                      every version, who wrote/approved
+    llmos tool rollback TOOL VERSION                         put an older version back in use
     llmos tool remove TOOL                                   delete a tool
     llmos grant AGENT KIND TARGET [--mode r|rw] [--revoke]   agent / shared-files grants
-    llmos approvals [list|approve ID|deny ID] [--reason R]   pending irreversible calls
+    llmos approvals [list|show ID|approve ID|deny ID]        pending calls and agent-written
+                    [--reason R]                             tools (show: with their source)
     llmos audit [--agent NAME] [--limit N]                   the audit log
 
 They are clients of the HTTP API (`cli/common.api`); on the local kernel
@@ -77,27 +80,36 @@ def tool_list(
     agent: Annotated[
         str | None, typer.Option("--agent", "-a", help="Same as AGENT.", hidden=True)
     ] = None,
+    builtin: Annotated[
+        bool, typer.Option("--builtin", help="The built-in tools you can attach.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List your tools, or the tools attached to an agent.
+    """List your tools, the tools attached to an agent, or the built-in tools.
 
-    Example: llmos tool list alice
+    Example: llmos tool list alice · llmos tool list --builtin && llmos tool attach alice calculate
     """
     if agent_arg and agent and agent_arg != agent:
         fail(f"name one agent: {agent_arg!r} or {agent!r}")
     who = agent_arg or agent
+    if builtin and who:
+        fail("--builtin and an agent do not go together")
     with api(ctx) as client:
-        rows = client.get(f"/agents/{seg(who)}/tools" if who else "/tools")["tools"]
+        if who:
+            rows = client.get(f"/agents/{seg(who)}/tools")["tools"]
+        else:
+            rows = client.get("/tools", builtin=builtin or None)["tools"]
     if as_json:
         dump(rows)
         return
     table = Table("name", "version", "flags", "arguments", "description")
     for t in rows:
-        flags = ", ".join(f for f in ("exclusive", "irreversible") if t[f])
+        flags = ", ".join(f for f in ("builtin", "exclusive", "irreversible") if t.get(f))
         args = ", ".join(
             k for k in t["parameters"].get("properties", {}) if k != "request_heartbeat"
         )
-        table.add_row(t["name"], str(t["version"]), flags, args, escape(t["description"]))
+        version = "" if t.get("builtin") else str(t["version"])
+        table.add_row(t["name"], version, flags, args, escape(t["description"]))
     out.print(table if rows else "no tools")
 
 
@@ -117,6 +129,48 @@ def tool_detach(ctx: typer.Context, agent: str, tool: str) -> None:
     with api(ctx) as client:
         client.delete(f"/agents/{seg(agent)}/tools/{seg(tool)}")
     out.print(f"detached {tool} from {agent}")
+
+
+@tool_app.command("versions")
+def tool_versions(
+    ctx: typer.Context,
+    tool: str,
+    source: Annotated[bool, typer.Option("--source", help="Print each version's source.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List every version of TOOL: who wrote it, who approved it, which is in use."""
+
+    with api(ctx) as client:
+        rows = client.get(f"/tools/{seg(tool)}/versions")["versions"]
+    if as_json:
+        dump(rows)
+        return
+    table = Table("version", "in use", "written by", "approved by", "when", "description")
+    for v in rows:
+        table.add_row(
+            str(v["version"]),
+            "*" if v["current"] else "",
+            escape(v["author"] or ""),
+            escape(v["approved_by"] or ""),
+            render.when(v["created_at"]) if v["created_at"] else "",
+            escape(v["description"]),
+        )
+    out.print(table)
+    for v in rows if source else []:
+        out.rule(f"{tool} v{v['version']}")
+        out.print(v["source"], markup=False, highlight=False)
+
+
+@tool_app.command("rollback")
+def tool_rollback(ctx: typer.Context, tool: str, version: int) -> None:
+    """Put VERSION of TOOL back in use (agents that have TOOL get it at their next step).
+
+    Example: llmos tool versions get_weather && llmos tool rollback get_weather 1
+    """
+
+    with api(ctx) as client:
+        restored = client.post(f"/tools/{seg(tool)}/rollback", {"version": version})
+    out.print(f"{tool} is at version {restored['version']} again")
 
 
 @tool_app.command("remove")
@@ -171,6 +225,7 @@ def grant(
 
 class ApprovalAction(enum.StrEnum):
     list = "list"
+    show = "show"
     approve = "approve"
     deny = "deny"
 
@@ -183,9 +238,10 @@ def approvals(
     show_all: Annotated[bool, typer.Option("--all", help="Decided ones too.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List, approve or deny calls of irreversible tools; the agent gets the decision.
+    """List, show, approve or deny what waits for you: calls of irreversible tools and
+    tools your agents wrote (`show` prints such a tool's source and test results).
 
-    Example: llmos approvals approve appr-1234 · llmos approvals deny appr-1234 -r "no"
+    Example: llmos approvals show appr-1234 · llmos approvals approve appr-1234
     """
     if action is ApprovalAction.list:
         with api(ctx) as client:
@@ -202,7 +258,7 @@ def approvals(
                 a["id"],
                 a["agent"] or "",
                 a["tool"],
-                escape(a["arguments"]),
+                escape(_arguments_line(a)),
                 a["status"],
                 render.when(a["created_at"]),
             )
@@ -210,6 +266,14 @@ def approvals(
         return
     if not approval_id:
         fail(f"`llmos approvals {action.value}` needs an approval id (see `llmos approvals`)")
+    if action is ApprovalAction.show:
+        with api(ctx) as client:
+            record = client.get(f"/approvals/{seg(approval_id)}")
+        if as_json:
+            dump(record)
+        else:
+            _show_approval(record)
+        return
 
     body = {"approve": action is ApprovalAction.approve, "reason": reason}
     with api(ctx) as client:
@@ -221,6 +285,44 @@ def approvals(
     verb = "approved" if action is ApprovalAction.approve else "denied"
     out.print(f"{verb} {approval_id}; the agent's turn:")
     render.turn_view(out, turn)
+
+
+def _proposal(a: dict[str, Any]) -> dict[str, Any] | None:
+    """An agent-written tool's proposal (name, description, source, tests), else None."""
+    if a["tool"] != "create_tool":
+        return None
+    try:
+        found = json.loads(a["arguments"])
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _arguments_line(a: dict[str, Any]) -> str:
+    p = _proposal(a)
+    if p is None:
+        return str(a["arguments"])
+    lines = len(str(p.get("source", "")).splitlines())
+    return f"new tool {p.get('name')}: {p.get('description')} ({lines} lines; approvals show)"
+
+
+def _show_approval(a: dict[str, Any]) -> None:
+    out.print(f"[bold]{a['id']}[/] · agent {escape(a['agent'] or a['agent_id'])} · {a['status']}")
+    p = _proposal(a)
+    if p is None:
+        out.print(f"call: {escape(a['tool'])}({escape(a['arguments'])})")
+    else:
+        out.print(f"the agent wrote the tool [bold]{escape(str(p.get('name')))}[/]:")
+        out.print(f"description: {escape(str(p.get('description')))}")
+        out.rule("source")
+        out.print(str(p.get("source", "")), markup=False, highlight=False)
+        out.rule("test calls (in the sandbox)")
+        for t in p.get("tests", []):
+            out.print(f"{p.get('name')}({json.dumps(t['args'])}) -> {t['result']}", markup=False)
+    if a["reason"]:
+        out.print(f"reason: {escape(a['reason'])}")
+    if a["result"]:
+        out.print(f"outcome: {escape(a['result'])}")
 
 
 def audit(

@@ -142,10 +142,6 @@ class Kernel(MemoryVerbs, AccessVerbs):
         """This kernel's agent leases when kernels share the database, else None."""
         return self.waker.leases
 
-    @leases.setter
-    def leases(self, leases: AgentLeases | None) -> None:
-        self.waker.leases = leases
-
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> Kernel:
         home = Path(home) if home else default_home()
@@ -227,8 +223,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
             )
         return self._messenger
 
-    def _msgr(self) -> AgentMessenger:
-        return self.messenger
+    _msgr = messenger.fget  # what the handlers call: the messenger, made on first use
 
     async def settle_agent_messages(self, timeout: float | None = None) -> None:
         """Wait for agent messages delivered in the background (and their turns) to finish."""
@@ -351,8 +346,7 @@ class Kernel(MemoryVerbs, AccessVerbs):
             self.waker.forget(image)
             self.accounting.forget(image.id)
 
-    def agent_usage(self, agent_id: str) -> UsageTotals:
-        """The agent's LLM usage over its lifetime (stored totals plus this session's)."""
+    def agent_usage(self, agent_id: str) -> UsageTotals:  # lifetime: stored + this session's
         return self.accounting.usage(agent_id)
 
     def usage_of(self, agent_id: str) -> SyscallStats:

@@ -6,7 +6,13 @@ version), which of their agents has which tool attached
 (`PUT/DELETE /v1/agents/{agent}/tools/{tool}`), their agents' grants, the
 calls of irreversible tools waiting for their decision, and their audit log.
 Another user's tool, agent or approval is a 404, exactly like one that does
-not exist.
+not exist. `GET /v1/tools?builtin=true` lists the built-in tools (calculate,
+current_time, fetch_url, run_python), attached like any tool. Every version of
+a tool is kept: `GET /v1/tools/{tool}/versions` (source, who wrote it, who
+approved it) and `POST /v1/tools/{tool}/rollback` put an older one back. A tool
+an agent wrote (setting `self_tools`) waits as an approval of the tool
+`create_tool` whose arguments hold its name, description, source and test
+results; approving it installs it as a new version attached to that agent.
 
 Deciding an approval (`POST /v1/approvals/{id}`) runs the tool when approved
 and then the agent's turn that receives the outcome; that turn runs as a
@@ -49,6 +55,12 @@ class ToolAdd(BaseModel):
     )
 
 
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, description="the stored version to put back in use")
+
+
 class GrantAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,14 +95,31 @@ async def add_tool(body: ToolAdd, user: CurrentUser, kernel: KernelDep) -> dict[
     return {"tools": added}
 
 
-@router.get("/tools", summary="Your tools")
-async def list_tools(user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
-    return {"tools": kernel.list_tools(user.owner)}
+@router.get("/tools", summary="Your tools, or the built-in tools")
+async def list_tools(
+    user: CurrentUser,
+    kernel: KernelDep,
+    builtin: Annotated[bool, Query(description="list the built-in tools instead")] = False,
+) -> dict[str, Any]:
+    return {"tools": kernel.builtin_tools() if builtin else kernel.list_tools(user.owner)}
 
 
 @router.get("/tools/{tool}", summary="One tool, with its source, version and schema")
 async def get_tool(tool: ToolName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
     return kernel.get_tool(tool, user.owner)  # ToolNotFound: 404
+
+
+@router.get("/tools/{tool}/versions", summary="Every version of a tool, oldest first")
+async def tool_versions(tool: ToolName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
+    return {"versions": kernel.tool_versions(tool, user.owner)}  # ToolNotFound: 404
+
+
+@router.post("/tools/{tool}/rollback", summary="Put an earlier version of a tool back in use")
+async def rollback_tool(
+    tool: ToolName, body: Rollback, user: CurrentUser, kernel: KernelDep
+) -> dict[str, Any]:
+    kernel.rollback_tool(tool, body.version, user.owner)  # ToolNotFound: 404
+    return kernel.get_tool(tool, user.owner)
 
 
 @router.delete("/tools/{tool}", status_code=204, summary="Delete a tool (agents lose it)")
