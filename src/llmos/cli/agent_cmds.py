@@ -29,7 +29,7 @@ from rich.markup import escape
 
 from llmos.cli import render
 from llmos.cli.common import api, dump, err, fail, group, out, run
-from llmos.client.api import seg
+from llmos.client.api import RequestFailed, seg
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -359,7 +359,16 @@ def agent_set(
         value = value.strip()
         changes[key.strip()] = None if value.lower() in ("", "null", "none", "default") else value
     with api(ctx) as client:
-        desc = client.patch(f"/agents/{seg(name)}", {"settings": changes})
+        try:
+            desc = client.patch(f"/agents/{seg(name)}", {"settings": changes})
+        except RequestFailed as exc:
+            if exc.status != 422:
+                raise
+            # the kernel's own reading of the pairs names an unknown key with the known ones
+            from llmos.kernel.settings import parse_settings
+
+            parse_settings(pairs)  # raises InvalidRequest: one line
+            raise
     if as_json:
         dump(desc["settings"])
         return
