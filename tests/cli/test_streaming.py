@@ -60,3 +60,17 @@ def test_send_writes_exactly_the_reply_to_a_pipe() -> None:
     printer.token("Hel")
     printer.reply("Hello")
     assert live.getvalue() == "Hello\n"
+
+
+def test_thoughts_sent_after_the_reply_tokens_do_not_repeat_the_reply() -> None:
+    """A core streams the reply's tokens, then the step's thoughts arrive, then the
+    reply event: the reply is on screen once."""
+    shown = _chat([
+        {"type": "token", "text": "echo: "},
+        {"type": "token", "text": "hi there"},
+        {"type": "reasoning", "text": "Replying."},
+        {"type": "reply", "text": "echo: hi there"},
+        {"type": "done", "turn": {"steps": 1, "stop_reason": "end_turn", "usage": {}}},
+    ])  # fmt: skip
+    assert shown.count("echo: hi there") == 1
+    assert shown.splitlines()[:2] == ["echo: hi there", "💭 Replying."]

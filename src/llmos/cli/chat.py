@@ -93,28 +93,58 @@ def send(
 
 
 class _Tokens:
-    """Prints a reply's tokens as they come, then makes the printed line the reply."""
+    """Prints a reply's tokens as they come, then makes the printed text the reply.
+
+    `shown` is the text streamed since the last reply event; `open` says the
+    cursor is still on its line (another event may have ended the line: a core
+    sends the inner thoughts after the reply's tokens)."""
 
     def __init__(self, stream: Any, live: bool) -> None:
         self.stream = stream
         self.live = live
         self.shown = ""
+        self.open = False
 
     def token(self, delta: str) -> None:
         if self.live and delta:
+            if self.shown and not self.open:
+                self.stream.write("\n")  # tokens after another event: a fresh line
             self.stream.write(delta)
             self.stream.flush()
             self.shown += delta
+            self.open = True
+
+    def end_line(self) -> None:
+        """Another event is about to print: end the tokens' line, keep what they said."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+    def rest(self, text: str) -> str | None:
+        """Finish the reply `text` after its tokens: None when they were not this reply
+        (print it whole), else what is left to print on a line of its own ("": nothing).
+        Forgets the streamed text."""
+        shown, was_open = self.shown, self.open
+        self.shown, self.open = "", False
+        if shown and text.startswith(shown):
+            remainder = text[len(shown) :]
+            if not was_open:
+                return remainder.lstrip()
+            self.stream.write(remainder + "\n")  # finish the tokens' line
+            self.stream.flush()
+            return ""
+        if was_open:
+            self.stream.write("\n")  # the tokens were something else: end their line
+        return None
 
     def reply(self, text: str) -> None:
-        if self.shown and text.startswith(self.shown):
-            self.stream.write(text[len(self.shown) :] + "\n")
-        else:
-            if self.shown:  # the tokens were not this reply: start a fresh line
-                self.stream.write("\n")
+        rest = self.rest(text)
+        if rest is None:
             self.stream.write(text + "\n")
+        elif rest:
+            self.stream.write(rest + "\n")
         self.stream.flush()
-        self.shown = ""
 
     def pending(self) -> str:
         """Tokens shown since the last reply (nothing when the reply was printed)."""
@@ -305,9 +335,15 @@ def show_event(console: Console, event: dict[str, Any], tokens: _Tokens) -> None
     if kind == "token":
         tokens.token(event.get("text") or "")
         return
-    if tokens.pending() and kind != "reply":
-        console.print()  # end the line the tokens were on
-        tokens.shown = ""
+    if kind == "reply":
+        text = event.get("text") or ""
+        rest = tokens.rest(text)
+        if rest is None:
+            render.reply_line(console, text)
+        elif rest:
+            console.print(rest, style="bold", markup=False, highlight=False)
+        return
+    tokens.end_line()
     if kind == "reasoning":
         render.thought_line(console, (event.get("text") or "").strip())
     elif kind == "function_call":
@@ -316,16 +352,6 @@ def show_event(console: Console, event: dict[str, Any], tokens: _Tokens) -> None
     elif kind == "function_result":
         if not event.get("ok", True):
             render.failed_line(console, event.get("name", "?"), event.get("message"))
-    elif kind == "reply":
-        text = event.get("text") or ""
-        shown = tokens.pending()
-        if shown and text.startswith(shown):
-            console.print(text[len(shown) :], style="bold", markup=False, highlight=False)
-        else:
-            if shown:
-                console.print()
-            render.reply_line(console, text)
-        tokens.shown = ""
     elif kind == "error" and (event.get("error") or {}).get("type") == "server_error":
         # the server failed after the stream began (a failed turn's error comes with `done`)
         console.print(f"[red]error:[/] {escape(str(event['error'].get('message')))}")
