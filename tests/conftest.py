@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -68,6 +69,19 @@ def postgres_url() -> Iterator[str]:
     yield url.render_as_string(hide_password=False)
     server.cleanup()
     shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_daemon() -> Iterator[None]:
+    """`llmos` commands run their kernel in-process in tests, so no test leaves a kernel
+    service behind; tests/cli/test_service.py asks for the service explicitly."""
+    old = os.environ.get("LLMOS_NO_DAEMON")
+    os.environ["LLMOS_NO_DAEMON"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("LLMOS_NO_DAEMON", None)
+    else:
+        os.environ["LLMOS_NO_DAEMON"] = old
 
 
 @pytest.fixture

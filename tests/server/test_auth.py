@@ -35,6 +35,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/agents/{agent}/archival/search?query=secret", None),
     ("DELETE", "/v1/agents/{agent}/archival/{passage_id}", None),
     ("GET", "/v1/agents/{agent}/recall/search?query=secret", None),
+    ("POST", "/v1/agents/{agent}/rethink", {"thought": "x"}),
     ("GET", "/v1/agents/{agent}/recall/date?start=2000-01-01", None),
     ("GET", "/v1/agents/{agent}/context", None),
     ("GET", "/v1/kernel", None),

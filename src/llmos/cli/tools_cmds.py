@@ -1,7 +1,7 @@
 """Tool, access and approval commands of the shell.
 
     llmos tool add FILE.py [--exclusive] [--irreversible]   register a file's functions
-    llmos tool list [--agent NAME | --builtin]               your, an agent's or built-in tools
+    llmos tool list [AGENT | --builtin]                      your, an agent's or built-in tools
     llmos tool attach|detach AGENT TOOL                      give or take an agent's tool
     llmos tool versions TOOL [--source]                      every version, who wrote/approved
     llmos tool rollback TOOL VERSION                         put an older version back in use
@@ -11,8 +11,8 @@
                     [--reason R]                             tools (show: with their source)
     llmos audit [--agent NAME] [--limit N]                   the audit log
 
-They import the kernel only when they run. The CLI acts as the user "local"
-(the owner of the CLI's agents).
+They are clients of the HTTP API (`cli/common.api`); on the local kernel
+service the CLI acts as the user "local" (the owner of the CLI's agents).
 
 Left out: acting as another user from the CLI (the HTTP API does that).
 """
@@ -21,38 +21,18 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from llmos.cli import render
-from llmos.cli.common import dump, fail, group, out, run
-
-if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
-
-T = TypeVar("T")
+from llmos.cli.common import api, dump, fail, group, out
+from llmos.client.api import seg
 
 tool_app = group("User tools: Python functions agents can call (run in a sandbox).")
-
-
-@contextmanager
-def _lookups() -> Iterator[None]:
-    # run() reports ValueError/OSError; tool and approval lookups are LookupErrors
-    try:
-        yield
-    except LookupError as e:
-        fail(str(e.args[0]) if e.args else str(e))
-
-
-def _go(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
-    with _lookups():
-        return run(ctx, body)
 
 
 @tool_app.command("add")
@@ -77,23 +57,29 @@ def tool_add(
     except OSError as e:
         fail(f"cannot read {file}: {e.strerror or e}")
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return await kernel.add_tool(source, exclusive=exclusive, irreversible=irreversible)
-
-    added = _go(ctx, body)
+    body = {"source": source, "exclusive": exclusive, "irreversible": irreversible}
+    with api(ctx) as client:
+        added = client.post("/tools", body)["tools"]
     if as_json:
         dump(added)
         return
     for t in added:
         flags = [f for f in ("exclusive", "irreversible") if t[f]]
         extra = f" [{', '.join(flags)}]" if flags else ""
-        out.print(f"added [bold]{t['name']}[/] v{t['version']}{extra}: {escape(t['description'])}")
+        out.print(
+            f"added [bold]{t['name']}[/] v{t['version']}{escape(extra)}: {escape(t['description'])}"
+        )
 
 
 @tool_app.command("list")
 def tool_list(
     ctx: typer.Context,
-    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")] = None,
+    agent_arg: Annotated[
+        str | None, typer.Argument(metavar="[AGENT]", help="Only the tools attached to this agent.")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Same as AGENT.", hidden=True)
+    ] = None,
     builtin: Annotated[
         bool, typer.Option("--builtin", help="The built-in tools you can attach.")
     ] = False,
@@ -101,15 +87,18 @@ def tool_list(
 ) -> None:
     """List your tools, the tools attached to an agent, or the built-in tools.
 
-    Example: llmos tool list --builtin && llmos tool attach alice calculate
+    Example: llmos tool list alice · llmos tool list --builtin && llmos tool attach alice calculate
     """
-    if builtin and agent:
-        fail("--builtin and --agent do not go together")
-
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.builtin_tools() if builtin else kernel.list_tools(agent=agent)
-
-    rows = _go(ctx, body)
+    if agent_arg and agent and agent_arg != agent:
+        fail(f"name one agent: {agent_arg!r} or {agent!r}")
+    who = agent_arg or agent
+    if builtin and who:
+        fail("--builtin and an agent do not go together")
+    with api(ctx) as client:
+        if who:
+            rows = client.get(f"/agents/{seg(who)}/tools")["tools"]
+        else:
+            rows = client.get("/tools", builtin=builtin or None)["tools"]
     if as_json:
         dump(rows)
         return
@@ -128,10 +117,8 @@ def tool_list(
 def tool_attach(ctx: typer.Context, agent: str, tool: str) -> None:
     """Give AGENT the tool TOOL (and the grant to call it)."""
 
-    async def body(kernel: Kernel) -> None:
-        kernel.attach_tool(agent, tool)
-
-    _go(ctx, body)
+    with api(ctx) as client:
+        client.put(f"/agents/{seg(agent)}/tools/{seg(tool)}")
     out.print(f"attached {tool} to {agent}")
 
 
@@ -139,11 +126,8 @@ def tool_attach(ctx: typer.Context, agent: str, tool: str) -> None:
 def tool_detach(ctx: typer.Context, agent: str, tool: str) -> None:
     """Take TOOL away from AGENT."""
 
-    async def body(kernel: Kernel) -> bool:
-        return kernel.detach_tool(agent, tool)
-
-    if not _go(ctx, body):
-        fail(f"{agent} does not have the tool {tool}")
+    with api(ctx) as client:
+        client.delete(f"/agents/{seg(agent)}/tools/{seg(tool)}")
     out.print(f"detached {tool} from {agent}")
 
 
@@ -156,10 +140,8 @@ def tool_versions(
 ) -> None:
     """List every version of TOOL: who wrote it, who approved it, which is in use."""
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.tool_versions(tool)
-
-    rows = _go(ctx, body)
+    with api(ctx) as client:
+        rows = client.get(f"/tools/{seg(tool)}/versions")["versions"]
     if as_json:
         dump(rows)
         return
@@ -186,10 +168,8 @@ def tool_rollback(ctx: typer.Context, tool: str, version: int) -> None:
     Example: llmos tool versions get_weather && llmos tool rollback get_weather 1
     """
 
-    async def body(kernel: Kernel) -> dict[str, Any]:
-        return kernel.rollback_tool(tool, version)
-
-    restored = _go(ctx, body)
+    with api(ctx) as client:
+        restored = client.post(f"/tools/{seg(tool)}/rollback", {"version": version})
     out.print(f"{tool} is at version {restored['version']} again")
 
 
@@ -197,10 +177,8 @@ def tool_rollback(ctx: typer.Context, tool: str, version: int) -> None:
 def tool_remove(ctx: typer.Context, tool: str) -> None:
     """Delete a tool (every agent loses it)."""
 
-    async def body(kernel: Kernel) -> None:
-        kernel.remove_tool(tool)
-
-    _go(ctx, body)
+    with api(ctx) as client:
+        client.delete(f"/tools/{seg(tool)}")
     out.print(f"removed {tool}")
 
 
@@ -229,13 +207,20 @@ def grant(
     llmos grant alice net api.example.com:443
     """
 
-    async def body(kernel: Kernel) -> Any:
-        if revoke:
-            return kernel.revoke(agent, kind.value, target)
-        kernel.grant(agent, kind.value, target, mode)
-        return kernel.list_grants(agent)
+    from llmos.client.api import RequestFailed
 
-    result = _go(ctx, body)
+    with api(ctx) as client:
+        if revoke:
+            try:
+                client.delete(f"/agents/{seg(agent)}/grants/{kind.value}/{seg(target)}")
+                result: Any = True
+            except RequestFailed as exc:
+                if exc.status != 404 or "grant" not in str(exc):
+                    raise
+                result = False
+        else:
+            body = {"kind": kind.value, "target": target, "mode": mode}
+            result = client.post(f"/agents/{seg(agent)}/grants", body)["grants"]
     if revoke:
         out.print(f"revoked {kind.value} {target} from {agent}" if result else "no such grant")
     else:
@@ -266,11 +251,8 @@ def approvals(
     Example: llmos approvals show appr-1234 · llmos approvals approve appr-1234
     """
     if action is ApprovalAction.list:
-
-        async def listing(kernel: Kernel) -> list[dict[str, Any]]:
-            return kernel.approvals(status=None if show_all else "pending")
-
-        rows = _go(ctx, listing)
+        with api(ctx) as client:
+            rows = client.get("/approvals", status="all" if show_all else "pending")["approvals"]
         if as_json:
             dump(rows)
             return
@@ -292,25 +274,23 @@ def approvals(
     if not approval_id:
         fail(f"`llmos approvals {action.value}` needs an approval id (see `llmos approvals`)")
     if action is ApprovalAction.show:
-
-        async def showing(kernel: Kernel) -> dict[str, Any]:
-            return kernel.approval(approval_id)
-
-        record = _go(ctx, showing)
+        with api(ctx) as client:
+            record = client.get(f"/approvals/{seg(approval_id)}")
         if as_json:
             dump(record)
         else:
             _show_approval(record)
         return
 
-    async def deciding(kernel: Kernel) -> Any:
-        return await kernel.decide(approval_id, action is ApprovalAction.approve, reason)
-
-    turn = _go(ctx, deciding)
+    body = {"approve": action is ApprovalAction.approve, "reason": reason}
+    with api(ctx) as client:
+        decided = client.post(f"/approvals/{seg(approval_id)}", body)
+    turn = decided["turn"]
     if as_json:
-        print(json.dumps(turn.as_dict(), ensure_ascii=False, default=str))
+        print(json.dumps(turn, ensure_ascii=False, default=str))
         return
-    out.print(f"{action.value}d {approval_id}; the agent's turn:")
+    verb = "approved" if action is ApprovalAction.approve else "denied"
+    out.print(f"{verb} {approval_id}; the agent's turn:")
     render.turn_view(out, turn)
 
 
@@ -360,10 +340,8 @@ def audit(
 ) -> None:
     """Show the audit log: tool calls, denials, approvals (newest first)."""
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.audit(agent=agent, limit=limit)
-
-    rows = _go(ctx, body)
+    with api(ctx) as client:
+        rows = client.get("/audit", agent=agent, limit=limit)["entries"]
     if as_json:
         dump(rows)
         return

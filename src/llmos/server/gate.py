@@ -37,7 +37,7 @@ import re
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from llmos.access.policy import WorkQueueFull, redact
+from llmos.access.policy import User, WorkQueueFull, redact
 from llmos.server.deps import error_body
 
 if TYPE_CHECKING:
@@ -60,9 +60,11 @@ class _TooLarge(Exception):
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState, local_user: str | None = None) -> None:
         self.app = app
         self.state = state
+        # a key-less request on a Unix socket is this user (see create_app)
+        self.local_user = User("user-local", local_user, 0.0) if local_user else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,6 +120,8 @@ class Gate:
             return None
         scheme, _, key = headers.get("authorization", "").partition(" ")
         user = state.access.authenticate(key.strip()) if scheme.lower() == "bearer" else None
+        if user is None and not scheme and self.local_user and scope.get("client") is None:
+            user = self.local_user  # a Unix socket's peer (uvicorn gives no client address)
         if user is None:
             await _respond(
                 send,
