@@ -37,6 +37,7 @@ import typer
 from llmos.cli import (
     agent_cmds,
     chat,
+    eval_cmds,
     files_cmds,
     kernel_cmds,
     load_cmds,
@@ -106,6 +107,7 @@ app.add_typer(tools_cmds.tool_app, name="tool")
 app.command("grant")(tools_cmds.grant)
 app.command("approvals")(tools_cmds.approvals)
 app.command("audit")(tools_cmds.audit)
+app.command("eval", help=eval_cmds.TASK_HELP)(eval_cmds.eval_)
 
 if __name__ == "__main__":
     app(prog_name="llmos")
