@@ -47,16 +47,22 @@ beside it (NAME.state.jsonl): rerun the same command to resume."""
 
 
 def eval_(
-    task: Annotated[str, typer.Argument(help="nested-kv, dmr, locomo, longmemeval or archival.",
-                                        show_default=False)],  # fmt: skip
+    task: Annotated[
+        str,
+        typer.Argument(help="nested-kv, dmr, locomo, longmemeval or archival.", show_default=False),
+    ],
     file: Annotated[
         Path | None, typer.Argument(help="The data file (locomo and longmemeval only).")
     ] = None,
     model: Annotated[
         str,
-        typer.Option("--model", "-m", help="The model under test, as `llmos agent create "
-                     "--model` takes it (local/gemma-3-270m, openai/NAME, ollama/NAME, ...)."),
-    ] = "local/gemma-3-270m",  # fmt: skip
+        typer.Option(
+            "--model",
+            "-m",
+            help="The model under test, as `llmos agent create "
+            "--model` takes it (local/gemma-3-270m, openai/NAME, ollama/NAME, ...).",
+        ),
+    ] = "local/gemma-3-270m",
     base_url: Annotated[
         str | None, typer.Option("--base-url", help="Server URL for openai/ and ollama/ models.")
     ] = None,
@@ -65,19 +71,31 @@ def eval_(
     ] = False,
     json_path: Annotated[
         Path | None,
-        typer.Option("--json", help="Where to write the JSON report; the state file goes "
-                     "beside it. [default: ./llmos-eval-TASK-MODEL.json]", show_default=False),
-    ] = None,  # fmt: skip
+        typer.Option(
+            "--json",
+            help="Where to write the JSON report; the state file goes "
+            "beside it. [default: ./llmos-eval-TASK-MODEL.json]",
+            show_default=False,
+        ),
+    ] = None,
     judge: Annotated[
         str | None,
-        typer.Option("--judge", help="A model that grades answers (dmr, longmemeval), "
-                     "e.g. openai/gpt-4o. Without it: is the answer in the reply."),
-    ] = None,  # fmt: skip
+        typer.Option(
+            "--judge",
+            help="A model that grades answers (dmr, longmemeval), "
+            "e.g. openai/gpt-4o. Without it: is the answer in the reply.",
+        ),
+    ] = None,
     size: Annotated[
         int | None,
-        typer.Option("--size", "-n", min=1, help="How many items: generated tasks make this "
-                     "many (default 10); file tasks take the first N (default all)."),
-    ] = None,  # fmt: skip
+        typer.Option(
+            "--size",
+            "-n",
+            min=1,
+            help="How many items: generated tasks make this "
+            "many (default 10); file tasks take the first N (default all).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated tasks.")] = 0,
     context_window: Annotated[
         int, typer.Option("--context-window", min=1024, help="The agents' context window.")
@@ -99,8 +117,9 @@ def eval_(
         fail("the archival task calls no model, so it has no baseline; drop --baseline")
     slug = "".join(c if c.isalnum() or c in "-." else "-" for c in model)
     path = json_path or Path(f"llmos-eval-{task}-{slug}.json")
-    settings = Settings(model=model, base_url=base_url, context_window=context_window,
-                        embedder=embedder)  # fmt: skip
+    settings = Settings(
+        model=model, base_url=base_url, context_window=context_window, embedder=embedder
+    )
 
     async def main() -> dict:
         from llmos.kernel.kernel import Kernel
@@ -109,8 +128,15 @@ def eval_(
             kernel = Kernel.open(scratch)
             try:
                 judge_core = kernel.core(judge) if judge else None
-                return await run_eval(kernel, the_task, settings, json_path=path,
-                                      baseline=baseline, judge=judge_core, console=err)  # fmt: skip
+                return await run_eval(
+                    kernel,
+                    the_task,
+                    settings,
+                    json_path=path,
+                    baseline=baseline,
+                    judge=judge_core,
+                    console=err,
+                )
             finally:
                 await kernel.close()
 

@@ -20,8 +20,9 @@ TASKS = ("nested-kv", "dmr", "locomo", "longmemeval", "archival")
 NEEDS_FILE = ("locomo", "longmemeval")
 
 
-def make_task(name: str, file: Path | None = None, *, size: int | None = None,
-              seed: int = 0) -> Any:  # fmt: skip
+def make_task(
+    name: str, file: Path | None = None, *, size: int | None = None, seed: int = 0
+) -> Any:
     """The task object for a task name; raises ValueError for a bad name or missing file."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")

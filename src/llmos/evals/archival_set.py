@@ -1,4 +1,4 @@
-"""The labelled set of the `archival` task: passages, and queries with the passages that answer them.
+"""The labelled set of the `archival` task: passages, and queries with the passages answering them.
 
 Written for llmos: 40 short passages on varied topics (each id is its index,
 0-based) and 20 queries, each naming every passage that answers it. Several

@@ -39,7 +39,9 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def need(obj: Any, key: str, kind: type | tuple[type, ...], where: str, path: Path, fmt: str) -> Any:
+def need(
+    obj: Any, key: str, kind: type | tuple[type, ...], where: str, path: Path, fmt: str
+) -> Any:
     """obj[key], which must be of `kind`; else an EvalDataError naming the place."""
     if not isinstance(obj, dict) or key not in obj:
         raise EvalDataError(f"{path}: not {fmt} data ({where} has no {key!r})")

@@ -40,12 +40,30 @@ FACTS: list[tuple[str, list[str]]] = [
     ("first teacher's name", ["Halvorsen", "Okafor", "Delacroix", "Brennan", "Yamada"]),
     ("favourite colour", ["teal", "ochre", "magenta", "olive", "cobalt"]),
 ]
-ACTIVITIES = ["baking bread", "hiking by the river", "repairing a bicycle", "reading a novel",
-              "painting the fence", "visiting a market", "learning to juggle", "planting tomatoes",
-              "watching old films", "cleaning the attic", "swimming laps", "knitting a scarf"]  # fmt: skip
+ACTIVITIES = [
+    "baking bread",
+    "hiking by the river",
+    "repairing a bicycle",
+    "reading a novel",
+    "painting the fence",
+    "visiting a market",
+    "learning to juggle",
+    "planting tomatoes",
+    "watching old films",
+    "cleaning the attic",
+    "swimming laps",
+    "knitting a scarf",
+]
 MOODS = ["relaxing", "tiring", "surprisingly fun", "a bit chaotic", "peaceful", "rewarding"]
-TOPICS = ["the weather this week", "a podcast about history", "weekend plans", "a new recipe",
-          "the neighbours' renovation", "a documentary on oceans", "train timetables"]  # fmt: skip
+TOPICS = [
+    "the weather this week",
+    "a podcast about history",
+    "weekend plans",
+    "a new recipe",
+    "the neighbours' renovation",
+    "a documentary on oceans",
+    "train timetables",
+]
 SESSIONS = 6
 EXCHANGES = 8  # small-talk exchanges per session
 
@@ -53,10 +71,14 @@ EXCHANGES = 8  # small-talk exchanges per session
 def _small_talk(rng: random.Random) -> tuple[str, str]:
     a, b = rng.sample(ACTIVITIES, 2)
     mood, topic = rng.choice(MOODS), rng.choice(TOPICS)
-    user = (f"Today I spent most of the day {a}, and honestly it was {mood}. Tomorrow I might "
-            f"try {b} instead. By the way, I keep thinking about {topic}.")  # fmt: skip
-    bot = (f"That sounds {mood}! {a.capitalize()} is a good way to spend a day, and {b} could "
-           f"be a nice change. What is on your mind about {topic}?")  # fmt: skip
+    user = (
+        f"Today I spent most of the day {a}, and honestly it was {mood}. Tomorrow I might "
+        f"try {b} instead. By the way, I keep thinking about {topic}."
+    )
+    bot = (
+        f"That sounds {mood}! {a.capitalize()} is a good way to spend a day, and {b} could "
+        f"be a nice change. What is on your mind about {topic}?"
+    )
     return user, bot
 
 

@@ -140,8 +140,9 @@ def plain_messages(core: Core, item: QAItem, window: int) -> tuple[list[Message]
         return core.count_tokens(m.content or "") + MESSAGE_OVERHEAD_TOKENS
 
     budget = window - ANSWER_TOKENS - cost(system) - cost(question)
-    history = [Message("assistant" if t.role == "assistant" else "user", t.text)
-               for t in item.history]  # fmt: skip
+    history = [
+        Message("assistant" if t.role == "assistant" else "user", t.text) for t in item.history
+    ]
     if item.passages:
         # The notes are one block: truncate its lines from the front, like a window would.
         lines = list(item.passages)
@@ -163,7 +164,9 @@ def plain_messages(core: Core, item: QAItem, window: int) -> tuple[list[Message]
         first_kept = i
     evidence_fit = all(i >= first_kept for i in item.evidence)
     if item.passages and item.meta.get("needed_passages"):
-        evidence_fit = evidence_fit and all(p in kept_passages for p in item.meta["needed_passages"])
+        evidence_fit = evidence_fit and all(
+            p in kept_passages for p in item.meta["needed_passages"]
+        )
     return [system, *head, *kept, question], evidence_fit
 
 

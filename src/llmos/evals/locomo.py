@@ -78,14 +78,12 @@ class LoCoMo(QATask):
         return out
 
     def _history(self, conv: dict[str, Any], a: str, where: str) -> tuple[list[Turn], dict]:
-        sessions = sorted(
-            (int(m.group(1)), k) for k in conv if (m := _SESSION.match(k))
-        )
+        sessions = sorted((int(m.group(1)), k) for k in conv if (m := _SESSION.match(k)))
         if not sessions:
             raise datafile.EvalDataError(f"{self.path}: not {FMT} data ({where} has no session_N)")
         history: list[Turn] = []
         index: dict[str, int] = {}
-        for n, key in sessions:
+        for _, key in sessions:
             turns = datafile.need(conv, key, list, f"{where}.conversation", self.path, FMT)
             at = datafile.parse_time(str(conv.get(f"{key}_date_time", "")), TIME_FORMATS)
             for ti, t in enumerate(turns):

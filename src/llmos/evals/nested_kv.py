@@ -14,6 +14,7 @@ front to fit the window: a chain whose pairs were cut is unanswerable for it.
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ class NestedKV(QATask):
 
         level = i % LEVELS
         chain = [new_id() for _ in range(level + 2)]  # key, level nested keys, final value
-        needed = [passage(a, b) for a, b in zip(chain, chain[1:], strict=False)]
+        needed = [passage(a, b) for a, b in itertools.pairwise(chain)]
         store = needed + [passage(new_id(), new_id()) for _ in range(self.pairs - len(needed))]
         rng.shuffle(store)
         return QAItem(

@@ -43,5 +43,10 @@ class QATask:
         else:
             got = await ask_agent(kernel, settings, item)
         scores = await self.score(item, got["reply"], judge)
-        return {"category": item.category, "question": item.question, "answer": item.answer,
-                **got, **scores}  # fmt: skip
+        return {
+            "category": item.category,
+            "question": item.question,
+            "answer": item.answer,
+            **got,
+            **scores,
+        }

@@ -68,8 +68,12 @@ class StateFile:
             self._write({"run": identity})
             return {}
         done: dict[tuple[str, str], dict[str, Any]] = {}
-        with self.path.open(encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        text = self.path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            # a line torn by a crash: end it, so the next record starts on a line of its own
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write("\n")
+        lines = text.splitlines()
         try:
             header = json.loads(lines[0]) if lines else {}
         except ValueError:
@@ -119,8 +123,9 @@ def summarize(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [r for r in records if r["mode"] == mode]
         entry: dict[str, Any] = {
             "n": len(rows),
-            "metrics": {m: _mean([r[m] for r in rows if r.get(m) is not None])
-                        for m in task.metrics},  # fmt: skip
+            "metrics": {
+                m: _mean([r[m] for r in rows if r.get(m) is not None]) for m in task.metrics
+            },
         }
         cats: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in rows:
@@ -152,8 +157,14 @@ async def run_eval(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the task; write and return the report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     identity = {"task": task.name, "model": settings.model, **task.identity()}
     if judge is not None:
@@ -213,6 +224,7 @@ def table(report: dict[str, Any], metrics: tuple[str, ...]) -> Any:
         for cat, c in (entry.get("by_category") or {}).items():
             t.add_row(f"  {cat}", str(c["n"]), fmt(c.get(metrics[0])), *[""] * (len(metrics) - 1))
         if ev := entry.get("evicted"):
-            t.add_row("  evicted facts", str(ev["n"]), fmt(ev.get(metrics[0])),
-                      *[""] * (len(metrics) - 1))  # fmt: skip
+            t.add_row(
+                "  evicted facts", str(ev["n"]), fmt(ev.get(metrics[0])), *[""] * (len(metrics) - 1)
+            )
     return t
