@@ -5,7 +5,8 @@ them up with the memory functions and answers with what the search returned —
 so a perfect score means the memory path (eviction, recall and archival
 search) really delivered the fact. In plain chat (no functions: the
 no-memory baseline) it answers from its prompt, and says "I don't know" when
-the fact is not there. As a judge it says yes when the reference answer is in
+the fact is not there; so does an agent offered no memory functions (the
+kernel pages its memory in: memory_mode "auto"). As a judge it says yes when the reference answer is in
 the graded answer.
 """
 
@@ -33,7 +34,8 @@ def _answer(text: str) -> ChatResponse:
 
 def plain(request: ChatRequest) -> ChatResponse:
     prompt = "\n".join(m.content or "" for m in request.messages)
-    last = request.messages[-1].content or ""
+    said = [m.content or "" for m in request.messages if m.role == "user"]
+    last = next((t for t in reversed(said) if not t.startswith("[system alert]")), "")
     if m := re.search(r"Reference answer: (.*)\n.*Assistant's answer: (.*)\n", prompt):
         return say("yes" if m.group(1).lower() in m.group(2).lower() else "no")
     if m := KEY.search(last):
@@ -49,6 +51,9 @@ def plain(request: ChatRequest) -> ChatResponse:
 def oracle(request: ChatRequest) -> ChatResponse:
     if not request.tools:
         return plain(request)
+    if not {t.name for t in request.tools} & {"archival_memory_search", "conversation_search"}:
+        # memory_mode "auto": the kernel paged memory in; answer from what it put in the window
+        return _answer(plain(request).content or "")
     convo = [m for m in request.messages if not (m.content or "").startswith("[system alert]")]
     last = convo[-1]
     if last.role == "tool":

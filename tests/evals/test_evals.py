@@ -159,3 +159,14 @@ def test_the_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in result.output
     help_text = runner.invoke(app, ["eval", "--help"]).output
     assert "nested-kv" in help_text and "--baseline" in help_text and "resume" in help_text
+
+
+async def test_auto_memory_mode_pages_the_fact_in(
+    kernel: Kernel, settings: Settings, tmp_path: Path
+) -> None:
+    settings.memory_mode = "auto"
+    report = await run_eval(kernel, make_task("dmr", size=3), settings, json_path=tmp_path / "a.json")
+    assert report["run"]["memory_mode"] == "auto"
+    memory = [r for r in report["items"] if r["mode"] == "memory"]
+    assert all(r["calls"] == ["send_message"] for r in memory)  # no search functions offered
+    assert report["summary"]["memory"]["metrics"]["accuracy"] == 1.0, [r["reply"] for r in memory]

@@ -103,6 +103,14 @@ def eval_(
     embedder: Annotated[
         str | None, typer.Option("--embedder", help="The agents' embedder (default: llmos's).")
     ] = None,
+    memory_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-mode",
+            help="Who moves memory: the model by function calls (self), the kernel by "
+            "paging (auto), or both (hybrid). Default: the model's (auto for small models).",
+        ),
+    ] = None,
 ) -> None:
     import asyncio
     import tempfile
@@ -117,8 +125,14 @@ def eval_(
         fail("the archival task calls no model, so it has no baseline; drop --baseline")
     slug = "".join(c if c.isalnum() or c in "-." else "-" for c in model)
     path = json_path or Path(f"llmos-eval-{task}-{slug}.json")
+    if memory_mode not in (None, "self", "auto", "hybrid"):
+        fail(f"--memory-mode must be self, auto or hybrid, not {memory_mode!r}")
     settings = Settings(
-        model=model, base_url=base_url, context_window=context_window, embedder=embedder
+        model=model,
+        base_url=base_url,
+        context_window=context_window,
+        embedder=embedder,
+        memory_mode=memory_mode,
     )
 
     async def main() -> dict:

@@ -76,6 +76,7 @@ class Settings:
     base_url: str | None = None
     context_window: int = 2048
     embedder: str | None = None
+    memory_mode: str | None = None  # self, auto, hybrid; None: the model profile's default
     turn_timeout: float = 600.0
 
 
@@ -95,6 +96,7 @@ async def ask_agent(kernel: Kernel, settings: Settings, item: QAItem) -> dict[st
         base_url=settings.base_url,
         context_window=settings.context_window,
         embedder=settings.embedder,
+        settings={"memory_mode": settings.memory_mode} if settings.memory_mode else None,
     )
     try:
         doc = portable.export_agent(kernel, template, "local")

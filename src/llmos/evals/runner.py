@@ -167,8 +167,14 @@ async def run_eval(
     )
 
     identity = {"task": task.name, "model": settings.model, **task.identity()}
+    if settings.memory_mode:
+        identity["memory_mode"] = settings.memory_mode
     if judge is not None:
         identity["judge"] = judge.name
+    if "retrieval" in task.modes:
+        from llmos.kernel.agents import default_embedder
+
+        identity["embedder"] = settings.embedder or default_embedder()
     state = StateFile(state_path(json_path))
     done = state.load(identity)
     items = task.items()
