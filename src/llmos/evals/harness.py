@@ -26,9 +26,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmos.agent.loop import profile_of
 from llmos.kernel import portable
 from llmos.llm.core import ChatRequest, Message
 from llmos.llm.tokens import MESSAGE_OVERHEAD_TOKENS
+from llmos.memory.transcript import ASSISTANT, EXAMPLES, NEW_CHAT, REPLY_GRAMMAR, STOP, USER
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -39,6 +41,7 @@ BASELINE_SYSTEM = (
     "You are a helpful assistant. Answer the user's last question from the conversation "
     "so far. Answer briefly: just the answer, no explanation."
 )
+EXAMPLES_TOKENS = 120  # the example exchanges of a base model's transcript (about 90 tokens)
 _names = itertools.count(1)
 
 
@@ -129,7 +132,9 @@ async def ask_agent(kernel: Kernel, settings: Settings, item: QAItem) -> dict[st
         await kernel.delete_agent(name)
 
 
-def plain_messages(core: Core, item: QAItem, window: int) -> tuple[list[Message], bool]:
+def plain_messages(
+    core: Core, item: QAItem, window: int, reserve: int = 0
+) -> tuple[list[Message], bool]:
     """The baseline's prompt: system, then as much of the history as fits (newest kept),
     then the passages as context and the question; and whether all evidence fit."""
     system = Message("system", BASELINE_SYSTEM)
@@ -141,7 +146,7 @@ def plain_messages(core: Core, item: QAItem, window: int) -> tuple[list[Message]
     def cost(m: Message) -> int:
         return core.count_tokens(m.content or "") + MESSAGE_OVERHEAD_TOKENS
 
-    budget = window - ANSWER_TOKENS - cost(system) - cost(question)
+    budget = window - ANSWER_TOKENS - reserve - cost(system) - cost(question)
     history = [
         Message("assistant" if t.role == "assistant" else "user", t.text) for t in item.history
     ]
@@ -172,12 +177,31 @@ def plain_messages(core: Core, item: QAItem, window: int) -> tuple[list[Message]
     return [system, *head, *kept, question], evidence_fit
 
 
+def transcript_prompt(messages: list[Message]) -> str:
+    """The plain-chat messages as the transcript a base model continues (no chat template):
+    the few example exchanges llmos's own transcript protocol shows, then the chat."""
+    examples = "\n".join(f"{USER} {q}\n{ASSISTANT} {a}" for q, a in EXAMPLES)
+    lines = [messages[0].content or "", "", examples, "", NEW_CHAT]
+    for m in messages[1:]:
+        who = ASSISTANT if m.role == "assistant" else USER
+        lines.append(f"{who} {' '.join((m.content or '').split())}")
+    return "\n".join(lines) + f"\n{ASSISTANT}"
+
+
 async def ask_plain(kernel: Kernel, settings: Settings, item: QAItem) -> dict[str, Any]:
-    """The no-memory baseline's reply: the same model in plain chat, window-truncated."""
+    """The no-memory baseline's reply: the same model in plain chat, window-truncated.
+
+    A base model (no chat template) gets the chat as a transcript to continue,
+    with the example exchanges and stop strings its agents get: the same framing."""
     core = kernel.core(settings.model, settings.base_url)
     window = min(settings.context_window, core.context_window or settings.context_window)
-    messages, fit = plain_messages(core, item, window)
-    response = await core.chat(
-        ChatRequest(messages=messages, max_tokens=ANSWER_TOKENS, tool_choice="none")
-    )
+    info = profile_of(core)
+    base = info.reply_protocol == "transcript" and not info.chat_template
+    messages, fit = plain_messages(core, item, window, reserve=EXAMPLES_TOKENS if base else 0)
+    request = ChatRequest(messages=messages, max_tokens=ANSWER_TOKENS, tool_choice="none")
+    if base:
+        request.prompt = transcript_prompt(messages)
+        request.stop = list(STOP)
+        request.grammar = REPLY_GRAMMAR
+    response = await core.chat(request)
     return {"reply": (response.content or "").strip(), "evidence_in_prompt": fit}
