@@ -170,3 +170,16 @@ async def test_auto_memory_mode_pages_the_fact_in(
     memory = [r for r in report["items"] if r["mode"] == "memory"]
     assert all(r["calls"] == ["send_message"] for r in memory)  # no search functions offered
     assert report["summary"]["memory"]["metrics"]["accuracy"] == 1.0, [r["reply"] for r in memory]
+
+
+def test_only_the_cli_imports_the_evals() -> None:
+    """evals/ sits above the kernel, beside the faces: nothing below may import it."""
+    from tests.test_layers import imports
+
+    bad = [
+        f"{i.where}: {i.source} imports {i.target}"
+        for i in imports()
+        if i.target.startswith("llmos.evals")
+        and not i.source.startswith(("llmos.evals", "llmos.cli"))
+    ]
+    assert not bad, bad
