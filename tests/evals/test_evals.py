@@ -183,3 +183,20 @@ def test_only_the_cli_imports_the_evals() -> None:
         and not i.source.startswith(("llmos.evals", "llmos.cli"))
     ]
     assert not bad, bad
+
+
+async def test_the_table_shows_each_mode_category_and_evicted_facts(
+    kernel: Kernel, settings: Settings, tmp_path: Path
+) -> None:
+    from rich.console import Console
+
+    from llmos.evals.runner import table
+
+    t = make_task("nested-kv", size=5)
+    report = await run_eval(kernel, t, settings, json_path=tmp_path / "t.json", baseline=True)
+    console = Console(record=True, width=100)
+    console.print(table(report, t.metrics))
+    text = console.export_text()
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert rows[0] == "memory" and rows[6] == "baseline" and rows[-1] == "evicted facts", rows
+    assert "level 4" in rows and "1.000" in text

@@ -119,7 +119,7 @@ def _mean(values: list[float]) -> float | None:
 def summarize(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per mode: n, each metric's mean, by category, and (baseline) on evicted facts."""
     out: dict[str, Any] = {}
-    for mode in sorted({r["mode"] for r in records}):
+    for mode in dict.fromkeys(r["mode"] for r in records):  # in the order they ran
         rows = [r for r in records if r["mode"] == mode]
         entry: dict[str, Any] = {
             "n": len(rows),
