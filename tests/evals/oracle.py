@@ -6,8 +6,8 @@ so a perfect score means the memory path (eviction, recall and archival
 search) really delivered the fact. In plain chat (no functions: the
 no-memory baseline) it answers from its prompt, and says "I don't know" when
 the fact is not there; so does an agent offered no memory functions (the
-kernel pages its memory in: memory_mode "auto"). As a judge it says yes when the reference answer is in
-the graded answer.
+kernel pages its memory in: memory_mode "auto"). As a judge it says yes
+when the reference answer is in the graded answer.
 """
 
 from __future__ import annotations

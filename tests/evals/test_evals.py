@@ -165,7 +165,8 @@ async def test_auto_memory_mode_pages_the_fact_in(
     kernel: Kernel, settings: Settings, tmp_path: Path
 ) -> None:
     settings.memory_mode = "auto"
-    report = await run_eval(kernel, make_task("dmr", size=3), settings, json_path=tmp_path / "a.json")
+    task = make_task("dmr", size=3)
+    report = await run_eval(kernel, task, settings, json_path=tmp_path / "a.json")
     assert report["run"]["memory_mode"] == "auto"
     memory = [r for r in report["items"] if r["mode"] == "memory"]
     assert all(r["calls"] == ["send_message"] for r in memory)  # no search functions offered
