@@ -21,6 +21,7 @@ small CPU; the imported history is the state those turns would leave.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -90,8 +91,6 @@ def _stamps(history: list[Turn]) -> list[float]:
 
 async def ask_agent(kernel: Kernel, settings: Settings, item: QAItem) -> dict[str, Any]:
     """The agent's reply to the item's question, with the functions it called."""
-    import asyncio
-
     template = f"eval-template-{next(_names)}-{int(time.time() * 1000)}"
     await kernel.create_agent(
         template,
