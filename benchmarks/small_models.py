@@ -20,7 +20,18 @@ Side by side in one run, on the embedded default (temperature 0):
 Timings depend on the machine's load: llama.cpp with 2 threads slows down
 sharply when another process takes a core.
 
-    python benchmarks/small_models.py [--quick] [--functions 10] [--modes self,auto,hybrid]
+Memory modes: `auto` (the default for this model: paging and fact
+extraction), `auto-noextract` (paging only), `hybrid` (paging, extraction and
+the model's memory lines), `self` (memory lines only). Scoring is strict: a
+reply counts if it names an accepted answer as a word and denies nothing (no
+"no", "not", "never", "sorry", "cannot", "unsure", "unknown", "n't"): "I'm
+sorry, I don't have a red Toyota." does not recall the Toyota. The loose
+count (the word alone, the rule before) is reported beside it. A conversation
+sends filler turns until its fact has left the window, then
+`--after-eviction` more (the JSON records how many and whether it left).
+
+    python benchmarks/small_models.py [--quick] [--functions 10] [--modes auto,hybrid]
+        [--fillers 20] [--after-eviction 2] [--no-everyday]
 """
 
 from __future__ import annotations
@@ -124,9 +135,20 @@ RAW_HEAD = (
 RAW_STOP = ["\n", "User:"]
 
 
-def correct(reply: str, accepted: list[str]) -> bool:
+# A reply that names the answer but denies or doubts it ("I'm sorry, I don't
+# have a red Toyota.") did not answer: scored wrong.
+DENIAL = re.compile(r"\b(no|not|never|sorry|cannot|unsure|unknown)\b|n't\b|\bdont\b")
+
+
+def mentions(reply: str, accepted: list[str]) -> bool:
+    """The old, loose rule: an accepted answer appears as a word."""
     text = reply.lower()
     return any(re.search(rf"(?<![\w-]){re.escape(a)}(?![\w-])", text) for a in accepted)
+
+
+def correct(reply: str, accepted: list[str]) -> bool:
+    """The scoring rule: an accepted answer appears as a word, and nothing denies it."""
+    return mentions(reply, accepted) and DENIAL.search(reply.lower()) is None
 
 
 def med(values: list[float]) -> float:
@@ -141,7 +163,8 @@ def p90(values: list[float]) -> float:
 class Run:
     """One kernel on a temporary home, and the turns it ran per mode."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, window: int = WINDOW) -> None:
+        self.window = window
         self.kernel = Kernel.open(home)
         self.core = self.kernel.core(MODEL)
         self.turns: dict[str, list[dict[str, Any]]] = {}
@@ -150,7 +173,9 @@ class Run:
     async def agent(self, settings: dict[str, Any] | None = None) -> str:
         self._n += 1
         name = f"a{self._n}"
-        await self.kernel.create_agent(name, model=MODEL, context_window=WINDOW, settings=settings)
+        await self.kernel.create_agent(
+            name, model=MODEL, context_window=self.window, settings=settings
+        )
         return name
 
     async def send(self, mode: str, name: str, text: str) -> str:
@@ -163,6 +188,7 @@ class Run:
                 "prompt_tokens": u.prompt_tokens,
                 "evaluated": u.prompt_tokens - u.cached_prompt_tokens,
                 "flushes": turn.flushes,
+                "memory_calls": sum(c.name != "send_message" for c in turn.function_calls),
             }
         )
         return turn.reply
@@ -184,6 +210,7 @@ class Run:
                 "prompt_tokens": u.prompt_tokens,
                 "evaluated": u.prompt_tokens - u.cached_prompt_tokens,
                 "flushes": 0,
+                "memory_calls": 0,
             }
         )
         return (response.content or "").strip()
@@ -200,8 +227,10 @@ async def everyday(run: Run, questions: list[tuple[str, list[str]]]) -> dict[str
                 "question": q,
                 "llmos": via,
                 "llmos_ok": correct(via, accepted),
+                "llmos_mentions": mentions(via, accepted),
                 "raw": raw,
                 "raw_ok": correct(raw, accepted),
+                "raw_mentions": mentions(raw, accepted),
             }
         )
         print(f"  {q!r}: llmos {via!r} | raw {raw!r}", flush=True)
@@ -209,6 +238,8 @@ async def everyday(run: Run, questions: list[tuple[str, list[str]]]) -> dict[str
         "n": len(rows),
         "llmos": sum(r["llmos_ok"] for r in rows),
         "raw": sum(r["raw_ok"] for r in rows),
+        "llmos_mentions": sum(r["llmos_mentions"] for r in rows),
+        "raw_mentions": sum(r["raw_mentions"] for r in rows),
         "rows": rows,
     }
 
@@ -234,24 +265,59 @@ async def functions_framing(run: Run, questions: list[tuple[str, list[str]]]) ->
     return {"n": len(rows), "correct": sum(r["ok"] for r in rows), "rows": rows}
 
 
-async def memory_llmos(run: Run, mode: str, fillers: int, cases: list) -> dict[str, Any]:
+def mode_settings(mode: str) -> dict[str, Any]:
+    """`auto`, `self`, `hybrid`; a `-noextract` suffix turns fact extraction off."""
+    base, _, variant = mode.partition("-")
+    settings: dict[str, Any] = {"memory_mode": base}
+    if variant == "noextract":
+        settings["extract_facts"] = False
+    elif variant:
+        raise SystemExit(f"unknown mode variant {variant!r} in {mode!r}")
+    return settings
+
+
+async def memory_llmos(
+    run: Run, mode: str, fillers: int, cases: list, after: int
+) -> dict[str, Any]:
+    """Each conversation: the fact, filler turns until the fact has left the
+    window and `after` more (at most `fillers`; all of them if `after` < 0),
+    then the question."""
     rows = []
     label = f"llmos memory ({mode})"
     for fact, question, accepted in cases:
-        name = await run.agent({"memory_mode": mode})
+        name = await run.agent(mode_settings(mode))
         await run.send(label, name, fact)
+        out_at = None
+        sent = 0
         for i in range(fillers):
             await run.send(label, name, FILLERS[i % len(FILLERS)])
+            sent += 1
+            window = run.kernel.image(name).window
+            if out_at is None and not any(fact in (m.content or "") for m in window):
+                out_at = i
+            if after >= 0 and out_at is not None and i - out_at >= after:
+                break
         image = run.kernel.image(name)
         evicted = not any(fact in (m.content or "") for m in image.window)
         reply = await run.send(label, name, question)
+        human = image.memory.blocks["human"].value if "human" in image.memory.blocks else ""
         rows.append(
-            {"fact": fact, "reply": reply, "ok": correct(reply, accepted), "evicted": evicted}
+            {
+                "fact": fact,
+                "reply": reply,
+                "ok": correct(reply, accepted),
+                "mentions": mentions(reply, accepted),
+                "evicted": evicted,
+                "fillers_sent": sent,
+                "human_block": human,
+                "archival": image.archival_count,
+            }
         )
         print(f"  {mode}: {question!r} -> {reply!r} (fact evicted: {evicted})", flush=True)
     return {
         "n": len(rows),
         "correct": sum(r["ok"] for r in rows),
+        "mentions": sum(r["mentions"] for r in rows),
         "evicted": sum(r["evicted"] for r in rows),
         "rows": rows,
     }
@@ -265,50 +331,44 @@ async def memory_raw(run: Run, fillers: int, cases: list) -> dict[str, Any]:
         lines = [fact] + [FILLERS[i % len(FILLERS)] for i in range(fillers)]
         history = [f"User: {u}\nAssistant: OK.\n" for u in lines]
         tail = f"User: {question}\nAssistant:"
-        while history and count(RAW_HEAD + "".join(history) + tail) > WINDOW - 96:
+        while history and count(RAW_HEAD + "".join(history) + tail) > run.window - 96:
             history.pop(0)
         in_window = any(fact in h for h in history)
         reply = await run.raw("raw memory", RAW_HEAD + "".join(history) + tail)
         rows.append(
-            {"fact": fact, "reply": reply, "ok": correct(reply, accepted), "evicted": not in_window}
+            {
+                "fact": fact,
+                "reply": reply,
+                "ok": correct(reply, accepted),
+                "mentions": mentions(reply, accepted),
+                "evicted": not in_window,
+            }
         )
         print(f"  raw: {question!r} -> {reply!r} (fact cut: {not in_window})", flush=True)
     return {
         "n": len(rows),
         "correct": sum(r["ok"] for r in rows),
+        "mentions": sum(r["mentions"] for r in rows),
         "evicted": sum(r["evicted"] for r in rows),
         "rows": rows,
     }
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a few of each, to check the script")
-    ap.add_argument("--functions", type=int, default=10, help="questions in the old framing")
-    ap.add_argument("--modes", default="auto,self,hybrid")
-    ap.add_argument("--fillers", type=int, default=20, help="filler turns per conversation")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "small_models.json"))
-    args = ap.parse_args()
-    questions = EVERYDAY[:4] if args.quick else EVERYDAY
-    cases = MEMORY[:2] if args.quick else MEMORY
-    fillers = 3 if args.quick else args.fillers
+QUICK_WINDOW, QUICK_FILLERS, QUICK_QUESTIONS = 1024, 8, 12
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["LLMOS_HOME"] = tmp
-        os.environ.pop("LLMOS_MODELS", None)
-        run = Run(Path(tmp))
-        t0 = time.perf_counter()
-        print("everyday questions", flush=True)
-        every = await everyday(run, questions)
-        framing = None
-        if args.functions:
-            framing = await functions_framing(run, questions[: args.functions])
-        print("memory conversations", flush=True)
-        memory = {m: await memory_llmos(run, m, fillers, cases) for m in args.modes.split(",")}
-        memory["raw"] = await memory_raw(run, fillers, cases)
-        wall = time.perf_counter() - t0
-        await run.kernel.close()
 
+def save(
+    out: Path,
+    run: Run,
+    args: argparse.Namespace,
+    every: dict[str, Any],
+    framing: dict[str, Any] | None,
+    memory: dict[str, Any],
+    window: int,
+    fillers: int,
+    t0: float,
+) -> dict[str, Any]:
+    """Write the results so far (after each mode: a slow run leaves its part)."""
     per_turn = {
         mode: {
             "turns": len(ts),
@@ -317,53 +377,126 @@ async def main() -> None:
             "median_prompt_tokens": med([t["prompt_tokens"] for t in ts]),
             "median_evaluated_tokens": med([t["evaluated"] for t in ts]),
             "flushes": sum(t["flushes"] for t in ts),
+            "memory_calls": sum(t["memory_calls"] for t in ts),
         }
         for mode, ts in run.turns.items()
     }
+    auto = memory.get("auto")
     result = {
         "model": MODEL,
-        "window": WINDOW,
-        "fillers": fillers,
-        "wall_s": round(wall, 1),
+        "window": window,
+        "fillers_max": fillers,
+        "after_eviction": args.after_eviction,
+        "quick": args.quick,
+        "complete": "raw" in memory,
+        "scoring": "correct: an accepted answer appears as a word and the reply has no "
+        "denial (no/not/never/sorry/cannot/unsure/unknown/n't); mentions: the word alone",
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
         "everyday": every,
         "functions_framing": framing,
         "memory": memory,
         "per_turn": per_turn,
         "targets": {
-            "everyday_llmos_ge_raw_minus_1": every["llmos"] >= every["raw"] - 1,
-            "memory_auto_ge_8_of_10": memory.get("auto", {}).get("correct", 0) >= 8
-            if len(cases) >= 10
+            "everyday_llmos_ge_raw_minus_1": every["llmos"] >= every["raw"] - 1
+            if every["n"]
             else None,
+            "memory_auto_ge_8_of_10": auto["correct"] >= 8 if auto and not args.quick else None,
         },
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"for iterating: the first {QUICK_QUESTIONS} everyday questions, all memory "
+        f"conversations in a {QUICK_WINDOW}-token window with {QUICK_FILLERS} fillers, no "
+        "old framing; writes small_models_quick.json unless --out",
+    )
+    ap.add_argument("--functions", type=int, default=10, help="questions in the old framing")
+    ap.add_argument(
+        "--modes",
+        default="auto,auto-noextract,self,hybrid",
+        help="memory modes to run; a -noextract suffix turns fact extraction off",
+    )
+    ap.add_argument(
+        "--fillers", type=int, default=20, help="filler turns per conversation, at most"
+    )
+    ap.add_argument(
+        "--after-eviction",
+        type=int,
+        default=2,
+        help="filler turns after the fact has left the window, then the question "
+        "(-1: all --fillers)",
+    )
+    ap.add_argument("--window", type=int, default=WINDOW, help="the agents' context window")
+    ap.add_argument("--no-everyday", action="store_true", help="memory conversations only")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
+    args = ap.parse_args()
+    window, fillers, questions = args.window, args.fillers, EVERYDAY
+    if args.quick:
+        window, fillers, questions = QUICK_WINDOW, QUICK_FILLERS, EVERYDAY[:QUICK_QUESTIONS]
+        args.functions = 0
+    if args.no_everyday:
+        questions, args.functions = [], 0
+    cases = MEMORY
+    name = "small_models_quick.json" if args.quick else "small_models.json"
+    out = Path(args.out or ROOT / "benchmarks" / "results" / name)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["LLMOS_HOME"] = tmp
+        os.environ.pop("LLMOS_MODELS", None)
+        run = Run(Path(tmp), window)
+        t0 = time.perf_counter()
+        print("everyday questions", flush=True)
+        every = await everyday(run, questions)
+        framing = None
+        if args.functions:
+            framing = await functions_framing(run, questions[: args.functions])
+        print("memory conversations", flush=True)
+        memory: dict[str, Any] = {}
+        for m in args.modes.split(","):
+            memory[m] = await memory_llmos(run, m, fillers, cases, args.after_eviction)
+            save(out, run, args, every, framing, memory, window, fillers, t0)  # partial
+        memory["raw"] = await memory_raw(run, fillers, cases)
+        result = save(out, run, args, every, framing, memory, window, fillers, t0)
+        wall = result["wall_s"]
+        per_turn = result["per_turn"]
+        await run.kernel.close()
 
     print()
-    print(f"everyday ({every['n']} questions): llmos {every['llmos']}, raw model {every['raw']}")
+    print(
+        f"everyday ({every['n']} questions): llmos {every['llmos']}, raw model {every['raw']} "
+        f"(keyword alone: {every['llmos_mentions']}, {every['raw_mentions']})"
+    )
     if framing:
         print(
             f"  old function-calling framing: {framing['correct']} of {framing['n']} "
             f"(e.g. {framing['rows'][0]['reply']!r})"
         )
-    print(f"memory ({len(cases)} conversations, {fillers} filler turns, {WINDOW}-token window):")
+    print(f"memory ({len(cases)} conversations, {fillers} filler turns, {window}-token window):")
     for mode, res in memory.items():
         print(
-            f"  {mode:<8} recalled {res['correct']:>2} of {res['n']}  (fact evicted in "
-            f"{res['evicted']})"
+            f"  {mode:<15} recalled {res['correct']:>2} of {res['n']}  (keyword alone "
+            f"{res['mentions']:>2}; fact evicted in {res['evicted']})"
         )
     print()
     print(
         f"{'per turn':<28} {'turns':>5} {'median s':>9} {'p90 s':>7} {'prompt':>7} "
-        f"{'evaluated':>9} {'flushes':>7}"
+        f"{'evaluated':>9} {'flushes':>7} {'mem calls':>9}"
     )
     for mode, p in per_turn.items():
         print(
             f"{mode:<28} {p['turns']:>5} {p['median_s']:>9.2f} {p['p90_s']:>7.2f} "
             f"{p['median_prompt_tokens']:>7.0f} {p['median_evaluated_tokens']:>9.0f} "
-            f"{p['flushes']:>7}"
+            f"{p['flushes']:>7} {p['memory_calls']:>9}"
         )
-    print(f"\nwall {wall:.0f} s; results in {args.out}")
+    print(f"\nwall {wall:.0f} s; results in {out}")
 
 
 if __name__ == "__main__":

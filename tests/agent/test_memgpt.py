@@ -15,7 +15,9 @@ import pytest
 
 from llmos import ChatRequest, ChatResponse, Kernel, Message
 from llmos.llm.replay import ScriptedCore, call, raw_call, say
-from tests.conftest import HashEmbedder
+from tests.conftest import HashEmbedder, both_engines
+
+engine = both_engines()
 
 FACT = re.compile(r"Favorite color: (\w+)")
 

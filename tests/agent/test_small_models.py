@@ -18,7 +18,19 @@ from llmos import ChatRequest, ChatResponse, Kernel
 from llmos.errors import InvalidRequest
 from llmos.llm.models import lookup
 from llmos.llm.replay import ScriptedCore, call, say
-from llmos.memory.transcript import FALLBACK_REPLY, STOP, clean_reply
+from llmos.memory.transcript import (
+    EXTRACT_HEAD,
+    FALLBACK_REPLY,
+    MEMORY_GRAMMAR,
+    MEMORY_STOP,
+    REPLY_GRAMMAR,
+    STOP,
+    MemoryLine,
+    ban_first,
+    clean_reply,
+    parse_fact,
+    parse_reply,
+)
 
 SMALL = "scripted/small"  # a base model: no chat template
 SMALL_CHAT = "scripted/small-chat"  # a small model with a chat template
@@ -39,10 +51,16 @@ def overrides(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def extracting(req: ChatRequest) -> bool:
+    return (req.prompt or "").startswith(EXTRACT_HEAD)
+
+
 def echo_policy(req: ChatRequest) -> ChatResponse:
     """Answers the newest user line of a transcript; summaries are plain text too."""
     if req.prompt is None:
         return say("Summary: the user chatted.")
+    if extracting(req):
+        return say(" none")
     last = re.findall(r"^User: (.*)$", req.prompt, re.M)[-1]
     return say(f" You said: {last[:40]}\nUser: and this must not appear")
 
@@ -227,3 +245,191 @@ def test_content_words() -> None:
     assert content_words("What is my name?") == ["name"]
     assert content_words("Where do I live? I LIVE where?") == ["live"]
     assert content_words("What is it?") == []
+
+
+# --- memory lines, fact extraction, the repetition guard ----------------------------
+
+
+def test_parse_reply() -> None:
+    names = {"send_message"}
+    text = "Nice to meet you!\nremember: The user's name is Ana.\nNote:  Ana hikes \nUser: hi"
+    reply, lines = parse_reply(text, names)
+    assert reply == "Nice to meet you!"
+    assert lines == [
+        MemoryLine("core", "The user's name is Ana."),
+        MemoryLine("archival", "Ana hikes"),
+    ]
+    # Other lines are dropped; empty memory lines too; at most two are kept.
+    text = "Hi.\nsomething else\nremember:\nremember: a\nremember: a\nnote: b\nnote: c"
+    assert parse_reply(text, names) == (
+        "Hi.",
+        [MemoryLine("core", "a"), MemoryLine("archival", "b")],
+    )
+    # A memory line is never the reply.
+    assert parse_reply("remember: x", names) == (FALLBACK_REPLY, [MemoryLine("core", "x")])
+    assert parse_reply("send_message\nremember: x", names)[0] == FALLBACK_REPLY
+
+
+def test_ban_first() -> None:
+    assert "first ::= [^I \\t" in ban_first(REPLY_GRAMMAR, "I like it")
+    assert ban_first(MEMORY_GRAMMAR, "Hi").count("[^H ") == 1
+    assert ban_first(REPLY_GRAMMAR, "]x") == REPLY_GRAMMAR  # not a letter: unchanged
+
+
+def test_parse_fact() -> None:
+    assert parse_fact(" The user's name is Ana.") == "The user's name is Ana."
+    for nothing in (" none", "", "The user", "Ana likes tea."):
+        assert parse_fact(nothing) is None
+
+
+def human(kernel: Kernel) -> str:
+    return kernel.image("tiny").memory.blocks["human"].value
+
+
+def passages(kernel: Kernel) -> list[str]:
+    return [p.text for p in kernel.list_archival("tiny")[0]]
+
+
+def memory_policy(answer: str):
+    def policy(req: ChatRequest) -> ChatResponse:
+        if extracting(req):
+            return say(" none")
+        return say(answer)
+
+    return policy
+
+
+@pytest.mark.parametrize("mode", ["self", "hybrid"])
+async def test_memory_lines_edit_core_and_archival_memory(
+    kernel: Kernel, overrides: Path, mode: str
+) -> None:
+    answer = (
+        " Nice to meet you, Ana!\nremember: The user's name is Ana.\nnote: Ana hikes on Sundays."
+    )
+    core = await small_agent(kernel, memory_policy(answer), settings={"memory_mode": mode})
+    turn = await kernel.send("tiny", "Hi! I'm Ana and I hike on Sundays.")
+    req = [r for r in core.requests if not extracting(r)][-1]
+    assert req.grammar == MEMORY_GRAMMAR and req.stop == MEMORY_STOP
+    assert "\nremember: The user's name is Tom." in (req.prompt or "")  # the one example
+    assert turn.reply == "Nice to meet you, Ana!" and turn.stop_reason == "end_turn"
+    assert [c.name for c in turn.function_calls] == [
+        "send_message",
+        "core_memory_replace",  # the block's default text goes
+        "archival_memory_insert",
+    ]
+    assert all(c.ok for c in turn.function_calls), turn.function_calls
+    assert human(kernel) == "The user's name is Ana."
+    assert passages(kernel) == ["Ana hikes on Sundays."]
+    # Memory lines are not replayed into later transcripts (only the examples show one).
+    await kernel.send("tiny", "Hello again")
+    prompt = core.requests[-1].prompt or ""
+    assert prompt.count("remember:") == 1 and "note:" not in prompt
+    assert "About the user: The user's name is Ana." in prompt
+    # The same fact again is not appended twice.
+    assert human(kernel) == "The user's name is Ana."
+
+
+async def test_memory_lines_append_then_overflow_to_archival(
+    kernel: Kernel, overrides: Path
+) -> None:
+    from llmos.agent.paging import CORE_FACT_CHARS
+
+    facts = iter(f"The user owns boat number {i} " + "x" * 60 for i in range(40))
+
+    def policy(req: ChatRequest) -> ChatResponse:
+        return say(f" Noted {len(req.prompt or '')}.\nremember: {next(facts)}")
+
+    await small_agent(kernel, policy, settings={"memory_mode": "self"})
+    for i in range(12):
+        turn = await kernel.send("tiny", f"Boat {i}")
+        assert all(c.ok for c in turn.function_calls)
+    block = human(kernel)
+    assert block.startswith("The user owns boat number 0") and "boat number 1 " in block
+    assert len(block) <= CORE_FACT_CHARS
+    stored = len(block.split("\n")) + len(passages(kernel))
+    assert stored == 12 and passages(kernel)  # none lost: the rest went to archival
+
+
+async def test_auto_mode_has_no_memory_lines(kernel: Kernel, overrides: Path) -> None:
+    answer = " Hi!\nremember: The user's name is Ana."
+    core = await small_agent(kernel, memory_policy(answer), settings={"extract_facts": False})
+    turn = await kernel.send("tiny", "Hi! I'm Ana.")
+    req = core.requests[-1]
+    assert req.grammar == REPLY_GRAMMAR and req.stop == STOP
+    assert "remember:" not in (req.prompt or "")
+    # A core that ignores the grammar: the line is not applied in auto.
+    assert turn.reply == "Hi!" and [c.name for c in turn.function_calls] == ["send_message"]
+    assert len(core.requests) == 1  # and no extraction step
+
+
+async def test_extraction_puts_a_stated_fact_in_core_memory(
+    kernel: Kernel, overrides: Path
+) -> None:
+    def policy(req: ChatRequest) -> ChatResponse:
+        if extracting(req):
+            assert req.grammar and req.stop == STOP and req.max_tokens <= 48
+            said = re.findall(r"^Said: (.*)$", req.prompt or "", re.M)[-1]
+            return say(" The user's favorite color is teal." if "teal" in said else " none")
+        return echo_policy(req)
+
+    core = await small_agent(kernel, policy)  # auto: the profile's default
+    turn = await kernel.send("tiny", "My favorite color is teal.")
+    assert [c.name for c in turn.function_calls] == ["send_message", "core_memory_replace"]
+    assert human(kernel) == "The user's favorite color is teal."
+    assert turn.usage.prompt_tokens == sum(core.prompt_tokens(r) for r in core.requests)
+    # Questions and long messages are no candidates: no extraction step runs.
+    n = len(core.requests)
+    await kernel.send("tiny", "What is my favorite color?")
+    # The fact is paged in next to a question that shares a word with it.
+    assert (core.requests[-1].prompt or "").endswith(
+        "(The assistant remembers: The user's favorite color is teal.)\n"
+        "User: What is my favorite color?\nAssistant:"
+    )
+    await kernel.send("tiny", "I walked " + "far and long " * 30)
+    assert len(core.requests) == n + 2 and not any(extracting(r) for r in core.requests[n:])
+    # A statement that holds nothing: a step runs, nothing is written.
+    turn = await kernel.send("tiny", "I think so.")
+    assert extracting(core.requests[-2]) and [c.name for c in turn.function_calls] == [
+        "send_message"
+    ]
+    assert human(kernel) == "The user's favorite color is teal."
+
+
+async def test_extraction_can_be_turned_off(kernel: Kernel, overrides: Path) -> None:
+    core = await small_agent(kernel, settings={"extract_facts": False})
+    await kernel.send("tiny", "My favorite color is teal.")
+    assert not any(extracting(r) for r in core.requests)
+
+
+async def test_a_repeated_reply_is_decoded_again(kernel: Kernel, overrides: Path) -> None:
+    def policy(req: ChatRequest) -> ChatResponse:
+        if extracting(req):
+            return say(" none")
+        if "[^I " in (req.grammar or ""):
+            return say(f" Fresh at {req.temperature}.")
+        return say(" I like that!")
+
+    core = await small_agent(kernel, policy)
+    assert (await kernel.send("tiny", "Tell me something.")).reply == "I like that!"
+    n = len(core.requests)
+    turn = await kernel.send("tiny", "Tell me more.")
+    assert turn.reply == "Fresh at 0.0."
+    again = core.requests[n + 1]
+    assert again.temperature == 0.0 and again.grammar == ban_first(REPLY_GRAMMAR, "I")
+    assert len(core.requests) == n + 2
+    assert turn.usage.prompt_tokens == sum(core.prompt_tokens(r) for r in core.requests[n:])
+
+
+async def test_the_repetition_guard_is_bounded(kernel: Kernel, overrides: Path) -> None:
+    core = await small_agent(kernel, memory_policy(" I like that!"))
+    await kernel.send("tiny", "Tell me something.")
+    n = len(core.requests)
+    turn = await kernel.send("tiny", "Tell me more.")
+    assert [r.temperature for r in core.requests[n:]] == [0.0, 0.0, 0.8]
+    assert turn.reply == "I like that!" and turn.stop_reason == "end_turn" and turn.steps == 1
+    # Near-identical counts too; a different reply does not.
+    from llmos.agent.shape import repeats
+
+    assert repeats("I like that.", ["Hello", "i like THAT!"])
+    assert repeats("The sky is blue today", ["The sky is blue, today."])
+    assert not repeats("The sea is green.", ["The sky is blue."])

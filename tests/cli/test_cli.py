@@ -37,7 +37,8 @@ from tests.fakes.openai_server import Fail, FakeOpenAIServer
 
 Result = subprocess.CompletedProcess[str]
 
-EMBEDDER = "test/hash"  # never loaded: no test here makes an archival call
+# The fake server embeds too (deterministic vectors); agent creation checks the spec.
+EMBEDDER = "openai/text-embedding-3-small"
 THOUGHT = "The user told me something worth keeping."
 CHAT_SCRIPT = [
     "/memory",
@@ -88,6 +89,8 @@ class CLI:
             **os.environ,
             "LLMOS_HOME": str(home),
             "OPENAI_API_KEY": "test",
+            "LLMOS_EMBEDDING_BASE_URL": server.base_url,
+            "LLMOS_EMBEDDING_API_KEY": "test",
             "NO_COLOR": "1",
             "COLUMNS": "120",
         }
@@ -105,7 +108,7 @@ class CLI:
     @staticmethod
     def finish(started: tuple[subprocess.Popen[str], str]) -> Result:
         proc, stdin = started
-        stdout, stderr = proc.communicate(stdin, timeout=60)
+        stdout, stderr = proc.communicate(stdin, timeout=300)
         return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
     def run(self, *args: str, stdin: str = "") -> Result:

@@ -29,7 +29,12 @@ chained digest, so a lookup costs one pass over the prompt whatever the number
 of earlier requests. `cache_key` / `prompt_cache_key` routing is not emulated:
 every request sees the same cache.
 
-Left out: streaming, the Responses API, authentication beyond an optional
+Streaming: a request with `"stream": true` gets the same answer as
+`chat.completion.chunk` server-sent events (content and tool-call arguments in
+pieces of `chunk_chars` characters, a usage chunk when `stream_options`
+asks for one, then `[DONE]`); errors are answered as plain HTTP errors.
+
+Left out: the Responses API, authentication beyond an optional
 fixed bearer key, and validating requests against OpenAI's schemas
 (`response_format` is recorded, not enforced: the policy decides the output).
 """
@@ -174,8 +179,11 @@ class FakeOpenAIServer(LoopbackServer):
         model: str = "fake-model",
         api_key: str | None = None,
         retry_after: float = 1.0,
+        chunk_chars: int = 3,
     ) -> None:
         self.policy = policy
+        #: size of streamed content and arguments pieces
+        self.chunk_chars = chunk_chars
         self.delay = delay
         self.prompt_cache = prompt_cache
         self.context_window = context_window
@@ -266,6 +274,38 @@ class FakeOpenAIServer(LoopbackServer):
             return 200, {}, self._expand(outcome, body, n_prompt, cached)
         finally:
             self._leave()
+
+    def chunks(self, body: dict[str, Any], request: dict[str, Any]) -> list[dict[str, Any]]:
+        """A chat.completion body as the chunks of a streamed answer."""
+        n = max(1, self.chunk_chars)
+        choice = (body.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        base = {
+            "id": body.get("id", "chatcmpl-0"),
+            "object": "chat.completion.chunk",
+            "created": body.get("created", 0),
+            "model": body.get("model", self.model),
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        out = [chunk({"role": "assistant", "content": ""})]
+        text = message.get("content") or ""
+        out += [chunk({"content": text[i : i + n]}) for i in range(0, len(text), n)]
+        for index, call in enumerate(message.get("tool_calls") or []):
+            fn = call.get("function") or {}
+            head = {"index": index, "id": call.get("id"), "type": "function",
+                    "function": {"name": fn.get("name"), "arguments": ""}}  # fmt: skip
+            out.append(chunk({"tool_calls": [head]}))
+            args = fn.get("arguments") or ""
+            for i in range(0, len(args), n):
+                piece = {"index": index, "function": {"arguments": args[i : i + n]}}
+                out.append(chunk({"tool_calls": [piece]}))
+        out.append(chunk({}, choice.get("finish_reason") or "stop"))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            out.append({**base, "choices": [], "usage": body.get("usage")})
+        return out
 
     def _cached_tokens(self, text: str, n_prompt: int) -> int:
         blocks = self._cache.lookup_and_add(text)
@@ -424,11 +464,28 @@ class _Handler(LoopbackHandler):
             if isinstance(out, Hang):
                 self._hang(out)
                 return
+            if status == 200 and body.get("stream"):
+                self._stream(self.fake.chunks(out, body))
+                return
             self._send(status, headers, out)
         elif path == "/embeddings":
             self._send(200, {}, self.fake._embeddings(body))
         else:
             self._send(404, {}, _error_body(404))
+
+    def _stream(self, chunks: list[dict[str, Any]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for data in [*(json.dumps(c) for c in chunks), "[DONE]"]:
+            frame = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+            self.wfile.flush()
+            time.sleep(0)  # let the client see chunks one by one
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _hang(self, hang: Hang) -> None:
         self.fake._stopping.wait(hang.seconds)

@@ -10,6 +10,9 @@ import pytest
 from llmos import ChatRequest, ChatResponse, Kernel, LLMOSError
 from llmos.errors import InvalidRequest, NotFound
 from llmos.llm.replay import ScriptedCore, call
+from tests.conftest import both_engines
+
+engine = both_engines()
 
 
 def _reply(req: ChatRequest) -> ChatResponse:

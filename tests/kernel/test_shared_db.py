@@ -18,7 +18,9 @@ from sqlalchemy import text
 
 from llmos import ChatRequest, ChatResponse, Kernel
 from llmos.llm.replay import ScriptedCore, call
-from tests.conftest import HashEmbedder
+from tests.conftest import HashEmbedder, both_engines
+
+engine = both_engines()
 
 
 async def counting(req: ChatRequest) -> ChatResponse:
@@ -111,13 +113,18 @@ async def test_a_lease_left_by_a_dead_kernel_expires(home: Path) -> None:
         await b.close()
 
 
-async def test_one_kernel_takes_no_leases(kernel: Kernel) -> None:
+async def test_one_kernel_takes_no_leases_on_sqlite_and_always_on_postgres(
+    kernel: Kernel, engine: str
+) -> None:
+    """SQLite: one machine, one kernel unless told otherwise. PostgreSQL: other
+    nodes may share the database at any time, so a kernel always takes leases."""
     kernel.add_core(ScriptedCore(counting, name="scripted/count"))
     await kernel.create_agent("solo", model="scripted/count", embedder="test/hash")
     assert (await kernel.send("solo", "hi")).reply == "1 so far"
-    assert kernel.leases is None
+    assert (kernel.leases is not None) == (engine == "postgresql")
     with kernel.db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM agent_leases")).scalar_one() == 0
+        leases = conn.execute(text("SELECT count(*) FROM agent_leases")).scalar_one()
+    assert leases == (1 if engine == "postgresql" else 0)
 
 
 def test_an_agent_held_elsewhere_too_long_is_a_503_over_http(tmp_path: Path) -> None:
@@ -128,7 +135,7 @@ def test_an_agent_held_elsewhere_too_long_is_a_503_over_http(tmp_path: Path) -> 
 
     server = LiveServer(tmp_path)
     try:
-        server.kernel.leases = AgentLeases(server.kernel.group_commit, wait=0.2)
+        server.kernel.waker.leases = AgentLeases(server.kernel.group_commit, wait=0.2)
         with server.client("alice") as alice:
             r = alice.post("/v1/agents", json={"name": "held", "model": "scripted/echo"})
             assert r.status_code == 201, r.text

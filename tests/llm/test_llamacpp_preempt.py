@@ -12,6 +12,7 @@ output. Short prompts and a dozen tokens per request keep it to tens of seconds.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -333,3 +334,24 @@ async def test_a_newcomer_starts_from_another_agents_saved_head(core: LlamaCppCo
     finally:
         await gen.close()
     core.clear_kv_cache()
+
+
+async def test_round_robin_streams_each_piece_once_and_all_of_it(core: LlamaCppCore) -> None:
+    """Streaming through preemptions: the pieces of each generation, in the order
+    they arrived, are exactly its finished text: nothing repeated, nothing lost."""
+    from llmos.llm.core import Delta
+
+    reqs = [request("ada", max_tokens=24), request("bob", tools=True, max_tokens=24)]
+    pieces: dict[str, list[Delta]] = {"ada": [], "bob": []}
+    for r in reqs:
+        r.on_delta = pieces[r.cache_key or ""].append
+    q = RunQueue(core, policy="rr", quantum=3)
+    calls = [LLMSyscall(agent_id=r.cache_key or "", core=core, request=r) for r in reqs]
+    ada, bob = await asyncio.gather(*(q.run(c) for c in calls))
+    assert q.context_switches >= 2
+    assert len(pieces["ada"]) > 3 and all(d.call is None for d in pieces["ada"])
+    assert "".join(d.text for d in pieces["ada"]).strip() == ada.content
+    assert all(d.raw_call and d.call == 0 for d in pieces["bob"])
+    streamed = json.loads("".join(d.text for d in pieces["bob"]))
+    assert streamed["function"] == bob.tool_calls[0].name == "send_message"
+    assert json.dumps(streamed["arguments"]) == json.dumps(json.loads(bob.tool_calls[0].arguments))

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import HashEmbedder
+from tests.conftest import HashEmbedder, both_engines
 
 from llmos import Kernel
 from llmos.memory.embedders import EmbeddingError
 from llmos.memory.loader import LoadProgress, chunk_text
 from llmos.memory.readers import LoadError, extract_text, html_to_text, markdown_to_text
+
+engine = both_engines()
 
 PAGES = 200
 

@@ -1,4 +1,5 @@
-"""Recall search ranks by BM25, not by age: a strong match comes first wherever it sits.
+"""Recall search ranks by relevance (BM25; ts_rank on PostgreSQL), not by age: a strong
+match comes first wherever it sits.
 
 The strong match is sent between two weak ones (one older, one newer), so an
 order by id in either direction puts a weak match first. Checked through the
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import json
 
+from tests.conftest import both_engines
+
 from llmos import ChatRequest, ChatResponse, Kernel
 from llmos.llm.replay import ScriptedCore, call
+
+engine = both_engines()
 
 WEAK_OLD = (
     "Last summer my cousin and her friends took me to a big zoo in another city, "

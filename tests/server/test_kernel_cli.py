@@ -1,4 +1,4 @@
-"""`llmos ps` and `llmos kernel stats`, against a live server and against the local database."""
+"""`llmos ps` and `llmos kernel stats`, against a live server and against the local kernel."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from llmos.cli.main import app
-from tests.server.conftest import LiveServer
+from tests.server.conftest import LiveServer, unique
 
 
 def run(*args: str) -> object:
@@ -34,7 +35,12 @@ def test_ps_and_stats_from_a_live_server(live: LiveServer, alice: httpx.Client, 
     assert bad.exit_code == 1 and "rejected" in bad.stderr
 
 
-def test_ps_locally_lists_idle_agents(tmp_path: Path) -> None:
+def test_ps_locally_shows_the_agents_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --url the commands ask the local kernel (here in-process, LLMOS_NO_DAEMON):
+    a kernel just booted has no agent in memory, and stats count them all."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test")  # the embedder is made, never called
     created = run(
         "--home",
         str(tmp_path),
@@ -44,12 +50,85 @@ def test_ps_locally_lists_idle_agents(tmp_path: Path) -> None:
         "--model",
         "openai/x",
         "--embedder",
-        "test/hash",
+        "openai/text-embedding-3-small",
         "--context-window",
         "4096",
     )
     assert created.exit_code == 0, created.output
     ps = run("--home", str(tmp_path), "ps", "--json")
-    assert [(r["name"], r["state"]) for r in json.loads(ps.stdout)] == [("solo", "ready")]
+    assert ps.exit_code == 0, ps.output
+    assert json.loads(ps.stdout) == []
+    stats = json.loads(run("--home", str(tmp_path), "kernel", "stats", "--json").stdout)
+    assert stats["agents"] == 1 and "solo" in stats["usage"]
     table = run("--home", str(tmp_path), "kernel", "stats")
     assert "solo" in table.stdout
+
+
+def test_the_cli_against_a_remote_server_with_url_and_key(live: LiveServer) -> None:
+    """--url/--key point every client command at a real `llmos serve` on loopback, as
+    that key's user; LLMOS_URL/LLMOS_KEY do the same."""
+    key = live.users["bob"]
+    remote = ("--url", live.url, "--key", key)
+    name = unique("cli")
+    created = run(*remote, "agent", "create", name, "--model", "scripted/echo")
+    assert created.exit_code == 0, created.output
+    sent = run(*remote, "send", name, "over the wire")
+    assert sent.exit_code == 0, sent.output
+    assert "over the wire" in sent.stdout
+    turn = json.loads(run(*remote, "send", name, "json too", "--json").stdout)
+    assert turn["stop_reason"] == "end_turn"
+    listed = CliRunner().invoke(
+        app, ["agent", "list", "--json"], env={"LLMOS_URL": live.url, "LLMOS_KEY": key}
+    )
+    assert name in [a["name"] for a in json.loads(listed.stdout)]
+    # another user's key does not see it; a wrong key is one clean line
+    alices = run("--url", live.url, "--key", live.users["alice"], "agent", "show", name)
+    assert alices.exit_code == 1 and alices.stderr.startswith("error: ")
+    bad = run("--url", live.url, "--key", "llmos-wrong", "agent", "list")
+    assert bad.exit_code == 1 and "rejected the API key" in bad.stderr
+    assert bad.stderr.count("\n") == 1
+    nokey = run("--url", live.url, "agent", "list")
+    assert nokey.exit_code == 1 and "--key" in nokey.stderr
+    # commands with no route refuse --url rather than act on this machine's home
+    local_only = run(*remote, "agent", "set-embedder", name, "test/hash")
+    assert local_only.exit_code == 1 and "no HTTP route" in local_only.stderr
+    # export and import over the wire
+    doc = run(*remote, "agent", "export", name)
+    assert doc.exit_code == 0, doc.output
+    copy = unique("copy")
+    with_doc = CliRunner().invoke(
+        app, [*remote, "agent", "import", "-", "--name", copy], input=doc.stdout
+    )
+    assert with_doc.exit_code == 0, with_doc.output
+    assert f"Created agent {copy}" in with_doc.stdout
+
+
+def test_tools_and_approvals_from_the_cli_over_the_api(live: LiveServer, tmp_path: Path) -> None:
+    """tool add / list AGENT / attach, an irreversible call waiting, `approvals deny`
+    printing "denied", and the audit log: all through the HTTP API with --url."""
+    from tests.server.test_tools_api import LAUNCH, add_tooluser
+
+    add_tooluser(live)
+    remote = ("--url", live.url, "--key", live.users["alice"])
+    agent = unique("cli-tools")
+    assert run(*remote, "agent", "create", agent, "--model", "scripted/tooluser").exit_code == 0
+    name = unique("launch").replace("-", "_")
+    source = tmp_path / "launch.py"
+    source.write_text(LAUNCH.replace("def launch", f"def {name}"))
+    added = run(*remote, "tool", "add", str(source))
+    if added.exit_code == 1 and "sandbox" in added.stderr:
+        pytest.skip("no OS sandbox here")
+    assert added.exit_code == 0 and "irreversible" in added.stdout, added.output
+    assert run(*remote, "tool", "attach", agent, name).exit_code == 0
+    assert name in run(*remote, "tool", "list", agent).stdout  # the agent, positionally
+    sent = run(*remote, "send", agent, f'call {name} {{"target": "moon"}}', "--json")
+    assert json.loads(sent.stdout)["stop_reason"] == "waiting_approval"
+    listed = json.loads(run(*remote, "approvals", "--json").stdout)
+    (pending,) = [a for a in listed if a["tool"] == name]
+    denied = run(*remote, "approvals", "deny", pending["id"], "-r", "not today")
+    assert denied.exit_code == 0, denied.output
+    assert f"denied {pending['id']}" in denied.stdout and "denyd" not in denied.stdout
+    again = run(*remote, "approvals", "approve", pending["id"])
+    assert again.exit_code == 1 and again.stderr.startswith("error: ")
+    audit = json.loads(run(*remote, "audit", "--agent", agent, "--json").stdout)
+    assert any(e["target"] == name for e in audit)

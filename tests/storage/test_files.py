@@ -9,6 +9,9 @@ import pytest
 from llmos import ChatRequest, ChatResponse, Kernel
 from llmos.llm.replay import ScriptedCore, call
 from llmos.storage.files import FileError, QuotaExceeded, clean_path
+from tests.conftest import both_engines
+
+engine = both_engines()
 
 
 def test_paths_are_normalised_and_confined() -> None:

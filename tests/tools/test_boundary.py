@@ -339,3 +339,154 @@ def test_a_runtime_under_tmp_is_not_hidden_by_the_sandbox_tmpfs() -> None:
 
     args = list(bwrap._fixed_args())
     assert args.index("--tmpfs") < args.index("--ro-bind")
+
+
+def _host_uid_of_sandbox(uid_map: str, uid: int) -> int:
+    """The host uid that `uid` inside maps to, read from /proc/self/uid_map."""
+    for line in uid_map.splitlines():
+        inside, outside, count = (int(x) for x in line.split())
+        if inside <= uid < inside + count:
+            return outside + uid - inside
+    raise AssertionError(f"{uid} is not mapped: {uid_map!r}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's uid needs dropping")
+def test_the_sandboxs_uid_is_not_root_on_the_host(tmp_path: Path) -> None:
+    """bwrap run by root with --unshare-user maps the tool's uid to host root;
+    whatever escaped the namespaces would be root. The tool's processes must be
+    an unprivileged host uid: seen from inside (uid_map) and from the host
+    (the owner of a file it made in scratch, the owner of its process)."""
+    src = (
+        "import os, time\n"
+        "def tool() -> dict:\n"
+        '    """Report the uid map, leave a file, and stay alive a moment."""\n'
+        "    print('cwd=' + os.getcwd(), flush=True)\n"
+        "    time.sleep(1.5)\n"
+        "    return {'map': open('/proc/self/uid_map').read(), 'uid': os.getuid()}\n"
+    )
+    import threading
+
+    # pid -> (its cwd, its uid), last seen: it starts as root, then drops
+    seen: dict[int, tuple[str, int]] = {}
+    done = threading.Event()
+
+    def watch() -> None:  # from the host: the uid of the tool's python process
+        while not done.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"llmos.tools._child" in cmd and b"bwrap" not in cmd.split(b"\0")[0]:
+                        cwd = os.readlink(f"/proc/{pid}/cwd")
+                        seen[int(pid)] = (cwd, os.stat(f"/proc/{pid}").st_uid)
+                except OSError:
+                    continue
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        r = call(src)
+    finally:
+        done.set()
+        t.join()
+    assert r.ok, r
+    assert _host_uid_of_sandbox(r.result["map"], r.result["uid"]) != 0, r.result
+    scratch = r.stderr.split("cwd=")[1].split()[0]
+    uids = [uid for cwd, uid in seen.values() if cwd == scratch]
+    assert uids and all(uid != 0 for uid in uids), seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's uid needs dropping")
+def test_a_file_made_in_scratch_is_not_roots_on_the_host() -> None:
+    from llmos.tools.sandbox import process
+
+    owners: list[int] = []
+    real_rmtree = process.shutil.rmtree
+
+    def spy(path: str, ignore_errors: bool = False) -> None:
+        f = Path(path, "made-by-tool")
+        if f.exists():
+            owners.append(f.stat().st_uid)
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    src = (
+        "def tool() -> int:\n"
+        '    """Leave a file in scratch."""\n'
+        "    return open('made-by-tool', 'w').write('x')\n"
+    )
+    process.shutil.rmtree = spy  # type: ignore[assignment]
+    try:
+        r = call(src)
+    finally:
+        process.shutil.rmtree = real_rmtree  # type: ignore[assignment]
+    assert r.ok, r
+    assert owners and owners[0] != 0, owners
+
+
+def test_a_fork_bomb_is_contained_and_the_call_ends_in_its_time_limit() -> None:
+    """os.fork in a loop (through ctypes, below the audit hook): RLIMIT_NPROC
+    stops it at the sandbox's process limit, and the call ends by its clock
+    with nothing left behind."""
+    src = (
+        "import ctypes, os, time\n"
+        "def tool() -> int:\n"
+        '    """Fork forever."""\n'
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    print('cwd=' + os.getcwd(), flush=True)\n"
+        "    made = 0\n"
+        "    for _ in range(100000):\n"
+        "        pid = libc.fork()\n"
+        "        if pid == 0:\n"
+        "            while True: libc.fork(); time.sleep(0.01)\n"
+        "        if pid > 0: made += 1\n"
+        "    return made\n"
+    )
+    started = time.monotonic()
+    r = call(src, wall_seconds=4, processes=32)
+    took = time.monotonic() - started
+    assert took < 4 + 3, took
+    # either it answered (forks failed past the limit) or the clock ended it
+    if r.ok:
+        assert r.result < 32, r.result
+    else:
+        assert "timed out" in str(r.error) or "limit" in str(r.error), r
+    scratch = r.stderr.split("cwd=")[1].split()[0]
+    time.sleep(0.5)
+    assert _processes_in(scratch) == [], "processes outlived the call"
+
+
+def _processes_in(directory: str) -> list[int]:
+    """Host pids whose working directory is `directory` (the call's scratch)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.readlink(f"/proc/{pid}/cwd").startswith(directory):
+                    found.append(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="raw syscall numbers of x86_64")
+def test_a_tool_cannot_make_a_user_namespace() -> None:
+    """Root's sandbox has no user namespace of its own (so no --disable-userns):
+    the seccomp filter refuses clone(CLONE_NEWUSER), unshare and clone3."""
+    src = (
+        "import ctypes\n"
+        "def tool() -> list:\n"
+        '    """clone(CLONE_NEWUSER | SIGCHLD), unshare(CLONE_NEWUSER), clone3."""\n'
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    out = []\n"
+        "    for nr, args in ((56, (0x10000000 | 17, 0, 0, 0, 0)), (272, (0x10000000,)),\n"
+        "                     (435, (0, 0))):\n"
+        "        rc = libc.syscall(nr, *args)\n"
+        "        if rc == 0:\n"
+        "            libc._exit(0)  # the clone's child, if it was made\n"
+        "        out.append([rc, ctypes.get_errno()])\n"
+        "    return out\n"
+    )
+    r = call(src)
+    assert r.ok and r.result == [[-1, 1], [-1, 1], [-1, 38]], r  # EPERM, EPERM, ENOSYS

@@ -21,28 +21,36 @@ state lives in the server process (not shared between nodes).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from llmos.errors import Conflict, NotFound
+from llmos.errors import Busy, Conflict, NotFound
 from llmos.redact import redact as redact  # the server imports it from here
 from llmos.storage.models import api_keys, users
 
 if TYPE_CHECKING:
     from llmos.storage.db import Database
 
+log = logging.getLogger("llmos.access")
 KEY_PREFIX = "llmos-"
 #: A user name is the owner of their agents: short, printable, no spaces.
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+#: names no user may have, in any case: "local" is the owner the CLI acts as, so a
+#: user of that name would own the CLI's agents, memory and files
+RESERVED_NAMES = frozenset({"local"})
 # Longer than any key we issue: reject before hashing attacker-sized input.
 _MAX_KEY_CHARS = 128
 
@@ -97,6 +105,8 @@ class AccessManager:
             raise ValueError(
                 "a user name is 1 to 64 letters, digits or _ . @ -, starting with a letter or digit"
             )
+        if name.lower() in RESERVED_NAMES:
+            raise ValueError(f"the user name {name!r} is reserved (the CLI's own owner)")
         user = User(f"user-{uuid.uuid4().hex[:16]}", name, time.time())
         key = new_key()
         try:
@@ -172,7 +182,49 @@ class AccessManager:
         # decision free of early-exit timing whatever the database does.
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
+        if row.name.lower() in RESERVED_NAMES:  # made before the name was reserved
+            log.warning("refused a key of user %r: the name is reserved", row.name)
+            return None
         return User(row.id, row.name, row.created_at)
+
+
+class WorkQueueFull(Busy):
+    """The user already has as much expensive work running and waiting as allowed."""
+
+    code = "too_much_work"
+
+
+class WorkLimiter:
+    """Per user, at most `running` expensive requests at once and `waiting` more
+    queued behind them (tool registration runs code in the sandbox, an import
+    or a new embedder embeds every passage); past that, `WorkQueueFull`.
+
+    One user's flood then holds `running` workers, not all of them, and other
+    users' requests go on."""
+
+    def __init__(self, running: int = 2, waiting: int = 8) -> None:
+        self.running = max(1, running)
+        self.waiting = max(0, waiting)
+        self._in: dict[str, int] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, user: str) -> AsyncIterator[None]:
+        """Hold one of `user`'s running places for the block (waiting for one first)."""
+        if self._in.get(user, 0) >= self.running + self.waiting:
+            raise WorkQueueFull(
+                f"too much expensive work in progress ({self.running} running, "
+                f"{self.waiting} waiting); retry when some of it has finished"
+            )
+        self._in[user] = self._in.get(user, 0) + 1
+        sem = self._slots.setdefault(user, asyncio.Semaphore(self.running))
+        try:
+            async with sem:
+                yield
+        finally:
+            self._in[user] -= 1
+            if not self._in[user]:
+                del self._in[user], self._slots[user]
 
 
 class RateLimiter:

@@ -3,8 +3,9 @@
 Every agent has the built-ins (`functions.py`). The file functions
 (`file_functions.py`) and the agent-message functions (`agent_functions.py`)
 are offered only to agents whose settings switch them on (`file_tools`,
-`agent_tools`), so agents that never use them do not pay for their schemas in
-every prompt. Any other name is a user tool, run by `tools/executor.py`.
+`agent_tools`; `self_tools` offers `create_tool`), so agents that never use
+them do not pay for their schemas in every prompt. Any other name is a user
+tool, run by `tools/executor.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.agent.agent_functions import AGENT_FUNCTIONS, AGENT_SPECS
 from llmos.agent.file_functions import FILE_FUNCTIONS, FILE_SPECS
-from llmos.agent.functions import BUILTINS, TOOL_SPECS, Function
+from llmos.agent.functions import (
+    BUILTINS,
+    SELF_TOOL_FUNCTIONS,
+    SELF_TOOL_SPECS,
+    TOOL_SPECS,
+    Function,
+)
 
 if TYPE_CHECKING:
     from llmos.llm.core import ToolSpec
@@ -26,6 +33,8 @@ def offered_specs(settings: dict[str, Any]) -> list[ToolSpec]:
         specs = [*specs, *FILE_SPECS]
     if settings.get("agent_tools"):
         specs = [*specs, *AGENT_SPECS]
+    if settings.get("self_tools"):
+        specs = [*specs, *SELF_TOOL_SPECS]
     return specs
 
 
@@ -37,4 +46,6 @@ def function_table(name: str, settings: dict[str, Any]) -> dict[str, Function] |
         return FILE_FUNCTIONS
     if name.startswith("send_message_to_agent") and settings.get("agent_tools"):
         return AGENT_FUNCTIONS
+    if name in SELF_TOOL_FUNCTIONS and settings.get("self_tools"):
+        return SELF_TOOL_FUNCTIONS
     return None

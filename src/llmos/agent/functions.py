@@ -16,7 +16,11 @@ one transaction with the step's messages; searches are read-only syscalls.
 
 User tools run elsewhere (`tools/executor.py`, in a sandbox); the file
 functions are in `file_functions.py` and the agent-to-agent message functions
-in `agent_functions.py`, run by this executor on their own tables.
+in `agent_functions.py`, run by this executor on their own tables, as is
+`create_tool` (`SELF_TOOL_FUNCTIONS`, for agents with `self_tools`): the
+kernel parses, tests and files the agent's tool for its owner's approval
+(`KernelInterface.propose_tool`); the turn then waits like an irreversible
+call's.
 """
 
 from __future__ import annotations
@@ -108,6 +112,20 @@ class ArchivalMemoryInsertArgs(_Args):
 class ArchivalMemorySearchArgs(_Args):
     query: str
     page: int = Field(0, ge=0)
+
+
+class CreateToolArgs(_Args):
+    name: str = Field(max_length=64, description="The tool's name = the function's name")
+    source: str = Field(
+        max_length=20_000,
+        description="Python: one function with typed arguments and a docstring (imports allowed)",
+    )
+    description: str = Field(max_length=500, description="What the tool does, for you later")
+    examples: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=3,
+        description='Argument objects to test it with, e.g. [{"x": 2}]',
+    )
 
 
 # --- handlers ----------------------------------------------------------------
@@ -254,6 +272,15 @@ async def archival_memory_search(
     )
 
 
+async def create_tool(ctx: FunctionContext, args: CreateToolArgs) -> FunctionResult:
+    ok, message, approval_id = await ctx.kernel.propose_tool(
+        ctx.agent, args.name, args.source, args.description, args.examples
+    )
+    if not ok:
+        raise FunctionError(message)  # a failed result with a heartbeat: fix it and retry
+    return FunctionResult("create_tool", True, message, waiting_approval=approval_id)
+
+
 # --- the table and the executor ----------------------------------------------
 
 
@@ -335,6 +362,17 @@ BUILTINS: dict[str, Function] = {
 }
 
 TOOL_SPECS: list[ToolSpec] = [f.spec() for f in BUILTINS.values()]
+
+SELF_TOOL_FUNCTIONS: dict[str, Function] = {
+    "create_tool": Function(
+        "create_tool",
+        "Write yourself a new tool (or a new version of one). The kernel tests it on your "
+        "examples in a sandbox, then your owner approves it; after that you can call it.",
+        CreateToolArgs,
+        create_tool,
+    )
+}
+SELF_TOOL_SPECS: list[ToolSpec] = [f.spec() for f in SELF_TOOL_FUNCTIONS.values()]
 
 
 def _validation_message(err: ValidationError) -> str:

@@ -13,6 +13,10 @@ one ends the turn:
 5. `request_heartbeat` or a failed call chains another step; otherwise the
    turn ends. A step cap ends runaway chains.
 
+With an event sink, each step's request streams (`ChatRequest.on_delta`):
+the reply's text reaches the sink as `token` events while it is generated
+(`agent/stream.py`), before the step's `reply` event, and adds up to it.
+
 A backend's "context length exceeded" flushes the window and retries once.
 Every turn ends with a stop reason: `end_turn`, `max_steps`, `repeated_call`,
 `error`, `context_overflow`, `cancelled` (set by the kernel), `waiting_approval`
@@ -23,8 +27,11 @@ How a step asks the model follows the model's profile (`llm/models.py`):
 capable chat models get MemGPT's function-calling window; small and base
 models get the window as a transcript to continue (`memory/transcript.py`),
 and their text reply becomes a `send_message` call run like any other, so
-the turn's reply and stored messages look the same either way. Before the
-first step, the agent's memory mode may page relevant memory into the window
+the turn's reply and stored messages look the same either way; its memory
+lines become core memory and archival calls run the same way, and a reply
+that repeats one of the agent's last few is decoded again, differently
+(`agent/shape.py`). Before the first step, the agent's memory mode may
+page relevant memory into the window and extract a fact the user stated
 (`agent/paging.py`).
 
 The loop sees the kernel only through `agent/syscalls.py`'s
@@ -36,19 +43,19 @@ Left out: timers (heartbeats come only from function calls).
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmos.agent.paging import memory_mode, offered, page_in
+from llmos.agent.paging import offered
+from llmos.agent.shape import StepShape, shape_turn, transcript_reply
+from llmos.agent.shape import profile_of as profile_of  # the kernel reads profiles here
+from llmos.agent.stream import ReplyStream
 from llmos.agent.syscalls import FunctionContext, LLMSyscall, StepWrites, ToolSyscall
-from llmos.llm.core import ChatResponse, ContextLengthExceeded, CoreError, ToolCall, Usage
-from llmos.llm.models import ModelInfo, lookup
+from llmos.llm.core import ChatResponse, ContextLengthExceeded, CoreError, Usage
 from llmos.memory.recall import StoredMessage
 from llmos.memory.summarize import summarize
-from llmos.memory.transcript import clean_reply, compile_transcript
+from llmos.memory.transcript import compile_transcript
 from llmos.memory.window import (
     CompiledWindow,
     ContextOverflow,
@@ -59,7 +66,7 @@ from llmos.memory.window import (
 
 if TYPE_CHECKING:
     from llmos.agent.syscalls import KernelInterface as Kernel
-    from llmos.llm.core import ChatRequest, Core, ToolSpec
+    from llmos.llm.core import ChatRequest, Core
     from llmos.memory.image import AgentImage
 
 PRESSURE_ALERT = (
@@ -67,7 +74,7 @@ PRESSURE_ALERT = (
     "will soon be evicted to recall memory and replaced by a summary. Save anything "
     "important to core memory or archival memory now."
 )
-#: receives {"type": "reasoning"|"function_call"|"function_result"|"reply", ...}
+#: receives {"type": "token"|"reasoning"|"function_call"|"function_result"|"reply", ...}
 EventSink = Callable[[dict[str, Any]], None]
 
 
@@ -77,40 +84,6 @@ def _ignore(_event: dict[str, Any]) -> None:
 
 NO_CALL_ALERT = "You must act by calling a function; to answer the user, call send_message."
 PAGED_ALERT = "Memory paged in for this message (from recall and archival storage):\n{items}"
-
-
-@dataclass(slots=True)
-class StepShape:
-    """How this turn's steps ask the model: its protocol, memory mode, paged-in memory."""
-
-    transcript: bool = False  # the window as a transcript, the reply as text
-    chat_template: bool = True
-    mode: str = "self"
-    paged: list[str] = field(default_factory=list)
-
-
-def profile_of(core: Core) -> ModelInfo:
-    """The core's model profile; a malformed overrides file is reported where
-    it is read (`llmos models`), not by failing every turn."""
-    try:
-        return lookup(core.name)
-    except ValueError:
-        return ModelInfo(core.name)
-
-
-async def shape_turn(kernel: Kernel, image: AgentImage, core: Core) -> StepShape:
-    """The turn's step shape, paging memory in for its newest user message if the mode says so."""
-    info = profile_of(core)
-    shape = StepShape(
-        transcript=info.reply_protocol == "transcript",
-        chat_template=info.chat_template,
-        mode=memory_mode(image, info.default_memory_mode),
-    )
-    if shape.mode != "self":
-        query = next((m for m in reversed(image.window) if m.role == "user"), None)
-        if query is not None:
-            shape.paged = await page_in(kernel, image, query, include_window=shape.transcript)
-    return shape
 
 
 @dataclass(slots=True)
@@ -182,6 +155,7 @@ async def run_turn(
     emit({"type": "stored"})  # the events are durable: a server may now answer 200
     turn.messages.extend(events)
     shape = await shape_turn(kernel, image, core)
+    turn.usage += shape.usage
     await _steps(kernel, image, core, turn, emit, shape)
 
 
@@ -204,6 +178,8 @@ async def _steps(
             turn.stop_reason, turn.error = "context_overflow", str(err)
             break
         alerts = []
+        stream = ReplyStream(emit, shape.transcript) if emit is not _ignore else None
+        window.request.on_delta = stream
 
         try:
             response = await kernel.syscall(
@@ -229,9 +205,11 @@ async def _steps(
             break
         turn.usage += response.usage
         if shape.transcript:
-            response = _as_reply(response, kernel.tool_specs(image))
+            response = await transcript_reply(
+                kernel, image, core, window.request, response, turn.usage, shape
+            )
 
-        chain, failed = await _run_step(kernel, image, core, response, turn, emit)
+        chain, failed = await _run_step(kernel, image, core, response, turn, emit, stream)
         if failed == "no_call":
             alerts = [NO_CALL_ALERT]
         if failed == "waiting_approval":
@@ -246,7 +224,7 @@ async def _steps(
             turn.stop_reason = "repeated_call"
             break
         previous_calls = calls
-        if not chain:
+        if not chain or shape.transcript:  # a transcript step is the whole turn
             turn.stop_reason = "end_turn"
             break
 
@@ -263,7 +241,14 @@ def _compile(
     """The step's window in the shape's protocol (MemGPT's without a shape)."""
     if shape is not None and shape.transcript:
         return compile_transcript(
-            image, core, shape.paged, image.max_tokens, chat_template=shape.chat_template, trim=trim
+            image,
+            core,
+            shape.paged,
+            image.max_tokens,
+            chat_template=shape.chat_template,
+            trim=trim,
+            memory_lines=shape.memory_lines,
+            paging=shape.mode != "self",
         )
     specs = kernel.tool_specs(image)  # built-ins + the agent's attached tools
     if shape is not None:
@@ -272,14 +257,6 @@ def _compile(
             items = "\n".join(f"- {p}" for p in shape.paged)
             alerts = [*alerts, PAGED_ALERT.format(items=items)]
     return compile_window(image, core, specs, alerts, image.max_tokens, trim=trim)
-
-
-def _as_reply(response: ChatResponse, specs: list[ToolSpec]) -> ChatResponse:
-    """A transcript step's text as the `send_message` call a capable model would
-    have made: it runs through the executor and is stored like any other."""
-    reply = clean_reply(response.content, {s.name for s in specs})
-    call = ToolCall(f"call_{secrets.token_hex(6)}", "send_message", json.dumps({"message": reply}))
-    return ChatResponse(None, [call], response.usage, "tool_calls")
 
 
 async def _prepare_window(
@@ -315,6 +292,7 @@ async def _run_step(
     response: ChatResponse,
     turn: Turn,
     emit: EventSink,
+    stream: ReplyStream | None = None,
 ) -> tuple[bool, str | None]:
     """Execute the response's calls and commit the step. Returns (chain, failure)."""
     assistant = StoredMessage("assistant", response.content, list(response.tool_calls))
@@ -327,6 +305,8 @@ async def _run_step(
             # A model that answers in plain text (some servers ignore
             # tool_choice) has still answered the user.
             turn.replies.append(text)
+            if stream is not None:
+                stream.finish(text, 0)
             emit({"type": "reply", "text": text})
             return False, None
         return True, "no_call"
@@ -338,7 +318,7 @@ async def _run_step(
     waiting = False
     if text:
         emit({"type": "reasoning", "text": text})
-    for call in response.tool_calls:
+    for index, call in enumerate(response.tool_calls):
         emit(
             {"type": "function_call", "id": call.id, "name": call.name, "arguments": call.arguments}
         )
@@ -356,6 +336,8 @@ async def _run_step(
         waiting = waiting or result.waiting_approval is not None
         if result.reply is not None:
             turn.replies.append(result.reply)
+            if stream is not None:
+                stream.finish(result.reply, index)
             emit({"type": "reply", "text": result.reply})
         turn.function_calls.append(
             FunctionCallRecord(call.name, call.arguments, result.ok, result.message)

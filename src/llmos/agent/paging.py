@@ -18,20 +18,32 @@ Unset, the mode follows the model's profile (`ModelInfo.default_memory_mode`:
 `auto` for small and base models, `self` for capable ones). The searches go
 through the kernel as syscalls, like a function's would.
 
-Left out: extracting what the user states about themselves into core memory
-(recall search already finds it when it is asked for).
+In the transcript protocol (small and base models) the model's side of
+memory is its memory lines (`memory/transcript.py`): allowed in `self` and
+`hybrid`. In `auto` and `hybrid`, with the `extract_facts` setting, a short
+constrained step rewrites what the user states about themselves as one fact
+(`extract_fact`). `memory_calls` turns both into the function calls a
+capable model would have made: a fact goes to the "human" core memory block
+(replacing its default text) while the block stays under CORE_FACT_CHARS,
+else to archival memory, like a `note:` line.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.agent.functions import search_archival, search_recall
+from llmos.agent.syscalls import LLMSyscall
+from llmos.llm.core import CoreError, ToolCall, Usage
+from llmos.memory.blocks import DEFAULT_HUMAN
+from llmos.memory.transcript import MemoryLine, extraction_request, parse_fact
 
 if TYPE_CHECKING:
     from llmos.agent.syscalls import KernelInterface
-    from llmos.llm.core import ToolSpec
+    from llmos.llm.core import Core, ToolSpec
     from llmos.memory.image import AgentImage
     from llmos.memory.recall import StoredMessage
 
@@ -49,7 +61,11 @@ MEMORY_FUNCTIONS = frozenset(
 )
 PAGED_ITEMS = 3  # recall messages paged in per turn, at most
 PAGED_PASSAGES = 2  # archival passages, at most
+PAGED_FACTS = 2  # lines of the "human" core memory block (transcript protocol), at most
 PAGED_CHARS = 300  # each item cut to this length
+# Facts go to core memory while the "human" block is shorter than this: every
+# transcript prompt carries the block, and a 2,048-token window has little room.
+CORE_FACT_CHARS = 600
 
 # Words that match nearly every message: BM25 would rank by them otherwise.
 _STOPWORD_TEXT = """
@@ -122,4 +138,69 @@ async def page_in(
         passages: Any
         passages, _ = await search_archival(kernel, image, text, 0, PAGED_PASSAGES)
         lines += [f'a saved note says "{_cut(p.text)}"' for p in passages]
+    if include_window:
+        lines += core_facts(image, words)
     return lines
+
+
+def core_facts(image: AgentImage, words: list[str]) -> list[str]:
+    """The lines of the "human" block that share a word with `words`, at most
+    PAGED_FACTS: core memory is in the prompt already, but a small model uses
+    a fact only when it sits next to the question (measured: "teal" in the
+    notes, "blue" in the answer)."""
+    block = image.memory.blocks.get("human")
+    if block is None or block.value.strip() == DEFAULT_HUMAN:
+        return []
+    wanted = set(words)
+    found = [ln for ln in block.value.split("\n") if wanted & set(content_words(ln))]
+    return [_cut(ln) for ln in found[:PAGED_FACTS]]
+
+
+async def extract_fact(
+    kernel: KernelInterface, image: AgentImage, core: Core, message: StoredMessage
+) -> tuple[str | None, Usage]:
+    """What `message` states about the user, as one fact, by a short constrained
+    step on the agent's core, and the step's usage; None if it states nothing
+    (or the step failed: the turn goes on without it)."""
+    request = extraction_request(message.content or "", cache_key=f"{image.id}:extract")
+    if request is None:
+        return None, Usage()
+    try:
+        response = await kernel.syscall(LLMSyscall(agent_id=image.id, core=core, request=request))
+    except CoreError:
+        return None, Usage()
+    return parse_fact(response.content), response.usage
+
+
+def memory_calls(
+    image: AgentImage, lines: list[MemoryLine], new_id: Callable[[], str]
+) -> list[ToolCall]:
+    """The function calls that apply memory lines and facts to the agent's memory.
+
+    A fact already in the block is skipped; a block still at its default text
+    is replaced, not appended to (it would contradict the fact)."""
+    calls: list[ToolCall] = []
+    human = image.memory.blocks.get("human")
+    value = human.value if human is not None else ""
+    for line in lines:
+        text = line.text.strip()
+        if not text:
+            continue
+        if line.kind == "core" and human is not None:
+            if text.casefold() in value.casefold():
+                continue
+            if value.strip() in ("", DEFAULT_HUMAN):
+                args = {"label": "human", "old_content": value, "new_content": text}
+                if not value:
+                    args = {"label": "human", "content": text}
+                name = "core_memory_replace" if value else "core_memory_append"
+                calls.append(ToolCall(new_id(), name, json.dumps(args)))
+                value = text
+                continue
+            if len(value) + len(text) + 1 <= min(CORE_FACT_CHARS, human.limit):
+                args = {"label": "human", "content": text}
+                calls.append(ToolCall(new_id(), "core_memory_append", json.dumps(args)))
+                value = f"{value}\n{text}"
+                continue
+        calls.append(ToolCall(new_id(), "archival_memory_insert", json.dumps({"content": text})))
+    return calls

@@ -18,8 +18,9 @@ per-agent and per-core totals.
 A function call runs with a `FunctionContext`; the writes it wants made go in
 its `StepWrites`, which the kernel commits with the step. `KernelInterface`
 is everything `agent/` sees of the kernel: submit a
-syscall, commit a step, the functions on offer, and the file store, grants
-and audit log the file functions use. The kernel satisfies it; `agent/`
+syscall, commit a step, the functions on offer, file an agent-written tool
+for approval (`create_tool`), and the file store, grants and audit log the
+file functions use. The kernel satisfies it; `agent/`
 never imports `kernel/`.
 """
 
@@ -137,4 +138,16 @@ class KernelInterface(Protocol):
 
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer."""
+        ...
+
+    async def propose_tool(
+        self,
+        image: AgentImage,
+        name: str,
+        source: str,
+        description: str,
+        examples: list[dict[str, Any]],
+    ) -> tuple[bool, str, str | None]:
+        """Test an agent-written tool and file it for its owner's approval:
+        (ok, message for the model, approval id)."""
         ...

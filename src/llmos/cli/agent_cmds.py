@@ -1,11 +1,16 @@
-"""`llmos agent`: create, list, show and delete agents, and switch an agent's embedder.
+"""`llmos agent`: create, list, show, delete, export and import agents; switch an embedder.
 
     llmos agent create NAME [--model M] [--persona P] ...   an agent with its core memory
     llmos agent list|show NAME|delete NAME                  the agents and their state
+    llmos agent export NAME [-o FILE]                       the agent as one JSON document
+    llmos agent import FILE [--name NEW]                    an agent from such a document
+    llmos agent set NAME KEY=VALUE ...                      change settings (KEY= resets)
     llmos agent set-embedder NAME SPEC                      re-embed archival memory
 
-`set-embedder` replaces the old vectors in one transaction at the end, with a
-progress bar on stderr; if anything fails the agent keeps its old embedder.
+All but `set-embedder` are clients of the HTTP API (`cli/common.api`);
+`set-embedder` has no route and runs the kernel in the command. It replaces
+the old vectors in one transaction at the end, with a progress bar on stderr;
+if anything fails the agent keeps its old embedder.
 
 Left out: editing memory blocks from the command line (the HTTP API and the
 agent itself do that), and re-embedding only some of an agent's passages.
@@ -14,6 +19,8 @@ agent itself do that), and re-embedding only some of an agent's passages.
 from __future__ import annotations
 
 import enum
+import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +28,8 @@ import typer
 from rich.markup import escape
 
 from llmos.cli import render
-from llmos.cli.common import dump, err, fail, group, out, run
+from llmos.cli.common import api, dump, err, fail, group, out, run
+from llmos.client.api import RequestFailed, seg
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -122,23 +130,23 @@ def agent_create(
             fail(f"--block wants LABEL=TEXT, got {item!r}")
         extra[label.strip()] = _text_or_file(text) or ""
 
-    async def body(kernel: Kernel) -> dict[str, Any]:
-        from llmos.llm.registry import DEFAULT_MODEL
-
-        return await kernel.create_agent(
-            name,
-            model=model or DEFAULT_MODEL,
-            base_url=base_url,
-            persona=_text_or_file(persona),
-            human=_text_or_file(human),
-            blocks_=extra,
-            block_limit=block_limit,
-            context_window=context_window,
-            layout=layout.value,
-            embedder=embedder,
-        )
-
-    desc = run(ctx, body)
+    if model and model.startswith("local:") and not Path(model[6:]).expanduser().is_absolute():
+        # a model file named relative to here: the kernel may run in another directory
+        model = "local:" + str(Path(model[6:]).expanduser().absolute())
+    body = {
+        "name": name,
+        "model": model,
+        "base_url": base_url,
+        "persona": _text_or_file(persona),
+        "human": _text_or_file(human),
+        "blocks": extra or None,
+        "block_limit": block_limit,
+        "context_window": context_window,
+        "layout": layout.value,
+        "embedder": embedder,
+    }
+    with api(ctx) as client:
+        desc = client.post("/agents", {k: v for k, v in body.items() if v is not None})
     if as_json:
         dump(desc)
     else:
@@ -152,10 +160,8 @@ def agent_list(
 ) -> None:
     """List agents: name, model, and when each was created."""
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.list_agents()
-
-    rows = run(ctx, body)
+    with api(ctx) as client:
+        rows = client.get("/agents")["agents"]
     if as_json:
         dump(rows)
     elif not rows:
@@ -172,10 +178,8 @@ def agent_show(
 ) -> None:
     """Show an agent: model, window, memory blocks, summary, message counts, settings."""
 
-    async def body(kernel: Kernel) -> dict[str, Any]:
-        return kernel.get_agent(name)
-
-    desc = run(ctx, body)
+    with api(ctx) as client:
+        desc = client.get(f"/agents/{seg(name)}")
     if as_json:
         dump(desc)
     else:
@@ -190,22 +194,76 @@ def agent_delete(
 ) -> None:
     """Delete an agent with all its messages and archival memory (asks first)."""
 
-    async def check(kernel: Kernel) -> dict[str, Any]:
-        return kernel.get_agent(name)
-
-    desc = run(ctx, check)  # an unknown name fails before the question
-    if not yes:
-        typer.confirm(
-            f"Delete agent {desc['name']!r} with {desc['recall_count']} messages and "
-            f"{desc['archival_count']} archival passages?",
-            abort=True,
-        )
-
-    async def body(kernel: Kernel) -> None:
-        await kernel.delete_agent(desc["id"])
-
-    run(ctx, body)
+    with api(ctx) as client:
+        desc = client.get(f"/agents/{seg(name)}")  # an unknown name fails before the question
+        if not yes:
+            typer.confirm(
+                f"Delete agent {desc['name']!r} with {desc['recall_count']} messages and "
+                f"{desc['archival_count']} archival passages?",
+                abort=True,
+            )
+        client.delete(f"/agents/{seg(desc['id'])}")
     out.print(f"Deleted agent {escape(desc['name'])}.")
+
+
+@agent_app.command("export")
+def agent_export(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file. \\[default: stdout]"),
+    ] = None,
+) -> None:
+    """Export an agent (blocks, messages, summary, archival passages) as one JSON document.
+
+    Example: llmos agent export alice -o alice.llmos.json
+    """
+    with api(ctx) as client:
+        doc = client.get(f"/agents/{seg(name)}/export")
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.expanduser().write_text(text, encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}")
+    err.print(f"Exported agent {escape(doc['agent']['name'])} to {escape(str(output))}.")
+
+
+@agent_app.command("import")
+def agent_import(
+    ctx: typer.Context,
+    file: Annotated[
+        str, typer.Argument(help="An export document (`llmos agent export`); - reads stdin.")
+    ],
+    new_name: Annotated[
+        str | None, typer.Option("--name", help="Import under this name (the export's name taken).")
+    ] = None,
+    embedder: Annotated[
+        str | None,
+        typer.Option("--embedder", help="Embed its passages with this embedder instead."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent as JSON.")] = False,
+) -> None:
+    """Import an agent from an export document; its passages are embedded again.
+
+    Example: llmos agent import alice.llmos.json --name alice2
+    """
+    try:
+        raw = sys.stdin.read() if file == "-" else Path(file).expanduser().read_text("utf-8")
+        doc = json.loads(raw)
+    except OSError as e:
+        fail(f"cannot read {file}: {e.strerror or e}")
+    except ValueError as e:
+        fail(f"{file} is not JSON: {e}")
+    with api(ctx) as client:
+        desc = client.post("/agents/import", doc, name=new_name, embedder=embedder)
+    if as_json:
+        dump(desc)
+    else:
+        render.agent_created(out, desc)
 
 
 @agent_app.command("set-embedder")
@@ -267,3 +325,55 @@ def agent_set_embedder(
             f"{escape(result['embedder'])} ({result['dim']}-d): {result['passages']} passages "
             f"re-embedded (was {escape(result['previous'])})."
         )
+
+
+@agent_app.command("set")
+def agent_set(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    pairs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY=VALUE...",
+            help="Settings to change; KEY= (or KEY=default) resets one to its default.",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings as JSON.")] = False,
+) -> None:
+    """Change an agent's settings, all checked before any is applied.
+
+    Settings: max_steps, warning_fraction, flush_fraction, flush_target,
+    max_tokens, temperature, priority, memory_mode (self|auto|hybrid),
+    file_tools, agent_tools, self_tools (true|false), file_quota (bytes).
+
+    Example: llmos agent set alice self_tools=true max_steps=20 temperature=
+    """
+
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"settings: want KEY=VALUE, got {pair!r}")
+        # the server reads "5", "true", "0.3" as each setting's type; null resets it
+        value = value.strip()
+        changes[key.strip()] = None if value.lower() in ("", "null", "none", "default") else value
+    with api(ctx) as client:
+        try:
+            desc = client.patch(f"/agents/{seg(name)}", {"settings": changes})
+        except RequestFailed as exc:
+            if exc.status != 422:
+                raise
+            # the kernel's own reading of the pairs names an unknown key with the known ones
+            from llmos.kernel.settings import parse_settings
+
+            parse_settings(pairs)  # raises InvalidRequest: one line
+            raise
+    if as_json:
+        dump(desc["settings"])
+        return
+    settings = desc["settings"]
+    shown = ", ".join(
+        f"{k}={settings.get(k)}" + (" (default)" if v is None else "") for k, v in changes.items()
+    )
+    out.print(f"{escape(desc['name'])}: {escape(shown)}")

@@ -3,17 +3,20 @@
     llmos send NAME "message" [--json]   one turn, the reply on stdout ("-" reads stdin)
     llmos chat [NAME]                    a REPL with slash commands (/help lists them)
 
-The chat keeps one kernel and one event loop for the whole session; a user
-error inside it is printed and the session goes on. Replies are printed whole
-when the turn ends: they are not streamed token by token.
+Both are clients of the HTTP API (`cli/common.api`). A turn is streamed
+(`POST /v1/agents/{agent}/messages` with `stream`): the chat shows thoughts,
+calls and replies as they happen, and a reply's `token` events as they are
+generated, on cores that stream; `send` streams tokens only to a terminal, so
+a script's stdout holds exactly the reply. A user error inside the chat is
+printed and the session goes on; Ctrl-C during a turn cancels that turn
+(`POST .../cancel`), keeping what it did so far.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,21 +25,13 @@ import typer
 from rich.markup import escape
 
 from llmos.cli import render
-from llmos.cli.common import (
-    dump,
-    err,
-    error_text,
-    fail,
-    home_dir,
-    out,
-    run,
-    user_error_types,
-    user_errors,
-)
+from llmos.cli.common import api, dump, err, error_text, fail, home_dir, out, user_error_types
+from llmos.client.api import RequestFailed, ServerFailed, seg
 
 if TYPE_CHECKING:
-    from llmos.agent.loop import Turn
-    from llmos.kernel.kernel import Kernel
+    from rich.console import Console
+
+    from llmos.client.api import Client
 
 
 def send(
@@ -57,19 +52,103 @@ def send(
     text = sys.stdin.read().strip() if message == "-" else message
     if not text.strip():
         fail("the message is empty")
+    path = f"/agents/{seg(name)}/messages"
+    with api(ctx) as client:
+        if as_json:
+            try:
+                turn = client.post(path, {"text": text})
+            except ServerFailed as exc:  # a failed turn: 503 with the turn in the body
+                if not (isinstance(exc.body, dict) and "turn" in exc.body):
+                    raise
+                turn = exc.body["turn"]
+            dump(turn)
+        else:
+            printer = _Tokens(sys.stdout, live=sys.stdout.isatty())
+            turn = {}
+            failure = "the stream ended before the turn did (its messages are kept)"
+            try:
+                for event in client.stream(path, {"text": text}):
+                    kind = event.get("type")
+                    if kind == "token":
+                        printer.token(event.get("text") or "")
+                    elif kind == "reply":
+                        printer.reply(event.get("text") or "")
+                    elif kind == "error":
+                        failure = str((event.get("error") or {}).get("message") or failure)
+                    elif kind == "done":
+                        turn = event.get("turn") or {}
+            except KeyboardInterrupt:
+                # the kernel would finish the turn without us: stop it, keep what it did
+                with suppress(*user_error_types()):
+                    client.post(f"/agents/{seg(name)}/cancel")
+                print("\ninterrupted: the turn was cancelled; what it did so far is kept",
+                      file=sys.stderr)  # fmt: skip
+                raise typer.Exit(130) from None
+            if not turn:
+                fail(failure)
+    if turn.get("error"):
+        fail(f"the turn failed ({turn.get('stop_reason')}): {turn['error']}")
+    if not turn.get("reply") and not as_json:
+        print(f"note: the turn ended ({turn.get('stop_reason')}) without a reply", file=sys.stderr)
 
-    async def body(kernel: Kernel) -> Turn:
-        return await kernel.send(name, text)
 
-    turn = run(ctx, body)
-    if as_json:
-        dump(turn.as_dict())
-    elif turn.reply:
-        print(turn.reply)
-    if turn.error:
-        fail(f"the turn failed ({turn.stop_reason}): {turn.error}")
-    if not turn.reply and not as_json:
-        print(f"note: the turn ended ({turn.stop_reason}) without a reply", file=sys.stderr)
+class _Tokens:
+    """Prints a reply's tokens as they come, then makes the printed text the reply.
+
+    `shown` is the text streamed since the last reply event; `open` says the
+    cursor is still on its line (another event may have ended the line: a core
+    sends the inner thoughts after the reply's tokens)."""
+
+    def __init__(self, stream: Any, live: bool) -> None:
+        self.stream = stream
+        self.live = live
+        self.shown = ""
+        self.open = False
+
+    def token(self, delta: str) -> None:
+        if self.live and delta:
+            if self.shown and not self.open:
+                self.stream.write("\n")  # tokens after another event: a fresh line
+            self.stream.write(delta)
+            self.stream.flush()
+            self.shown += delta
+            self.open = True
+
+    def end_line(self) -> None:
+        """Another event is about to print: end the tokens' line, keep what they said."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+    def rest(self, text: str) -> str | None:
+        """Finish the reply `text` after its tokens: None when they were not this reply
+        (print it whole), else what is left to print on a line of its own ("": nothing).
+        Forgets the streamed text."""
+        shown, was_open = self.shown, self.open
+        self.shown, self.open = "", False
+        if shown and text.startswith(shown):
+            remainder = text[len(shown) :]
+            if not was_open:
+                return remainder.lstrip()
+            self.stream.write(remainder + "\n")  # finish the tokens' line
+            self.stream.flush()
+            return ""
+        if was_open:
+            self.stream.write("\n")  # the tokens were something else: end their line
+        return None
+
+    def reply(self, text: str) -> None:
+        rest = self.rest(text)
+        if rest is None:
+            self.stream.write(text + "\n")
+        elif rest:
+            self.stream.write(rest + "\n")
+        self.stream.flush()
+
+    def pending(self) -> str:
+        """Tokens shown since the last reply (nothing when the reply was printed)."""
+        return self.shown
 
 
 CHAT_HELP = """\
@@ -100,26 +179,20 @@ def chat(
 
     Example: llmos chat alice   (then /help for the slash commands)
     """
-    from llmos.kernel.kernel import AgentNotFound, Kernel, default_home
+    from llmos.client.local import default_home
 
-    with user_errors(), asyncio.Runner() as runner:
-        # One event loop for the whole session: cores hold HTTP clients bound to it.
-        kernel = Kernel.open(home_dir(ctx))
+    with api(ctx) as client:
         try:
-            try:
-                desc = kernel.get_agent(name or "assistant")
-            except AgentNotFound:
-                if name is not None:
-                    raise
-                with err.status("creating agent 'assistant'…"):
-                    desc = runner.run(kernel.create_agent("assistant"))
-                out.print(
-                    f"Created agent [bold]assistant[/] with the default model "
-                    f"{escape(desc['model'])}."
-                )
-            _Chat(kernel, runner, desc, home_dir(ctx) or default_home()).loop()
-        finally:
-            runner.run(kernel.close())
+            desc = client.get(f"/agents/{seg(name or 'assistant')}")
+        except RequestFailed as exc:
+            if name is not None or exc.status != 404:
+                raise
+            with err.status("creating agent 'assistant'…"):
+                desc = client.post("/agents", {"name": "assistant"})
+            out.print(
+                f"Created agent [bold]assistant[/] with the default model {escape(desc['model'])}."
+            )
+        _Chat(client, desc, home_dir(ctx) or default_home()).loop()
 
 
 SMALL_MODEL_NOTE = """\
@@ -153,12 +226,10 @@ def small_model_note(model: str, home: Path) -> None:
 class _Chat:
     """The REPL: reads lines, runs slash commands, sends everything else."""
 
-    def __init__(
-        self, kernel: Kernel, runner: asyncio.Runner, desc: dict[str, Any], home: Path
-    ) -> None:
-        self.kernel = kernel
-        self.runner = runner
+    def __init__(self, client: Client, desc: dict[str, Any], home: Path) -> None:
+        self.client = client
         self.agent = desc["id"]
+        self.path = f"/agents/{seg(desc['id'])}"
         self.name = desc["name"]
         self.user_errors = user_error_types()
         self.tty = sys.stdin.isatty()
@@ -184,7 +255,7 @@ class _Chat:
                     if not self.command(line):
                         return
                 else:
-                    self.turn(self.kernel.send(self.agent, line))
+                    self.turn(self.client.stream(f"{self.path}/messages", {"text": line}))
             except self.user_errors as exc:
                 if os.environ.get("LLMOS_DEBUG"):
                     raise
@@ -195,44 +266,106 @@ class _Chat:
         cmd, _, arg = line[1:].partition(" ")
         arg = arg.strip()
         cmd = cmd.lower()
+        c = self.client
         if cmd in ("exit", "quit", "q"):
             return False
         if cmd in ("help", "?"):
             out.print(CHAT_HELP)
         elif cmd == "memory":
-            out.print(render.blocks_table(self.kernel.get_agent(self.agent)["blocks"]))
+            out.print(render.blocks_table(c.get(self.path)["blocks"]))
         elif cmd == "context":
-            render.context_view(out, self.kernel.context(self.agent).as_dict())
+            render.context_view(out, c.get(f"{self.path}/context"))
         elif cmd in ("archival", "search"):
             if not arg:
                 out.print(f"[yellow]usage: /{cmd} QUERY[/]")
             elif cmd == "archival":
                 with err.status("searching archival memory…"):
-                    found, total = self.runner.run(self.kernel.search_archival(self.agent, arg))
-                render.passages_view(out, found, total)
+                    found = c.get(f"{self.path}/archival/search", query=arg)
+                render.passages_view(out, found["results"], found["total"])
             else:
-                msgs, total = self.runner.run(self.kernel.search_recall(self.agent, arg))
-                render.recall_view(out, msgs, total)
+                found = c.get(f"{self.path}/recall/search", query=arg)
+                render.recall_view(out, found["results"], found["total"])
         elif cmd == "retry":
-            self.turn(self.kernel.retry(self.agent))
+            self.retry()
         elif cmd == "rethink":
             if not arg:
                 out.print("[yellow]usage: /rethink TEXT[/]")
             else:
-                self.runner.run(self.kernel.rethink(self.agent, arg))
+                c.post(f"{self.path}/rethink", {"thought": arg})
                 out.print("[dim]Rewrote the agent's last inner thoughts.[/]")
         else:
             out.print(f"[yellow]unknown command /{escape(cmd)}; type /help for the list[/]")
         return True
 
-    def turn(self, running: Coroutine[Any, Any, Turn]) -> None:
-        turn: Turn | None = None
-        # The spinner goes to stderr so piped stdout stays clean; print only after
-        # it stops, or its transient line would erase what was printed under it.
-        # Ctrl-C during a turn cancels the turn, not the session.
-        with err.status(f"{self.name} is thinking…", spinner="dots"), suppress(KeyboardInterrupt):
-            turn = self.runner.run(running)
-        if turn is None:
+    def retry(self) -> None:
+        with err.status(f"{self.name} is thinking…", spinner="dots"):
+            try:
+                answer = self.client.post(f"{self.path}/messages/retry")
+            except ServerFailed as exc:
+                if not (isinstance(exc.body, dict) and "turn" in exc.body):
+                    raise
+                answer = exc.body["turn"]
+        render.turn_view(out, answer)
+        not_undone(out, answer)
+
+    def turn(self, events: Iterator[dict[str, Any]]) -> None:
+        # The spinner goes to stderr so piped stdout stays clean; it stops at the
+        # first event, so nothing printed under it is erased.
+        status = err.status(f"{self.name} is thinking…", spinner="dots")
+        status.start()
+        tokens = _Tokens(out.file, live=True)
+        try:
+            for event in events:
+                status.stop()
+                show_event(out, event, tokens)
+        except KeyboardInterrupt:
+            status.stop()
+            if tokens.pending():
+                out.print()
+            with suppress(*self.user_errors):
+                self.client.post(f"{self.path}/cancel")
             out.print("[yellow]interrupted; what the turn did so far is kept[/]")
-        else:
-            render.turn_view(out, turn)
+        finally:
+            status.stop()
+
+
+def show_event(console: Console, event: dict[str, Any], tokens: _Tokens) -> None:
+    """One event of a streamed turn, as the chat shows it."""
+    kind = event.get("type")
+    if kind == "token":
+        tokens.token(event.get("text") or "")
+        return
+    if kind == "reply":
+        text = event.get("text") or ""
+        rest = tokens.rest(text)
+        if rest is None:
+            render.reply_line(console, text)
+        elif rest:
+            console.print(rest, style="bold", markup=False, highlight=False)
+        return
+    tokens.end_line()
+    if kind == "reasoning":
+        render.thought_line(console, (event.get("text") or "").strip())
+    elif kind == "function_call":
+        if event.get("name") != "send_message":
+            render.call_line(console, event.get("name", "?"), event.get("arguments"))
+    elif kind == "function_result":
+        if not event.get("ok", True):
+            render.failed_line(console, event.get("name", "?"), event.get("message"))
+    elif kind == "error" and (event.get("error") or {}).get("type") == "server_error":
+        # the server failed after the stream began (a failed turn's error comes with `done`)
+        console.print(f"[red]error:[/] {escape(str(event['error'].get('message')))}")
+    elif kind == "done":
+        render.turn_end(console, event.get("turn") or {})
+
+
+def not_undone(console: Console, answer: dict[str, Any]) -> None:
+    """What a retry says it could not undo (effects beyond messages), if it says so."""
+    for key in ("not_undone", "could_not_undo", "kept"):
+        items = answer.get(key)
+        if items:
+            lines = items if isinstance(items, list) else [items]
+            console.print("[yellow]the retry could not undo:[/]")
+            for item in lines:
+                console.print(f"[yellow]  - {escape(str(item))}[/]")
+            return

@@ -13,12 +13,11 @@ imported inside the functions that open it, never at module level.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -26,7 +25,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from llmos.errors import LLMOSError
+
 if TYPE_CHECKING:
+    from llmos.client.api import Client
     from llmos.kernel.kernel import Kernel
 
 T = TypeVar("T")
@@ -48,6 +50,10 @@ class State:
     """The app's options, set by its callback on the typer context every command gets."""
 
     home: Path | None  # None: the kernel's default ($LLMOS_HOME or ~/.llmos)
+    url: str | None = None  # a remote `llmos serve`
+    key: str | None = None  # the API key for `url`
+    no_daemon: bool = False  # serve the app in this process instead of the service
+    idle: float | None = None  # the service's idle limit when this command starts it
 
 
 def home_dir(ctx: typer.Context) -> Path | None:
@@ -71,11 +77,10 @@ def error_text(exc: BaseException) -> str:
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions a user's own input can cause: reported, never a traceback."""
-    from llmos.kernel.kernel import AgentExists, AgentNotFound, MessageTooLong
-    from llmos.llm.core import CoreError
-
-    # ValueError covers bad model strings, layouts, block limits and names.
-    return (AgentNotFound, AgentExists, MessageTooLong, CoreError, ValueError, OSError)
+    # llmos's families cover unknown agents, names taken, messages too long, failed
+    # cores and the server's answers (llmos.client.api); ValueError covers bad model
+    # strings, layouts, block limits and names; OSError unreadable files and homes.
+    return (LLMOSError, LookupError, ValueError, OSError)
 
 
 @contextmanager
@@ -90,9 +95,40 @@ def user_errors() -> Iterator[None]:
         fail(error_text(exc))
 
 
+@contextmanager
+def api(ctx: typer.Context) -> Iterator[Client]:
+    """The command's client of the HTTP API; user errors inside end the command."""
+    state = ctx.obj if isinstance(ctx.obj, State) else State(home=None)
+    with user_errors(), ExitStack() as stack:
+        if state.url:
+            from llmos.client.api import Client
+
+            if not state.key:
+                fail("--url needs an API key: pass --key or set LLMOS_KEY")
+            client = Client(state.url, state.key)
+        elif state.no_daemon:
+            from llmos.client.api import Client
+            from llmos.server.service import in_process
+
+            path = stack.enter_context(in_process(state.home))
+            client = Client.unix(path, where="the in-process kernel")
+        else:
+            from llmos.client.local import default_home, ensure
+
+            client = ensure(state.home or default_home(), state.idle)
+        with client:
+            yield client
+
+
 def run(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
-    """Open the kernel, await `body(kernel)` on a fresh event loop, close the kernel."""
+    """Open the kernel in this process, await `body(kernel)` on a fresh event loop, close
+    the kernel: for the commands with no HTTP route, which work on the local home only."""
+    import asyncio
+
     from llmos.kernel.kernel import Kernel
+
+    if isinstance(ctx.obj, State) and ctx.obj.url:
+        fail(f"`{ctx.command_path}` has no HTTP route: it works on this machine's home, not --url")
 
     async def main() -> T:
         kernel = Kernel.open(home_dir(ctx))

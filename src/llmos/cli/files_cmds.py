@@ -7,6 +7,9 @@
     llmos files rollback (--agent A | --shared AREA) PATH VERSION
     llmos files search  (--agent A | --shared AREA) QUERY
 
+All but `search` are clients of the HTTP API (`cli/common.api`); `search`
+has no route and opens the kernel in the command.
+
 Left out: quotas from the command line (a user's own writes are not capped).
 """
 
@@ -15,13 +18,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from llmos.cli import render
-from llmos.cli.common import dump, fail, group, out, run
+from llmos.cli.common import api, dump, fail, group, out, run
+from llmos.client.api import seg
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel
@@ -32,7 +37,24 @@ Agent = Annotated[str | None, typer.Option("--agent", "-a", help="An agent's own
 Shared = Annotated[str | None, typer.Option("--shared", "-s", help="A shared area.")]
 
 
+def _area(agent: str | None, shared: str | None) -> str:
+    """The API path of the area the options name."""
+    if bool(agent) == bool(shared):
+        fail("name exactly one of --agent or --shared")
+    return f"/agents/{seg(agent)}" if agent else f"/shared/{seg(shared or '')}"
+
+
+def _file(path: str) -> str:
+    return quote(path.lstrip("/"), safe="/")
+
+
+def _call(ctx: typer.Context, method: str, url: str, body: Any = None, **params: Any) -> Any:
+    with api(ctx) as client:
+        return client.request(method, url, json_body=body, params=params)
+
+
 def _with_area(ctx: typer.Context, agent: str | None, shared: str | None, op: Any) -> Any:
+    """In this process (for `search`, which has no route)."""
     if bool(agent) == bool(shared):
         fail("name exactly one of --agent or --shared")
 
@@ -56,7 +78,7 @@ def files_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List files."""
-    rows = _with_area(ctx, agent, shared, lambda k, a: k.files.list("local", a, prefix))
+    rows = _call(ctx, "GET", _area(agent, shared) + "/files", prefix=prefix)["files"]
     if as_json:
         dump(rows)
         return
@@ -75,7 +97,7 @@ def files_read(
     shared: Shared = None,
 ) -> None:
     """Print a file (or one of its versions)."""
-    f = _with_area(ctx, agent, shared, lambda k, a: k.files.read("local", a, path, version))
+    f = _call(ctx, "GET", f"{_area(agent, shared)}/files/{_file(path)}", version=version)
     sys.stdout.write(f["content"])
 
 
@@ -92,14 +114,15 @@ def files_write(
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as e:
         fail(f"cannot read {source}: {e.strerror or e}")
-    v = _with_area(ctx, agent, shared, lambda k, a: k.files.write("local", a, path, text))
+    url = f"{_area(agent, shared)}/files/{_file(path)}"
+    v = _call(ctx, "PUT", url, {"content": text})["version"]
     out.print(f"wrote {escape(path)} (version {v})")
 
 
 @files_app.command("delete")
 def files_delete(ctx: typer.Context, path: str, agent: Agent = None, shared: Shared = None) -> None:
     """Delete a file (its versions stay)."""
-    v = _with_area(ctx, agent, shared, lambda k, a: k.files.delete("local", a, path))
+    v = _call(ctx, "DELETE", f"{_area(agent, shared)}/files/{_file(path)}")["version"]
     out.print(f"deleted {escape(path)} (version {v})")
 
 
@@ -108,7 +131,8 @@ def files_versions(
     ctx: typer.Context, path: str, agent: Agent = None, shared: Shared = None
 ) -> None:
     """List a file's versions."""
-    rows = _with_area(ctx, agent, shared, lambda k, a: k.files.versions("local", a, path))
+    url = f"{_area(agent, shared)}/file-versions/{_file(path)}"
+    rows = _call(ctx, "GET", url)["versions"]
     table = Table("version", "bytes", "deleted", "when")
     for r in rows:
         table.add_row(
@@ -122,7 +146,8 @@ def files_rollback(
     ctx: typer.Context, path: str, version: int, agent: Agent = None, shared: Shared = None
 ) -> None:
     """Make an old version current again (as a new version)."""
-    v = _with_area(ctx, agent, shared, lambda k, a: k.files.rollback("local", a, path, version))
+    url = f"{_area(agent, shared)}/file-rollback/{_file(path)}"
+    v = _call(ctx, "POST", url, {"version": version})["version"]
     out.print(f"{escape(path)} is back at version {version}'s content (now version {v})")
 
 

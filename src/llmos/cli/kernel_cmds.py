@@ -1,90 +1,61 @@
-"""Kernel commands of the shell: `llmos ps` and `llmos kernel stats`.
+"""Kernel commands of the shell: the local kernel service, `llmos ps` and `llmos kernel stats`.
 
-    llmos ps [--url URL --key KEY] [--json]             the process table
-    llmos kernel stats [--url URL --key KEY] [--json]   per-core and per-agent totals
+    llmos kernel start [--idle S]      start the local kernel service (if it is not running)
+    llmos kernel stop                  stop it (turns in flight finish first)
+    llmos kernel status [--json]       pid, uptime, socket, version, models, agents in memory
+    llmos ps [--json]                  the process table
+    llmos kernel stats [--json]        per-core and per-agent totals
 
-With `--url` (or `LLMOS_URL`) they ask a running `llmos serve` for its live
-kernel, scoped to the key's user (`LLMOS_API_KEY`); without, they open the
-local database, where every agent is idle (no kernel runs between commands)
-and the totals are the agents' stored lifetime usage.
+`ps` and `stats` ask the kernel the other commands use (`GET /v1/kernel`):
+the local service, a remote `llmos serve` with `--url`/`--key`, or an
+in-process one with `--no-daemon` (where every agent is idle: it was just
+booted). `start`, `stop` and `status` are about this machine's service for
+`--home`.
 
 Left out: watching (`--watch`) — the web console refreshes live.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import time
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from llmos.cli.common import dump, fail, out, run
+from llmos.cli.common import State, api, dump, fail, out, user_errors
 
-if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
-
-kernel_app = typer.Typer(help="Inspect the kernel: cores, queues, syscalls, usage.")
+kernel_app = typer.Typer(
+    help="The kernel: the local service (start, stop, status), cores, queues, usage.",
+    no_args_is_help=True,
+)
 
 UrlOpt = Annotated[
     str | None,
     typer.Option(
-        "--url", envvar="LLMOS_URL", help="A running `llmos serve`, e.g. http://127.0.0.1:8283."
+        "--url",
+        envvar="LLMOS_URL",
+        help="A running `llmos serve`, e.g. http://127.0.0.1:8283 (same as llmos --url).",
     ),
 ]
 KeyOpt = Annotated[
-    str | None, typer.Option("--key", envvar="LLMOS_API_KEY", help="Your API key for --url.")
+    str | None,
+    typer.Option("--key", envvar=["LLMOS_KEY", "LLMOS_API_KEY"], help="Your API key for --url."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _remote(url: str, key: str | None) -> dict[str, Any]:
-    import httpx
-
-    if not key:
-        fail("--url needs an API key: pass --key or set LLMOS_API_KEY")
-    try:
-        resp = httpx.get(
-            url.rstrip("/") + "/v1/kernel", headers={"Authorization": f"Bearer {key}"}, timeout=10
-        )
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach {url}: {type(exc).__name__}")
-    if resp.status_code == 401:
-        fail("the server rejected the API key")
-    if resp.status_code != 200:
-        fail(f"{url} answered {resp.status_code}")
-    return resp.json()
-
-
-def _local(ctx: typer.Context) -> dict[str, Any]:
-    async def body(kernel: Kernel) -> dict[str, Any]:
-        agents = kernel.list_agents()
-        usage = {}
-        for a in agents:
-            u = kernel.agent_usage(a["id"])
-            usage[a["name"]] = {
-                "requests": u.requests,
-                "prompt_tokens": u.prompt_tokens,
-                "cached_prompt_tokens": u.cached_prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-            }
-        processes = [
-            {
-                "agent_id": a["id"],
-                "name": a["name"],
-                "state": "ready",
-                "core": a["model"],
-                "waiting": 0,
-                "seconds_in_state": None,
-            }
-            for a in agents
-        ]
-        return {"agents": len(agents), "processes": processes, "cores": [], "usage": usage}
-
-    return run(ctx, body)
-
-
 def _status(ctx: typer.Context, url: str | None, key: str | None) -> dict[str, Any]:
-    return _remote(url, key) if url else _local(ctx)
+    if isinstance(ctx.obj, State):
+        ctx.obj.url = url or ctx.obj.url
+        ctx.obj.key = key or ctx.obj.key
+    with api(ctx) as client:
+        return client.get("/kernel")
+
+
+def _state(ctx: typer.Context) -> State:
+    return ctx.obj if isinstance(ctx.obj, State) else State(home=None)
 
 
 def ps(
@@ -95,7 +66,7 @@ def ps(
     if as_json:
         dump(status["processes"])
         return
-    table = Table(title="processes" + ("" if url else " (local: no kernel is running)"))
+    table = Table(title="processes")
     for col in ("pid", "agent", "state", "core", "queued", "in state"):
         table.add_column(col, justify="right" if col in ("queued", "in state") else "left")
     for p in status["processes"]:
@@ -109,6 +80,8 @@ def ps(
             "-" if since is None else f"{since:.1f}s",
         )
     out.print(table)
+    if not status["processes"]:
+        out.print(f"[dim]no agent is in memory ({status.get('agents', 0)} agents in all)[/]")
 
 
 @kernel_app.command("stats")
@@ -152,7 +125,7 @@ def stats(
                     f"{store.get('ram_bytes', 0) / 2**20:.1f} MiB in RAM, "
                     f"{store.get('disk_bytes', 0) / 2**20:.1f} MiB on disk"
                 )
-    usage = Table(title="usage per agent" + ("" if url else " (stored lifetime totals)"))
+    usage = Table(title="usage per agent")
     usage.add_column("agent")
     fields: list[str] = []
     for row in status.get("usage", {}).values():
@@ -163,3 +136,117 @@ def stats(
     for name, row in status.get("usage", {}).items():
         usage.add_row(name, *(str(row[f]) for f in fields))
     out.print(usage)
+
+
+# --- the local kernel service -----------------------------------------------------------
+
+
+def _paths(ctx: typer.Context) -> Any:
+    from llmos.client.local import Paths, default_home
+
+    state = _state(ctx)
+    if state.url:
+        fail("`llmos kernel start|stop|status` manage this machine's service; drop --url")
+    return Paths((state.home or default_home()).expanduser().absolute())
+
+
+@kernel_app.command("start")
+def start(
+    ctx: typer.Context,
+    idle: Annotated[
+        float | None,
+        typer.Option(
+            "--idle",
+            min=1,
+            envvar="LLMOS_IDLE",
+            help="Seconds to stay up with nothing to do. \\[default: 900]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Start the local kernel service in the background (other commands start it too).
+
+    It serves this home's agents on a Unix socket only you can open, keeps
+    models loaded and agents in memory between commands, logs to
+    HOME/kernel.log and exits after --idle seconds with nothing to do.
+    """
+    from llmos.client.local import ensure, probe
+
+    paths = _paths(ctx)
+    before = probe(paths)
+    if before:
+        before[0].close()
+    with user_errors():
+        client = ensure(paths.home, idle if idle is not None else _state(ctx).idle)
+        health = client.health()
+        client.close()
+    if before and before[1].get("pid") == health.get("pid"):
+        out.print(f"the kernel service is already running (pid {health['pid']})")
+    else:
+        out.print(
+            f"started the kernel service (pid {health['pid']}) on {escape(str(paths.socket))}"
+        )
+
+
+@kernel_app.command("stop")
+def stop(ctx: typer.Context) -> None:
+    """Stop the local kernel service; turns in flight finish first."""
+    from llmos.client.local import read_state
+    from llmos.client.local import stop as stop_service
+
+    paths = _paths(ctx)
+    pid = read_state(paths).get("pid")
+    with user_errors():
+        stopped = stop_service(paths)
+    out.print(f"stopped the kernel service (pid {pid})" if stopped else "no kernel service runs")
+
+
+@kernel_app.command("status")
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Whether the local kernel service runs: pid, uptime, socket, version, loaded models,
+    agents in memory, idle limit. Exits 3 when it is not running."""
+    from llmos.client.local import probe, read_state, running
+
+    paths = _paths(ctx)
+    found = probe(paths)
+    if found is None:
+        info: dict[str, Any] = {"running": running(paths), "answering": False}
+        info["socket"] = str(paths.socket)
+        if as_json:
+            dump(info)
+        elif info["running"]:
+            out.print("the kernel service is starting or stopping (it holds its lock but does "
+                      "not answer)")  # fmt: skip
+        else:
+            out.print("no kernel service runs (the next command starts one)")
+        raise typer.Exit(3)
+    client, health = found
+    with user_errors(), client:
+        kernel = client.get("/kernel")
+    state = read_state(paths)
+    info = {
+        "running": True,
+        "pid": health.get("pid"),
+        "version": health.get("version"),
+        "uptime_seconds": health.get("uptime_seconds"),
+        "socket": str(paths.socket),
+        "log": str(paths.log),
+        "idle_seconds": state.get("idle_seconds"),
+        "models_loaded": sorted({str(c.get("core")) for c in kernel.get("cores", [])}),
+        "agents_in_memory": len(kernel.get("processes", [])),
+        "agents": kernel.get("agents"),
+    }
+    if as_json:
+        dump(info)
+        return
+    up = info["uptime_seconds"] or 0
+    out.print(f"kernel service: pid {info['pid']}, llmos {info['version']}, up {_span(up)}")
+    out.print(f"  socket {escape(info['socket'])}  log {escape(info['log'])}")
+    out.print(f"  models loaded: {escape(', '.join(info['models_loaded']) or 'none')}")
+    out.print(f"  agents in memory: {info['agents_in_memory']} of {info['agents']}")
+    if info["idle_seconds"]:
+        out.print(f"  exits after {_span(float(info['idle_seconds']))} with nothing to do")
+
+
+def _span(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.1f}s"

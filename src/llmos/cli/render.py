@@ -1,7 +1,7 @@
 """Rich rendering for the `llmos` command: agents, turns, memory, the context window.
 
-Every function takes plain data (the dicts and dataclasses the Kernel API
-returns) and a rich `Console`, so the command modules stay free of layout.
+Every function takes plain data (the JSON the HTTP API answers) and a rich
+`Console`, so the command modules stay free of layout.
 Nothing here imports the kernel: these helpers load with the CLI at start-up
 and must stay cheap.
 
@@ -21,10 +21,6 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from llmos.agent.loop import Turn
-    from llmos.memory.archival import Passage
-    from llmos.memory.recall import StoredMessage
 
 #: colours of the context window's sections, in the order the window is laid out
 SECTION_STYLES = {
@@ -210,68 +206,102 @@ def context_bar(window: dict[str, Any], width: int = 60) -> Text:
 # --- turns ----------------------------------------------------------------------------
 
 
-def turn_view(console: Console, turn: Turn) -> None:
-    """Inner thoughts and calls dimmed, replies prominent, in the order they happened."""
-    calls = iter(turn.function_calls)
-    replies = iter(turn.replies)
-    for msg in turn.messages:
-        if msg.role == "assistant":
-            thought = (msg.content or "").strip()
-            if not msg.tool_calls:
+def turn_view(console: Console, turn: dict[str, Any]) -> None:
+    """A finished turn (`Turn.as_dict()`, as the HTTP API answers it): inner thoughts and
+    calls dimmed, replies prominent, in the order they happened."""
+    calls = iter(turn.get("function_calls", []))
+    replies = iter(turn.get("replies", []))
+    for msg in turn.get("messages", []):
+        if msg["role"] == "assistant":
+            thought = (msg.get("content") or "").strip()
+            if not msg.get("tool_calls"):
                 # A plain-text answer is the reply itself (see agent/loop.py).
                 if thought:
-                    _reply(console, next(replies, thought))
+                    reply_line(console, next(replies, thought))
                 continue
             if thought:
-                console.print(Text(f"💭 {thought}", style="dim italic"))
-            for call in msg.tool_calls:
-                if call.name != "send_message":
-                    console.print(Text(f"⚙ {call.name}({call.arguments})", style="dim"))
-        elif msg.role == "tool":
+                thought_line(console, thought)
+            for call in msg["tool_calls"]:
+                if call["name"] != "send_message":
+                    call_line(console, call["name"], call["arguments"])
+        elif msg["role"] == "tool":
             record = next(calls, None)
             if record is None:
                 continue
-            if not record.ok:
-                console.print(
-                    Text(f"✗ {record.name} failed: {preview(record.result, 200)}", style="dim red")
-                )
-            elif record.name == "send_message":
-                _reply(console, next(replies, ""))
-    if turn.error:
-        console.print(f"[red]error ({turn.stop_reason}):[/] {escape(turn.error)}")
-    elif turn.stop_reason not in ("end_turn", ""):
-        console.print(f"[yellow]turn stopped: {turn.stop_reason}[/]")
-    u = turn.usage
+            if not record["ok"]:
+                failed_line(console, record["name"], record["result"])
+            elif record["name"] == "send_message":
+                reply_line(console, next(replies, ""))
+    turn_end(console, turn)
+
+
+def thought_line(console: Console, text: str) -> None:
+    console.print(Text(f"💭 {text}", style="dim italic"))
+
+
+def call_line(console: Console, name: str, arguments: Any) -> None:
+    console.print(Text(f"⚙ {name}({arguments})", style="dim"))
+
+
+def failed_line(console: Console, name: str, result: Any) -> None:
+    console.print(Text(f"✗ {name} failed: {preview(str(result), 200)}", style="dim red"))
+
+
+def reply_line(console: Console, text: str) -> None:
+    console.print(Text(text, style="bold"))
+
+
+def turn_end(console: Console, turn: dict[str, Any]) -> None:
+    """Why the turn stopped (when not the usual way) and what it cost."""
+    stop = turn.get("stop_reason") or ""
+    if turn.get("error"):
+        console.print(f"[red]error ({stop}):[/] {escape(turn['error'])}")
+    elif stop not in ("end_turn", ""):
+        console.print(f"[yellow]turn stopped: {stop}[/]")
+    u = turn.get("usage") or {}
+    steps = turn.get("steps", 0)
+    cached = u.get("cached_prompt_tokens", 0)
     console.print(
-        f"[dim]{turn.steps} step{'s' if turn.steps != 1 else ''} · "
-        f"{u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion tokens"
-        + (f" ({u.cached_prompt_tokens:,} cached)" if u.cached_prompt_tokens else "")
-        + (f" · {turn.flushes} flush" if turn.flushes else "")
+        f"[dim]{steps} step{'s' if steps != 1 else ''} · "
+        f"{u.get('prompt_tokens', 0):,} prompt + {u.get('completion_tokens', 0):,} completion "
+        "tokens"
+        + (f" ({cached:,} cached)" if cached else "")
+        + (f" · {turn['flushes']} flush" if turn.get("flushes") else "")
         + "[/]"
     )
-
-
-def _reply(console: Console, text: str) -> None:
-    console.print(Text(text, style="bold"))
 
 
 # --- search results ----------------------------------------------------------------------
 
 
-def passages_view(console: Console, passages: list[Passage], total: int) -> None:
+def passages_view(console: Console, passages: list[dict[str, Any]], total: int) -> None:
     if not passages:
         console.print("[dim]no archival passages match[/]")
         return
     console.print(f"[dim]{len(passages)} of {total} passages[/]")
     for p in passages:
-        console.print(f"[dim]#{p.id} {when(p.created_at)}[/] {escape(preview(p.text, 300))}")
+        console.print(
+            f"[dim]#{p['id']} {when(p['created_at'])}[/] {escape(preview(p['text'], 300))}"
+        )
 
 
-def recall_view(console: Console, found: list[StoredMessage], total: int) -> None:
+def recall_view(console: Console, found: list[dict[str, Any]], total: int) -> None:
     if not found:
         console.print("[dim]no messages match[/]")
         return
     console.print(f"[dim]{len(found)} of {total} messages[/]")
     for m in found:
-        text = m.searchable_text() if m.role == "assistant" else (m.content or "")
-        console.print(f"[dim]{when(m.created_at)} {m.role}:[/] {escape(preview(text, 300))}")
+        text = searchable_text(m) if m["role"] == "assistant" else (m.get("content") or "")
+        console.print(f"[dim]{when(m['created_at'])} {m['role']}:[/] {escape(preview(text, 300))}")
+
+
+def searchable_text(message: dict[str, Any]) -> str:
+    """An assistant message's thoughts and the text it sent (`StoredMessage.as_dict()`)."""
+    parts = [message.get("content") or ""]
+    for call in message.get("tool_calls") or []:
+        if call["name"] == "send_message":
+            try:
+                parts.append(str(json.loads(call["arguments"]).get("message", "")))
+            except (ValueError, AttributeError, TypeError):
+                parts.append(str(call["arguments"]))
+    return "\n".join(p for p in parts if p)

@@ -71,6 +71,16 @@ def serve(
             "key could then run code as this server's account.",
         ),
     ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="LLMOS_DATABASE_URL",
+            help="Run on this database: postgresql+psycopg://USER:PASSWORD@HOST/DB (PostgreSQL "
+            "with pgvector) or sqlite:///PATH. \\[default: llmos.db in --home]",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -126,6 +136,8 @@ def serve(
         os.environ["LLMOS_QUANTUM"] = str(quantum)
     if aios_user is not None and workers > 1:
         fail("--aios-user needs one server process: drop --workers")
+    if database_url:
+        os.environ["LLMOS_DATABASE_URL"] = database_url  # the kernel(s) open it
     if workers > 1:
         import dataclasses
         import json

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -33,10 +32,9 @@ user_app = group("Users of the HTTP API (llmos serve) and their API keys.")
 def _access(ctx: typer.Context) -> AccessManager:
     from llmos.access.policy import AccessManager
     from llmos.kernel.kernel import default_home
-    from llmos.storage.db import Database
+    from llmos.storage.db import open_database
 
-    home = home_dir(ctx) or default_home()
-    return AccessManager(Database.open(Path(home) / "llmos.db"))
+    return AccessManager(open_database(home_dir(ctx) or default_home()))
 
 
 def _user_call(ctx: typer.Context, body: Callable[[AccessManager], T]) -> T:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmos.agent.loop import profile_of
+from llmos.agent.shape import profile_of
 from llmos.kernel import portable
 from llmos.llm.core import ChatRequest, Message
 from llmos.llm.tokens import MESSAGE_OVERHEAD_TOKENS

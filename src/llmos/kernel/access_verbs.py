@@ -6,6 +6,8 @@ to agents, which is their grant; grants also let an agent message another or
 use a shared file area. A call of an irreversible tool waits for its owner:
 `decide` approves (the tool runs now) or denies it, and either way the agent
 gets the outcome as an event and a turn, through the kernel's one wake path.
+An agent-written tool (`create_tool`, `tools/authoring.py`) waits the same
+way; approved, it becomes a new version of that tool, attached to the agent.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from llmos.agent.functions import BUILTINS
+from llmos.agent.agent_functions import AGENT_FUNCTIONS
+from llmos.agent.file_functions import FILE_FUNCTIONS
+from llmos.agent.functions import BUILTINS, SELF_TOOL_FUNCTIONS
 from llmos.storage.files import agent_area, shared_area
+from llmos.tools import authoring
 from llmos.tools.executor import clip
 from llmos.tools.registry import ToolNotFound
+
+#: names no user tool may take: the kernel's functions
+RESERVED = frozenset({*BUILTINS, *FILE_FUNCTIONS, *AGENT_FUNCTIONS, *SELF_TOOL_FUNCTIONS})
 
 if TYPE_CHECKING:
     from llmos.access.approvals import Approvals
@@ -57,8 +65,33 @@ class AccessVerbs:
         Raises ToolError (bad file, a built-in's name).
         """
         return await self.tools.add(
-            source, owner, exclusive=exclusive, irreversible=irreversible, reserved=set(BUILTINS)
+            source, owner, exclusive=exclusive, irreversible=irreversible, reserved=RESERVED
         )
+
+    async def propose_tool(
+        self,
+        image: AgentImage,
+        name: str,
+        source: str,
+        description: str,
+        examples: list[dict[str, Any]],
+    ) -> tuple[bool, str, str | None]:
+        """An agent's `create_tool`: test it in the sandbox, file it for approval."""
+        return await authoring.propose(self, image, name, source, description, examples, RESERVED)
+
+    def tool_versions(self, name: str, owner: str = "local") -> list[dict[str, Any]]:
+        """Every version of a tool (source, author, approver), oldest first."""
+        return self.tools.versions(owner, name)
+
+    def rollback_tool(self, name: str, version: int, owner: str = "local") -> dict[str, Any]:
+        """Put an earlier version of a tool back in use. Raises ToolNotFound."""
+        restored = self.tools.rollback(owner, name, version)
+        self.audit_log.record(owner, "tool", "rolled_back", target=name, detail=f"to v{version}")
+        return restored
+
+    def builtin_tools(self) -> list[dict[str, Any]]:
+        """The built-in tools (calculate, current_time, fetch_url, run_python)."""
+        return self.tools.list_builtin()
 
     def attach_tool(self, agent: str, tool_name: str, owner: str = "local") -> None:
         """Give the agent a tool (and the grant to call it). Raises ToolNotFound."""
@@ -149,12 +182,14 @@ class AccessVerbs:
             detail=f"{approval_id}" + (f": {reason}" if reason else ""),
         )
         call_text = f"{record['tool']}({record['arguments']})"
-        if approve:
+        if record["tool"] == authoring.CREATE_TOOL:
+            outcome, text = await authoring.decided(self, record, approve, owner, reason, RESERVED)
+        elif approve:
             tool = self.tools.get(owner, record["tool"])
             if tool is None:
                 outcome = "The tool no longer exists; nothing was run."
             else:
-                ran = await self.tools.run(tool, json.loads(record["arguments"]))
+                ran = await self.tools.run(tool, json.loads(record["arguments"]), image.id)
                 outcome = (
                     f"Result: {ran.message()}" if ran.ok else f"The tool failed: {ran.message()}"
                 )

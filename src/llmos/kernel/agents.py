@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, delete, select, update
 from llmos.errors import Conflict, InvalidRequest, NotFound
 from llmos.memory.blocks import Block, CoreMemory
 from llmos.memory.image import AgentImage
+from llmos.storage.files import agent_area, delete_area
 from llmos.storage.models import agents, blocks, messages, passages
 
 if TYPE_CHECKING:
@@ -199,9 +200,11 @@ class AgentStore:
         conn.execute(_BLOCK_SET, {"aid": agent_id, "lbl": label, "val": value})
 
     def delete(self, agent_id: str) -> None:
-        """The agent and everything of it (blocks, messages, passages and their vectors)."""
+        """The agent and everything of it (blocks, messages, passages and their vectors,
+        its files with their versions)."""
         with self.db.begin() as conn:
             self.archival.delete_agent(conn, agent_id)
+            delete_area(conn, agent_area(agent_id))
             conn.execute(delete(agents).where(agents.c.id == agent_id))
 
     def truncate_recall(self, agent_id: str, first_id: int) -> None:

@@ -6,11 +6,17 @@ it incurred — is written in one transaction. The write joins the kernel's
 group commit (`storage/group_commit.py`): steps of agents that finish together
 share one transaction. Only once it is durable does the in-memory image
 change, so an image never shows what the database does not hold.
+
+A message from another agent that was pending (`kernel/messaging.py`) is
+marked stored in the same transaction that puts it in recall, so it is
+delivered exactly once even if the process ends right after.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from llmos.kernel.messaging import PendingMessages
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -43,6 +49,13 @@ class StepCommitter:
         self.accounting = accounting
         self.store = store
         self.cores = cores
+        self.pending = PendingMessages(group_commit)
+        # id(message) -> (message, pending message id) for events that store one
+        self._marks: dict[int, tuple[StoredMessage, str]] = {}
+
+    def mark_pending(self, message: StoredMessage, pid: str) -> None:
+        """Storing `message` stores pending agent message `pid` (marked in the same write)."""
+        self._marks[id(message)] = (message, pid)
 
     async def commit(
         self,
@@ -55,8 +68,16 @@ class StepCommitter:
 
         # Runs again alone if its batch rolls back: it changes only the database,
         # and returns the usage it stored for `committed`.
+        marks = [
+            (m, mark[1])
+            for m in new_messages
+            if (mark := self._marks.get(id(m))) is not None and mark[0] is m
+        ]
+
         def write(conn: Connection) -> UsageTotals | None:
             self.recall.append(conn, image.id, new_messages)
+            for m, pid in marks:
+                PendingMessages.mark_stored(conn, pid, m.id)
             usage = self.accounting.write(conn, image.id)
             fields = dict(agent_fields or {})
             if writes:
@@ -79,4 +100,8 @@ class StepCommitter:
             if writes:
                 image.archival_count += len(writes.passages)
 
-        await self.group_commit.submit(write, committed)
+        try:
+            await self.group_commit.submit(write, committed)
+        finally:
+            for m, _ in marks:
+                self._marks.pop(id(m), None)

@@ -11,7 +11,7 @@ Beyond wiring, each concern lives in the file named for it:
 - `wake.py`: images in the process table (`process.py`), holding an agent, turns
 - `syscalls.py`: the syscall table; `handlers.py`: the handlers
 - `commit.py`: step commits; `accounting.py`: statistics and usage
-- `memory_verbs.py`, `access_verbs.py`: the verb mixins
+- `agent_verbs.py`, `memory_verbs.py`, `access_verbs.py`: the verb mixins
 - `messaging.py`: agent-to-agent messages; `leases.py`: kernels sharing a database
 
 The kernel is the `KernelInterface` of `agent/syscalls.py`: all the agent loop sees.
@@ -31,38 +31,28 @@ from llmos.access.audit import AuditLog
 from llmos.access.grants import Grants
 from llmos.agent.catalog import offered_specs
 from llmos.agent.functions import BUILTINS, FunctionResult
-from llmos.agent.prompts import load_prompt
 from llmos.kernel.access_verbs import AccessVerbs
-from llmos.kernel.accounting import Accounting, SyscallStats, UsageTotals
+from llmos.kernel.accounting import Accounting
+from llmos.kernel.agent_verbs import AgentVerbs
 from llmos.kernel.agents import (
     AgentExists,
     AgentNotFound,
     AgentStore,
     MessageTooLong,
-    default_embedder,
 )
 from llmos.kernel.commit import StepCommitter
 from llmos.kernel.cores import CoreTable
 from llmos.kernel.handlers import SyscallHandlers
 from llmos.kernel.leases import AgentLeases
-from llmos.kernel.memory_verbs import MemoryVerbs, check_block_edits
+from llmos.kernel.memory_verbs import MemoryVerbs
 from llmos.kernel.messaging import AgentMessenger
-from llmos.kernel.process import Process, ProcessTable, ProcState
-from llmos.kernel.settings import check_settings, merge_settings
+from llmos.kernel.process import ProcessTable, ProcState
 from llmos.kernel.syscalls import BLOCKED_IN, Syscall, dispatch_table
 from llmos.kernel.undo import TurnJournal
 from llmos.kernel.wake import Waker
-from llmos.llm.registry import DEFAULT_MODEL
 from llmos.memory.archival import ArchivalStorage
-from llmos.memory.blocks import (
-    DEFAULT_BLOCK_LIMIT,
-    DEFAULT_HUMAN,
-    DEFAULT_PERSONA,
-    Block,
-    CoreMemory,
-)
 from llmos.memory.recall import RecallStorage
-from llmos.storage.db import Database
+from llmos.storage.db import Database, open_database
 from llmos.storage.files import FileStore
 from llmos.storage.group_commit import GroupCommit
 from llmos.tools.executor import execute_user_tool
@@ -83,12 +73,12 @@ def default_home() -> Path:
     return Path(os.environ.get("LLMOS_HOME") or Path.home() / ".llmos").expanduser()
 
 
-class Kernel(MemoryVerbs, AccessVerbs):
+class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
     """One llmos kernel over one database. Use `Kernel.open()` or `async with`."""
 
     def __init__(
         self,
-        db: Database,
+        db: Database | str,
         *,
         cores: dict[str, Core] | None = None,
         embedders: dict[str, Embedder] | None = None,
@@ -97,12 +87,13 @@ class Kernel(MemoryVerbs, AccessVerbs):
         quantum: int | None = None,
         shared: bool | None = None,
     ) -> None:
-        self.db = db
+        self.db = db = Database.from_url(db) if isinstance(db, str) else db  # a database URL
         self.group_commit = GroupCommit(db)
         # Other kernel processes on this database: take agents' leases
-        # (kernel/leases.py). Off by default: one kernel needs none.
+        # (kernel/leases.py). Off by default on SQLite (one kernel needs none);
+        # on PostgreSQL always, as other nodes may run on it.
         if shared is None:
-            shared = os.environ.get("LLMOS_SHARED_DB", "") not in ("", "0")
+            shared = db.is_postgres or os.environ.get("LLMOS_SHARED_DB", "") not in ("", "0")
         leases = AgentLeases(self.group_commit) if shared else None
         self.recall = RecallStorage()
         self.archival = ArchivalStorage(db)
@@ -133,6 +124,9 @@ class Kernel(MemoryVerbs, AccessVerbs):
         )
         # A step's messages and effects, written atomically, then applied to the image.
         self.commit_step = committer.commit
+        self._committer = committer
+        # Agent messages an earlier kernel accepted: delivered once turns run here.
+        self.waker.on_start = lambda: self.messenger.resume_pending()
 
     @property
     def leases(self) -> AgentLeases | None:
@@ -144,11 +138,14 @@ class Kernel(MemoryVerbs, AccessVerbs):
         self.waker.leases = leases
 
     @classmethod
-    def open(cls, home: str | Path | None = None, **kwargs: Any) -> Kernel:
-        home = Path(home) if home else default_home()
-        return cls(Database.open(home / "llmos.db"), **kwargs)
+    def open(
+        cls, home: str | Path | None = None, *, database_url: str | None = None, **kwargs: Any
+    ) -> Kernel:
+        """On `database_url`, else $LLMOS_DATABASE_URL, else the SQLite file in `home`."""
+        return cls(open_database(home or default_home(), database_url), **kwargs)
 
     async def __aenter__(self) -> Kernel:
+        self.waker.start()  # finish agent messages an earlier kernel accepted
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -217,11 +214,13 @@ class Kernel(MemoryVerbs, AccessVerbs):
     def messenger(self) -> AgentMessenger:
         """The agent-to-agent message service (`kernel/messaging.py`), made on first use."""
         if self._messenger is None:
-            self._messenger = AgentMessenger(self.waker, self.grants, self.audit_log)
+            c = self._committer
+            self._messenger = AgentMessenger(
+                self.waker, self.grants, self.audit_log, c.pending, c.mark_pending
+            )
         return self._messenger
 
-    def _msgr(self) -> AgentMessenger:
-        return self.messenger
+    _msgr = messenger.fget  # what the handlers call: the messenger, made on first use
 
     async def settle_agent_messages(self, timeout: float | None = None) -> None:
         """Wait for agent messages delivered in the background (and their turns) to finish."""
@@ -231,125 +230,6 @@ class Kernel(MemoryVerbs, AccessVerbs):
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer: kernel-provided plus its attached tools."""
         return self.tools.specs_for(image.id, image.owner, offered_specs(image.settings))
-
-    # --- agents -----------------------------------------------------------------
-
-    async def create_agent(
-        self,
-        name: str,
-        *,
-        model: str = DEFAULT_MODEL,
-        base_url: str | None = None,
-        persona: str | None = None,
-        human: str | None = None,
-        blocks_: dict[str, str] | None = None,
-        block_limit: int = DEFAULT_BLOCK_LIMIT,
-        context_window: int | None = None,
-        layout: str = "stable",
-        embedder: str | None = None,
-        system_prompt: str | None = None,
-        settings: dict[str, Any] | None = None,
-        owner: str = "local",
-    ) -> dict[str, Any]:
-        """Create an agent and return its description. Raises AgentExists, InvalidRequest."""
-        name = self.store.check_new(name, owner, layout)
-        check_settings(settings or {}, context_window)
-        window = await self.cores.window_for(self.core(model, base_url), context_window)
-        if window < 1024:
-            raise ValueError(f"context window of {window} tokens is too small (need >= 1024)")
-        values = {"persona": persona or DEFAULT_PERSONA, "human": human or DEFAULT_HUMAN}
-        values.update(blocks_ or {})
-        for label, value in values.items():
-            if len(value) > block_limit:
-                raise ValueError(
-                    f"block {label!r} has {len(value)} characters, over the limit of {block_limit}"
-                )
-        with self.db.begin() as conn:
-            agent_id = self.store.insert(
-                conn,
-                owner=owner,
-                name=name,
-                memory=CoreMemory([Block(k, v, block_limit) for k, v in values.items()]),
-                model=model,
-                base_url=base_url,
-                context_window=window,
-                layout=layout,
-                embedder=embedder or default_embedder(),
-                system_prompt=system_prompt or load_prompt("system").replace("{name}", name),
-                settings=dict(settings or {}),
-            )
-        image = self.image(agent_id, owner)
-        fixed = self.context(agent_id, owner).total
-        if fixed > 0.75 * (window - image.max_tokens):
-            await self.delete_agent(agent_id, owner=owner)
-            raise ValueError(
-                f"the system prompt, tools and core memory take {fixed} tokens, too much of a "
-                f"{window}-token window; use a larger --context-window or smaller blocks"
-            )
-        return image.describe()
-
-    def list_agents(self, owner: str = "local") -> list[dict[str, Any]]:
-        return self.store.list(owner)
-
-    def agent_models(self) -> list[dict[str, Any]]:
-        """(name, model, base_url, context_window) of every agent: what `llmos models` lists."""
-        return self.store.models()
-
-    def image(self, name_or_id: str, owner: str = "local") -> AgentImage:
-        """The agent's in-memory image, loaded from the database if needed."""
-        return self.waker.image(name_or_id, owner)
-
-    def process(self, name_or_id: str, owner: str = "local") -> tuple[Process, AgentImage]:
-        return self.waker.process(name_or_id, owner)
-
-    def get_agent(self, name_or_id: str, owner: str = "local") -> dict[str, Any]:
-        image = self.image(name_or_id, owner)
-        usage = self.agent_usage(image.id).as_dict()
-        return image.describe() | {"usage": usage, "budget": self.budget(image.id, owner)}
-
-    async def update_agent(
-        self,
-        name_or_id: str,
-        owner: str = "local",
-        *,
-        blocks: dict[str, str] | None = None,
-        settings: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Change blocks and settings (a setting given as None resets it), all or nothing.
-
-        Every edit is checked before any is made; block edits reach the agent
-        as events (`update_block`). Raises InvalidRequest, MemoryEditError."""
-        proc, image = self.process(name_or_id, owner)
-        edits = dict(blocks or {})
-        check_block_edits(image, edits)
-        if settings is not None:
-            check_settings(merge_settings(image.settings, settings), image.context_window)
-        for label, value in edits.items():
-            if image.memory.blocks[label].value != value:
-                await self.update_block(image.id, label, value, owner=owner)
-        if settings is not None:
-            async with self.waker.hold(proc):
-                image = self.image(image.id, owner)  # it may have been reloaded meanwhile
-                merged = merge_settings(image.settings, settings)
-                with self.db.begin() as conn:
-                    self.store.update(conn, image.id, settings=dict(merged))
-                image.settings.clear()
-                image.settings.update(merged)
-        return self.get_agent(image.id, owner)
-
-    async def delete_agent(self, name_or_id: str, owner: str = "local") -> None:
-        proc, image = self.process(name_or_id, owner)
-        async with self.waker.hold(proc):
-            self.store.delete(image.id)
-            self.waker.forget(image)
-            self.accounting.forget(image.id)
-
-    def agent_usage(self, agent_id: str) -> UsageTotals:
-        """The agent's LLM usage over its lifetime (stored totals plus this session's)."""
-        return self.accounting.usage(agent_id)
-
-    def usage_of(self, agent_id: str) -> SyscallStats:
-        return self.accounting.of(agent_id)
 
     def kernel_stats(self) -> dict[str, Any]:
         return {"processes": self.procs.snapshot(), "cores": self.cores.stats()} | (

@@ -15,15 +15,27 @@ served here. In order:
    while holding its own lock (its turn is running), so a wait that would
    close a cycle (A waits for B, and B now asks A) can never be served: it
    fails at once with a message telling the agent to reply instead;
-5. delivery: the message becomes a `[message from agent …]` event of the
+5. durability: the message is stored as a row of `pending_messages` (one
+   committed write) before the caller is told anything, so a process that
+   ends before the target has answered loses nothing;
+6. delivery: the message becomes a `[message from agent …]` event of the
    target's, and the target runs a turn — in a background task for
    `send_message_to_agent`, awaited (with a timeout) for the waiting form,
-   whose result is the target's `send_message` reply.
+   whose result is the target's `send_message` reply. The event enters the
+   target's recall in the same transaction that marks the row stored
+   (`StepCommitter`), and the row is deleted once the turn has ended.
 
-Left out: messages between owners, replies of fire-and-forget messages
-routed back to the sender (the target can message back if granted), and
-delivery that survives a restart (a message queued in a background task is
-lost if the process exits first; the target's recall has every delivered one).
+Whichever kernel runs next on the database (this one, a server, a later CLI
+process) finishes what is pending when it starts running turns
+(`resume_pending`): a message not yet stored runs its turn as above; one
+stored by a kernel that ended during the turn runs the turn again without a
+new event, unless the agent has had a turn since. Delivery happens at most
+once: the event is taken under the target's lock and lease, and the write
+that stores it fails if the row was already marked by another kernel.
+
+Left out: messages between owners, and replies of fire-and-forget messages
+routed back to the sender (the target can message back if granted). The
+waiting form's reply goes only to a caller still waiting in this process.
 """
 
 from __future__ import annotations
@@ -31,10 +43,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import secrets
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection, delete, insert, select, update
+
 from llmos.agent.functions import FunctionError
+from llmos.errors import Conflict
 from llmos.kernel.agents import AgentNotFound
+from llmos.storage.models import pending_messages
 
 if TYPE_CHECKING:
     from llmos.access.audit import AuditLog
@@ -44,6 +63,7 @@ if TYPE_CHECKING:
     from llmos.kernel.wake import Waker
     from llmos.memory.image import AgentImage
     from llmos.memory.recall import StoredMessage
+    from llmos.storage.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +78,82 @@ REPLY_TIMEOUT = 300.0
 _hops: contextvars.ContextVar[int] = contextvars.ContextVar("llmos_agent_hops", default=0)
 
 
+class AlreadyDelivered(Conflict):
+    """The pending message was delivered by another kernel (or answered) meanwhile."""
+
+
+class PendingMessages:
+    """The `pending_messages` rows: agent messages accepted and not yet answered."""
+
+    def __init__(self, group_commit: GroupCommit) -> None:
+        self.group_commit = group_commit
+        self.db = group_commit.db
+
+    async def add(self, target: AgentImage, content: str, hops: int) -> str:
+        """Store a message for `target`; returns its id once the row is committed."""
+        pid = secrets.token_hex(8)
+        row = {
+            "id": pid,
+            "agent_id": target.id,
+            "owner": target.owner,
+            "content": content,
+            "hops": hops,
+            "created_at": time.time(),
+        }
+        await self.group_commit.submit(lambda conn: conn.execute(insert(pending_messages), row))
+        return pid
+
+    def get(self, pid: str) -> Any:
+        with self.db.connect() as conn:
+            return conn.execute(
+                select(pending_messages).where(pending_messages.c.id == pid)
+            ).first()
+
+    def all(self) -> list[Any]:
+        with self.db.connect() as conn:
+            rows = conn.execute(select(pending_messages).order_by(pending_messages.c.created_at))
+            return list(rows)
+
+    @staticmethod
+    def mark_stored(conn: Connection, pid: str, message_id: int) -> None:
+        """In the transaction that stores the message in recall: mark its row, or
+        fail the write if another kernel has already stored it (never twice)."""
+        done = conn.execute(
+            update(pending_messages)
+            .where(pending_messages.c.id == pid, pending_messages.c.message_id.is_(None))
+            .values(message_id=message_id)
+        )
+        if done.rowcount != 1:
+            raise AlreadyDelivered(f"agent message {pid} was already delivered")
+
+    def done_now(self, pid: str) -> None:
+        """The message's turn has ended: forget it (one write, right now)."""
+        with self.db.begin() as conn:
+            conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
+
+
+#: tells the step committer that storing `event` stores pending message `pid`
+MarkPending = Callable[["StoredMessage", str], None]
+
+
 class AgentMessenger:
     """Serves agent syscalls for one kernel; owns the wait-for graph and background deliveries."""
 
-    def __init__(self, waker: Waker, grants: Grants, audit_log: AuditLog) -> None:
+    def __init__(
+        self,
+        waker: Waker,
+        grants: Grants,
+        audit_log: AuditLog,
+        pending: PendingMessages,
+        mark_pending: MarkPending,
+    ) -> None:
         self.waker = waker
         self.grants = grants
         self.audit_log = audit_log
+        self.pending = pending
+        self.mark_pending = mark_pending
+        # pending message ids with a delivery task in this kernel
+        self.delivering: set[str] = set()
         self.max_hops = MAX_HOPS
         self.reply_timeout = REPLY_TIMEOUT
         # caller agent id -> the agent id whose reply it is waiting for
@@ -144,10 +233,10 @@ class AgentMessenger:
                 "which does not wait)."
             )
         event = self._event(target, self._event_text(caller, message, hops, wait))
+        # Durable before anyone hears "delivered": a process ending now loses nothing.
+        pid = await self.pending.add(target, event.content or "", hops)
         self._audit(caller, target.name, "allowed", f"{call.op}, hop {hops}")
-        task = asyncio.create_task(self._deliver(target, event, hops))
-        self.background.add(task)
-        task.add_done_callback(self._finished)
+        task = self._spawn(target.id, target.owner, pid, hops)
         if not wait:
             return (
                 f"Delivered to {target.name}; it will read it in a turn of its own. Its reply "
@@ -165,6 +254,8 @@ class AgentMessenger:
             ) from None
         finally:
             self.waits_for.pop(caller.id, None)
+        if turn is None:
+            raise FunctionError(f"{target.name} had already answered this message")
         if turn.error:
             raise FunctionError(f"{target.name}'s turn failed: {turn.error}")
         if not turn.reply:
@@ -199,10 +290,58 @@ class AgentMessenger:
             )
         return event
 
-    async def _deliver(self, target: AgentImage, event: StoredMessage, hops: int) -> Turn:
-        """Run the target's turn on the message (in its own task, with its hop count)."""
+    def _spawn(self, agent_id: str, owner: str, pid: str, hops: int) -> asyncio.Task[Any]:
+        self.delivering.add(pid)
+        task = asyncio.create_task(self._deliver(agent_id, owner, pid, hops))
+        self.background.add(task)
+        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda _t: self.delivering.discard(pid))
+        return task
+
+    async def _deliver(self, agent_id: str, owner: str, pid: str, hops: int) -> Turn | None:
+        """Run the target's turn on pending message `pid` (in its own task, with
+        its hop count); None if it had been delivered and answered elsewhere."""
         _hops.set(hops)  # this task's context is a copy: the caller's count is untouched
-        return await self.waker.wake(target.id, target.owner, [event])
+
+        def events(image: AgentImage) -> list[StoredMessage]:
+            # Called with the agent held (its lock and lease): nobody else can
+            # be storing this message now.
+            row = self.pending.get(pid)
+            if row is None:
+                raise AlreadyDelivered(pid)
+            if row.message_id is None:
+                event = self.waker.event(image, "user", row.content)
+                self.mark_pending(event, pid)
+                return [event]
+            # Stored by a kernel that ended during the turn: run the rest of
+            # the turn, unless the agent has replied or had a turn since.
+            ids = [m.id for m in image.window]
+            after = [m for m in image.window if m.id > row.message_id]
+            if row.message_id not in ids or any(
+                m.role == "user" or any(c.name == "send_message" for c in m.tool_calls)
+                for m in after
+            ):
+                raise AlreadyDelivered(pid)
+            return []
+
+        try:
+            turn = await self.waker.wake(agent_id, owner, events)
+        except (AlreadyDelivered, AgentNotFound):
+            turn = None
+        # No await between the turn's end and this write: a cancel (the process
+        # ending) cannot fall between them.
+        self.pending.done_now(pid)
+        return turn
+
+    def resume_pending(self) -> int:
+        """Start delivering every pending message no task here is delivering;
+        returns how many (called when a kernel starts running turns)."""
+        started = 0
+        for row in self.pending.all():
+            if row.id not in self.delivering:
+                self._spawn(row.agent_id, row.owner, row.id, row.hops)
+                started += 1
+        return started
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)

@@ -30,6 +30,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from llmos.kernel.agents import AgentExists
+from llmos.kernel.settings import check_settings
 from llmos.llm.core import ToolCall
 from llmos.memory.blocks import Block, CoreMemory
 from llmos.memory.recall import StoredMessage
@@ -50,6 +51,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+#: largest count a document may give (a window, a block's limit, a message's tokens);
+#: far past any real one, far below SQLite's 64-bit integers
+_BIG = 1 << 30
+
+
 class ExportedToolCall(_Model):
     id: str = Field(max_length=128)
     name: str = Field(max_length=128)
@@ -62,14 +68,14 @@ class ExportedMessage(_Model):
     tool_calls: list[ExportedToolCall] = Field(default_factory=list)
     tool_call_id: str | None = Field(None, max_length=64)
     name: str | None = Field(None, max_length=128)
-    tokens: int = Field(0, ge=0)
+    tokens: int = Field(0, ge=0, le=_BIG)
     created_at: float = Field(ge=0)
 
 
 class ExportedBlock(_Model):
     label: str = Field(min_length=1, max_length=64)
     value: str
-    limit: int = Field(ge=1)
+    limit: int = Field(ge=1, le=_BIG)
 
     @model_validator(mode="after")
     def _fits(self) -> ExportedBlock:
@@ -88,7 +94,7 @@ class ExportedAgent(_Model):
     name: str = Field(min_length=1, max_length=128)
     model: str = Field(min_length=1, max_length=256)
     base_url: str | None = Field(None, max_length=512)
-    context_window: int = Field(ge=1024)
+    context_window: int = Field(ge=1024, le=_BIG)
     layout: Literal["stable", "classic"] = "stable"
     embedder: str = Field(min_length=1, max_length=256)
     system_prompt: str
@@ -96,7 +102,7 @@ class ExportedAgent(_Model):
     summary: str = ""
     core_snapshot: str = ""
     #: index into `messages` of the first message in the context window
-    window_start_index: int = Field(0, ge=0)
+    window_start_index: int = Field(0, ge=0, le=_BIG)
     created_at: float = Field(ge=0)
 
 
@@ -198,6 +204,9 @@ async def import_agent(
     """
     doc = data if isinstance(data, AgentDocument) else parse_document(data)
     spec = doc.agent
+    # The one validator of settings, as for a create or an update: a document
+    # must not make an agent that no request could have made.
+    check_settings(dict(spec.settings), spec.context_window)
     new_name = (name if name is not None else spec.name).strip()
     if not new_name or len(new_name) > 128:
         raise ValueError("an agent name must be 1 to 128 characters")

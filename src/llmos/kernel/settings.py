@@ -1,12 +1,13 @@
 """Agent settings: their ranges and the rules between them, checked in one place.
 
-`AgentSettings` is the schema of the loop settings a user may set (the HTTP
-API uses it as its request body); `check_settings` applies it and the rules
-that relate settings to each other and to the agent's window. The kernel runs
-both on every create and update, whichever face the request came through.
-Defaults live with the image (`memory/image.py`, `DEFAULT_SETTINGS`); other
-keys (`file_tools`, `agent_tools`, `file_quota`) are the kernel's own
-switches and pass through unchecked.
+`AgentSettings` is the schema of every setting a user may set: the loop's,
+and the switches that offer an agent more kernel functions (`file_tools`,
+`agent_tools`, `self_tools`) or size its file area (`file_quota`). The HTTP
+API uses it as its request body; `parse_settings` reads `KEY=VALUE` text
+through it (the CLI's `llmos agent set`); `check_settings` applies it and the
+rules that relate settings to each other and to the agent's window. The
+kernel runs that on every create and update, whichever face the request came
+through. Defaults live with the image (`memory/image.py`, `DEFAULT_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,50 @@ class AgentSettings(BaseModel):
         description="who moves memory: the model by function calls (self), the kernel "
         "by paging (auto), or both (hybrid); unset: the model profile's default",
     )
+    file_tools: bool | None = Field(None, description="offer the file_* functions")
+    agent_tools: bool | None = Field(
+        None, description="offer send_message_to_agent (and ..._and_wait_for_reply)"
+    )
+    self_tools: bool | None = Field(
+        None, description="offer create_tool: the agent writes tools its owner approves"
+    )
+    file_quota: int | None = Field(
+        None, ge=0, le=1 << 34, description="bytes of the agent's file area (default 1 MB)"
+    )
+    extract_facts: bool | None = Field(
+        None,
+        description="small models in auto/hybrid memory: a short step extracts what the "
+        "user states about themselves into core memory (one more model call on such turns)",
+    )
+
+
+#: values of `KEY=VALUE` that reset a setting to its default
+RESET_WORDS = frozenset({"", "null", "none", "default"})
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """`["max_steps=5", "self_tools=true", "priority="]` as typed changes (None: reset).
+
+    Raises InvalidRequest naming the bad pair, or an unknown key with the known ones."""
+    raw: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidRequest(f"settings: want KEY=VALUE, got {pair!r}")
+        if key not in AgentSettings.model_fields:
+            known = ", ".join(AgentSettings.model_fields)
+            raise InvalidRequest(f"settings: unknown setting {key!r}; known: {known}")
+        value = value.strip()
+        raw[key] = None if value.lower() in RESET_WORDS else value
+    try:
+        # lax mode reads "true", "5", "0.3" as the field's type
+        parsed = AgentSettings.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise InvalidRequest(f"settings: {where}: {first['msg']}") from None
+    return {key: getattr(parsed, key) for key in raw}
 
 
 def merge_settings(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

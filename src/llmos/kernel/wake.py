@@ -7,6 +7,11 @@ on the agent's core, hold the agent (its lock here and, when kernels share
 the database, its lease), reload the image if it changed hands meanwhile, run
 the turn (`agent/loop.py`), and end it as cancelled if `cancel` asked.
 
+The first wake of a kernel (or an explicit `start()`) first calls `on_start`:
+the kernel hands it the delivery of agent messages an earlier kernel accepted
+(`kernel/messaging.py`), so work accepted by a process that ended is finished
+by whichever kernel runs turns next.
+
 The waker also keeps the images: an agent is found by name or id within its
 owner through a small cache, and loaded from the agent store on a miss.
 """
@@ -60,6 +65,15 @@ class Waker:
         # agent id -> calls waiting for approval that this kernel saw made or
         # loaded: an idle agent with some shows as waiting_approval.
         self.awaiting: dict[str, int] = {}
+        self.on_start: Callable[[], object] | None = None
+        self.started = False
+
+    def start(self) -> None:
+        """Run `on_start` once (needs a running event loop: it may start tasks)."""
+        if not self.started:
+            self.started = True
+            if self.on_start is not None:
+                self.on_start()
 
     # --- images -------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ from llmos.llm.core import (
     ContextLengthExceeded,
     CoreError,
     CoreUnavailable,
+    Delta,
     ToolCall,
     Usage,
 )
@@ -71,6 +72,7 @@ from llmos.llm.remote import (
     retry_after_seconds,
     status_error,
 )
+from llmos.llm.replycap import ReplyBudget
 from llmos.redact import redact
 
 if TYPE_CHECKING:
@@ -234,6 +236,8 @@ class AnthropicCore(RemoteCore):
             raise self._map_error(exc) from None
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
+        if request.on_delta is not None:  # the caller wants the pieces as they come
+            return await self.chat_stream(request)
         _, raw = await self._send(lambda: self.request_body(request), self._create)
         try:
             data = raw.http_response.json()
@@ -254,8 +258,9 @@ class AnthropicCore(RemoteCore):
     async def chat_stream(
         self, request: ChatRequest, on_text: Callable[[str], None] | None = None
     ) -> ChatResponse:
-        """Stream the answer, calling `on_text` with each text delta; return all of it."""
-        acc = _StreamState()
+        """Stream the answer, calling `on_text` with each text delta (and the
+        request's `on_delta` with every piece, tool input too); return all of it."""
+        acc = _StreamState(request.on_delta)
         async for event in self._events(request):
             text = acc.feed(event)
             if text and on_text is not None:
@@ -270,10 +275,13 @@ class AnthropicCore(RemoteCore):
         )
         import anthropic  # imported by _get_client: a dict lookup
 
+        budget = ReplyBudget(self.name)  # a streamed reply is capped like a whole one
         try:
             async with stream:
                 async for event in stream:
-                    yield event.to_dict()
+                    item = event.to_dict()
+                    budget.add(_delta_text(item))
+                    yield item
         except anthropic.AnthropicError as exc:
             raise self._map_error(exc) from None
 
@@ -414,7 +422,8 @@ def _parse_message(data: Any, name: str) -> ChatResponse:
 class _StreamState:
     """Builds a `ChatResponse` from Messages streaming events (as dicts)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_delta: Callable[[Delta], None] | None = None) -> None:
+        self.on_delta = on_delta
         self.blocks: dict[int, dict[str, Any]] = {}
         self.usage: dict[str, Any] = {}
         self.stop_reason = ""
@@ -431,18 +440,29 @@ class _StreamState:
             block["_json"] = ""
             self.blocks[int(event.get("index", len(self.blocks)))] = block
             text = block.get("text")
-            return text if isinstance(text, str) and text else None
+            text = text if isinstance(text, str) and text else None
+            if text and self.on_delta is not None:
+                self.on_delta(Delta(text))
+            return text
         elif kind == "content_block_delta":
             block = self.blocks.setdefault(int(event.get("index", 0)), {"type": "text"})
             delta = event.get("delta") or {}
             if delta.get("type") == "text_delta":
                 piece = str(delta.get("text") or "")
                 block["text"] = str(block.get("text") or "") + piece
+                if piece and self.on_delta is not None:
+                    self.on_delta(Delta(piece))
                 return piece or None
             if delta.get("type") == "input_json_delta":
-                block["_json"] = str(block.get("_json") or "") + str(
-                    delta.get("partial_json") or ""
-                )
+                piece = str(delta.get("partial_json") or "")
+                block["_json"] = str(block.get("_json") or "") + piece
+                if piece and self.on_delta is not None:
+                    calls = [
+                        i for i in sorted(self.blocks) if self.blocks[i].get("type") == "tool_use"
+                    ]
+                    index = int(event.get("index", 0))
+                    number = calls.index(index) if index in calls else 0
+                    self.on_delta(Delta(piece, call=number, name=block.get("name")))
         elif kind == "message_delta":
             delta = event.get("delta") or {}
             self.stop_reason = str(delta.get("stop_reason") or self.stop_reason)
@@ -469,3 +489,11 @@ class _StreamState:
         return _parse_message(
             {"content": content, "stop_reason": self.stop_reason, "usage": self.usage}, name
         )
+
+
+def _delta_text(event: dict[str, Any]) -> str | None:
+    """The text a stream event adds (reply, thinking or tool input), for the size cap."""
+    delta = event.get("delta")
+    if not isinstance(delta, dict):
+        return None
+    return delta.get("text") or delta.get("partial_json") or delta.get("thinking")

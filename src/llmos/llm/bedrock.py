@@ -60,6 +60,7 @@ from llmos.llm.core import (
     ChatResponse,
     CoreError,
     CoreUnavailable,
+    Delta,
     Message,
     ToolCall,
     ToolSpec,
@@ -67,6 +68,7 @@ from llmos.llm.core import (
 )
 from llmos.llm.models import lookup
 from llmos.llm.remote import RemoteCore, as_int
+from llmos.llm.replycap import ReplyBudget
 
 # bedrock_client and map_aws_error stay importable from here for the Bedrock
 # embedder, which imported them before they moved to llm/aws.py.
@@ -242,6 +244,8 @@ class BedrockCore(RemoteCore):
         )
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
+        if request.on_delta is not None:  # the caller wants the pieces as they come
+            return await self.chat_stream(request)
         kwargs, data = await self._converse("converse", request)
         return self._finish(request, kwargs, _parse_converse(data, self.name))
 
@@ -268,8 +272,9 @@ class BedrockCore(RemoteCore):
     async def chat_stream(
         self, request: ChatRequest, on_text: Callable[[str], None] | None = None
     ) -> ChatResponse:
-        """Stream the answer with ConverseStream, calling `on_text` per text delta."""
-        acc = _StreamState()
+        """Stream the answer with ConverseStream, calling `on_text` per text delta
+        (and the request's `on_delta` with every piece, tool input too)."""
+        acc = _StreamState(request.on_delta)
         kwargs: dict[str, Any] = {}
         async for event in self._events(request, kwargs):
             text = acc.feed(event)
@@ -302,6 +307,7 @@ class BedrockCore(RemoteCore):
                 loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
 
         loop.run_in_executor(self._pool, pump)
+        budget = ReplyBudget(self.name)  # a streamed reply is capped like a whole one
         try:
             while True:
                 item = await queue.get()
@@ -309,6 +315,8 @@ class BedrockCore(RemoteCore):
                     break
                 if isinstance(item, CoreError):
                     raise item
+                delta = (item.get("contentBlockDelta") or {}).get("delta") or {}
+                budget.add(delta.get("text") or (delta.get("toolUse") or {}).get("input"))
                 yield item
         finally:
             stop.set()  # a consumer that stops early ends the read at the next event
@@ -399,7 +407,8 @@ def _response(content: list[Any], stop: str, usage: Any, name: str) -> ChatRespo
 class _StreamState:
     """Builds a `ChatResponse` from ConverseStream events."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_delta: Callable[[Delta], None] | None = None) -> None:
+        self.on_delta = on_delta
         self.blocks: dict[int, dict[str, Any]] = {}
         self.stop = ""
         self.usage: Any = None
@@ -421,13 +430,18 @@ class _StreamState:
                 block = self.blocks.setdefault(index, {"text": ""})
                 piece = str(delta["text"])
                 block["text"] = str(block.get("text", "")) + piece
+                if piece and self.on_delta is not None:
+                    self.on_delta(Delta(piece))
                 return piece or None
             if "toolUse" in delta:
                 block = self.blocks.setdefault(index, {"toolUse": {"_arguments": ""}})
                 use = block["toolUse"]
-                use["_arguments"] = use.get("_arguments", "") + str(
-                    delta["toolUse"].get("input", "")
-                )
+                piece = str(delta["toolUse"].get("input", ""))
+                use["_arguments"] = use.get("_arguments", "") + piece
+                if piece and self.on_delta is not None:
+                    calls = [i for i in sorted(self.blocks) if "toolUse" in self.blocks[i]]
+                    number = calls.index(index)
+                    self.on_delta(Delta(piece, call=number, name=use.get("name")))
         elif "messageStop" in event:
             self.stop = str(event["messageStop"].get("stopReason") or "")
             self.done = True

@@ -10,9 +10,14 @@ way whatever the backend: back off on `RateLimited`, flush memory and retry on
 Every kind is an `llmos.errors.BackendError`; `CoreUnavailable` and
 `RateLimited` are its `unavailable` ones (retrying later may succeed).
 
-Streaming is optional and outside the protocol: cores that offer it
-(`anthropic`, `bedrock`) have `stream(request)`, an async iterator of text
-deltas, and `chat_stream(request, on_text)`, which returns the whole response.
+Streaming: a request with `on_delta` set asks the core to report the
+response as it is generated, one `Delta` at a time (text, or a piece of a tool
+call's arguments), called in the event loop's thread; `chat` still returns the
+whole response. Cores that cannot stream ignore it. `openai_compat`,
+`anthropic`, `bedrock` and `llamacpp` stream (the embedded model also across
+preemptions: each generated piece is reported once). `anthropic` and
+`bedrock` also have `stream(request)`, an async iterator of text deltas, and
+`chat_stream(request, on_text)`.
 
 Left out: provider-specific options, which belong to each adapter's constructor.
 """
@@ -20,7 +25,7 @@ Left out: provider-specific options, which belong to each adapter's constructor.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -111,6 +116,22 @@ def tool_spec_chars(tools: Sequence[ToolSpec]) -> int:
     return total
 
 
+@dataclass(slots=True, frozen=True)
+class Delta:
+    """A piece of a response as it is generated (see `ChatRequest.on_delta`).
+
+    `call` None: the response's text. Otherwise a piece of the arguments JSON
+    of tool call number `call`, whose function is `name` once known; with
+    `raw_call` the text is instead the whole call as JSON,
+    `{"function": name, "arguments": {...}}` (cores that emulate tools and
+    stream the model's own output, e.g. llama.cpp)."""
+
+    text: str
+    call: int | None = None
+    name: str | None = None
+    raw_call: bool = False
+
+
 @dataclass(slots=True)
 class ChatRequest:
     messages: list[Message]
@@ -139,6 +160,9 @@ class ChatRequest:
     # A GBNF grammar plain-text output must match (cores that constrain
     # decoding, llama.cpp, honour it; others ignore it).
     grammar: str | None = None
+    # Set: stream. Cores that can call it with each piece of the response as
+    # it is generated, in the event loop's thread (cheap: it must not block).
+    on_delta: Callable[[Delta], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

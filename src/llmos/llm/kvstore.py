@@ -23,18 +23,30 @@ of those tokens again.
 core share their prompt's head) and `restore(keep=True)` loads it without
 taking it out, so a newcomer starts from another agent's state.
 
+Across processes: `persist` writes agents' states to files of their own (one
+per key, in a directory that outlives the store: `$LLMOS_HOME/kv/agents`),
+each with a header naming the model file's identity (path, size, mtime, the
+context size, llama.cpp's version) and the tokens the state holds;
+`load_persisted` takes one back only if the identity matches, so a state of
+another model or context is a clean miss. Whether its tokens are still the
+agent's prompt is the caller's check (a prefix match), as for any entry.
+
 Left out: storing one copy of a common prefix between keys (two agents with
-the same system prompt each keep a whole copy), compression, and persistence
-across processes — a state is valid only for the model and context size it
-came from, so the directory is private to one store and removed by `close()`.
+the same system prompt each keep a whole copy), compression, and locking the
+persisted files between processes (written whole under a temporary name, then
+renamed: a reader sees an old file or a new one, never a torn one). The
+persisted files are kept within the disk budget too, newest first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import itertools
+import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -44,9 +56,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KVStore", "common_prefix", "default_kv_dir"]
+__all__ = ["PERSIST_MIN_TOKENS", "KVStore", "common_prefix", "default_kv_dir"]
 
 _MiB = 1 << 20
+# Shorter states are cheaper to evaluate again than to keep on disk.
+PERSIST_MIN_TOKENS = 64
+_FORMAT = 1
+_MAX_HEADER = 4 << 20  # tokens as JSON: far more than any context holds
+
+
+def _file_name(key: str) -> str:
+    """A file name for `key`: readable when it is plain, unique either way."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:80]
+    return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.kv"
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -103,6 +125,9 @@ class KVStore:
         self.dropped = 0
         self.save_seconds = 0.0
         self.restore_seconds = 0.0
+        self.persisted = 0
+        self.loaded_persisted = 0
+        self.persist_misses = 0  # files found but not taken (another model, unreadable)
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
@@ -227,6 +252,94 @@ class KVStore:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    # --- across processes -------------------------------------------------------------
+
+    def persist(self, directory: Path, identity: dict[str, Any], prefix: str = "agent:") -> int:
+        """Write every entry whose key starts with `prefix` to its file in
+        `directory` (replacing the older file); returns how many were written."""
+        written = 0
+        for key, e in list(self._entries.items()):
+            if not key.startswith(prefix) or len(e.tokens) < PERSIST_MIN_TOKENS:
+                continue
+            header = {"format": _FORMAT, "key": key, "identity": identity,
+                      "tokens": e.tokens, "nbytes": e.nbytes}  # fmt: skip
+            path = directory / _file_name(key)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                data = (
+                    memoryview(e.buf)[: e.nbytes]
+                    if e.buf is not None
+                    else (e.path.read_bytes() if e.path is not None else None)
+                )
+                if data is None or len(data) != e.nbytes:
+                    continue
+                with open(tmp, "wb") as f:
+                    f.write(json.dumps(header).encode() + b"\n")
+                    f.write(data)
+                os.replace(tmp, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                continue
+            written += 1
+        self.persisted += written
+        self._prune(directory)
+        return written
+
+    def _prune(self, directory: Path) -> None:
+        """Keep the persisted files within the disk budget (the oldest go first)."""
+        try:
+            files = sorted(
+                ((p.stat().st_mtime_ns, p.stat().st_size, p) for p in directory.glob("*.kv")),
+                reverse=True,
+            )
+        except OSError:
+            return
+        total = 0
+        for _, size, path in files:
+            total += size
+            if total > self.disk_budget:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def load_persisted(self, key: str, directory: Path, identity: dict[str, Any]) -> bool:
+        """Take `key`'s persisted state into the store if its file was written for
+        the same model (`identity`); False (nothing changed) otherwise."""
+        path = directory / _file_name(key)
+        try:
+            with open(path, "rb") as f:
+                header = json.loads(f.readline(_MAX_HEADER))
+                if (
+                    header.get("format") != _FORMAT
+                    or header.get("key") != key
+                    or header.get("identity") != identity
+                ):
+                    self.persist_misses += 1
+                    return False
+                nbytes = int(header["nbytes"])
+                tokens = [int(t) for t in header["tokens"]]
+                buf = self._buffer(nbytes)
+                if f.readinto(memoryview(buf)[:nbytes]) != nbytes:
+                    self._release(buf)
+                    self.persist_misses += 1
+                    return False
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError):
+            self.persist_misses += 1
+            return False
+        self.drop(key)
+        self._entries[key] = _Entry(tokens=tokens, nbytes=nbytes, buf=buf)
+        self.loaded_persisted += 1
+        self._enforce_budgets()
+        return True
+
+    @staticmethod
+    def forget_persisted(key: str, directory: Path) -> None:
+        with contextlib.suppress(OSError):
+            (directory / _file_name(key)).unlink()
+
     # --- buffers and budgets ---------------------------------------------------------
 
     def _buffer(self, size: int) -> Any:
@@ -322,4 +435,7 @@ class KVStore:
             "failed": self.failed,
             "save_seconds": round(self.save_seconds, 4),
             "restore_seconds": round(self.restore_seconds, 4),
+            "persisted": self.persisted,
+            "loaded_persisted": self.loaded_persisted,
+            "persist_misses": self.persist_misses,
         }

@@ -26,9 +26,16 @@ What it does:
 * keeps each agent's prompt state (`ChatRequest.cache_key`) when another agent
   takes the model, in RAM up to `kv_cache_bytes` and then on disk
   (`llm/llamacpp_slot.py`, `llm/kvstore.py`), so agents taking turns do not
-  re-evaluate each other's prompts; `stats()` reports hits, misses and bytes.
+  re-evaluate each other's prompts; `stats()` reports hits, misses and bytes;
+* with `persist_kv`, writes the agents' states to `$LLMOS_HOME/kv/agents`
+  when it closes and takes an agent's back in a later process (same model
+  file, size, mtime and context size, else a clean miss), so the first turn
+  after a restart evaluates only the new tokens too (`kernel` cores do).
 
-Left out: streaming, several sequences decoded in one batch, GPU offload, and
+* streams when the request has `on_delta` (each sampled token's text, also
+  across preemptions; see `llm/llamacpp_generation.py`).
+
+Left out: several sequences decoded in one batch, GPU offload, and
 any chat template other than Gemma's.
 """
 
@@ -52,7 +59,7 @@ from llmos.llm.core import (
     Message,
     ToolSpec,
 )
-from llmos.llm.kvstore import KVStore
+from llmos.llm.kvstore import KVStore, default_kv_dir
 from llmos.llm.llamacpp_generation import LlamaCppGeneration
 from llmos.llm.llamacpp_slot import ModelSlot
 from llmos.llm.models import DEFAULT_CONTEXT_WINDOW
@@ -105,6 +112,7 @@ class LlamaCppCore:
         kv_disk_bytes: int = DEFAULT_KV_DISK_BYTES,
         kv_dir: str | os.PathLike[str] | None = None,
         ignore_eos: bool = False,
+        persist_kv: bool | str | os.PathLike[str] = False,
     ) -> None:
         self.name = name
         self.context_window = context_window
@@ -118,6 +126,9 @@ class LlamaCppCore:
         # and the lock that lets one generation at a time use the model.
         store = KVStore(kv_cache_bytes, kv_disk_bytes, Path(kv_dir) if kv_dir else None)
         self.slot = ModelSlot(store, snapshots=snapshot_switches)
+        if persist_kv:
+            base = default_kv_dir() / "agents" if persist_kv is True else Path(persist_kv)
+            self.slot.persist_dir = base
         # Separate from the slot's lock so count_tokens never waits for a generation.
         self._load_lock = threading.Lock()
         # Compiled grammars by schema text: the tool set rarely changes between
@@ -191,6 +202,17 @@ class LlamaCppCore:
         except Exception as exc:  # llama.cpp says only "Failed to load model"
             raise CoreUnavailable(f"cannot load model file {path}: {exc}") from exc
         self.slot.n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
+        st = os.stat(path)
+        # What a saved state depends on besides its tokens: a state of another
+        # model file, context size or llama.cpp build is never taken back.
+        self.slot.identity = {
+            "model": os.path.realpath(path),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "n_ctx": self.context_window,
+            "swa_full": True,
+            "llama_cpp": getattr(llama_cpp, "__version__", "?"),
+        }
         sot = llm.tokenize(START.encode(), add_bos=False, special=True)
         self.slot.start_of_turn_id = sot[0] if len(sot) == 1 else None
         self._llm = llm
@@ -306,17 +328,21 @@ class LlamaCppCore:
         return LlamaCppGeneration(self, request)
 
     def _chat_sync(self, request: ChatRequest) -> ChatResponse:
+        return self._run_whole(self.start(request))
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        # llama.cpp releases the GIL while it computes, so the event loop stays
+        # responsive while a step runs in the worker thread.
         gen = self.start(request)
+        gen.bind_loop(asyncio.get_running_loop())
+        return await asyncio.to_thread(self._run_whole, gen)
+
+    def _run_whole(self, gen: LlamaCppGeneration) -> ChatResponse:
         try:
             gen.run_sync(gen.max_tokens)
             return gen.result()
         finally:
             gen.close_sync()
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        # llama.cpp releases the GIL while it computes, so the event loop stays
-        # responsive while a step runs in the worker thread.
-        return await asyncio.to_thread(self._chat_sync, request)
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` costs, from the model's own tokenizer (loads the model)."""
@@ -347,6 +373,11 @@ class LlamaCppCore:
         with self.slot.lock, self._load_lock:
             llm, self._llm = self._llm, None
             self._grammars.clear()
+            if llm is not None:
+                try:
+                    self.slot.persist(llm)
+                except Exception:  # never fail a close over a cache
+                    log.warning("could not persist agents' prompt states", exc_info=True)
             self.slot.unload()
             if llm is not None:
                 llm.close()

@@ -28,6 +28,14 @@ without KV snapshots; the benchmark compares both). Batched and one-by-one
 evaluation may differ in the last bits, so exactness is promised only with
 snapshots.
 
+Streaming: with `request.on_delta` set, each sampled token's text is
+reported as soon as it is sampled (in the event loop's thread, through
+`call_soon_threadsafe`), the tool call as `Delta(raw_call=True)`. What was
+reported is kept in the generation, so a preempted and resumed generation
+goes on where it stopped: no piece twice, none lost. An incomplete UTF-8
+character, and text that may yet turn into a stop string, wait for the next
+token; the pieces add up to the finished text (before `result()` strips it).
+
 Left out: several sequences in one batch (continuous batching), preempting a
 prompt evaluation halfway (the first slice runs the whole prefill), and moving
 a suspended generation to another core.
@@ -50,6 +58,7 @@ from llmos.llm.core import (
     ChatResponse,
     ContextLengthExceeded,
     CoreUnavailable,
+    Delta,
     Message,
     ToolSpec,
     Usage,
@@ -132,6 +141,8 @@ class LlamaCppGeneration:
         self._epoch = -1  # the core's model generation the sampler belongs to
         self._closed = False
         self._cancel = threading.Event()  # set by close(): a running slice stops early
+        self.streamed = ""  # the text reported to request.on_delta so far
+        self._emit: Any = None  # on_delta, called in its event loop (bind_loop)
 
     def target(self) -> list[int]:
         """Every token whose KV this generation needs: prompt, then what it sampled."""
@@ -141,8 +152,15 @@ class LlamaCppGeneration:
     # --- the Generation protocol ---------------------------------------------------
 
     async def run(self, max_new_tokens: int) -> bool:
+        self.bind_loop(asyncio.get_running_loop())
         # llama.cpp releases the GIL while it computes: the event loop stays free.
         return await asyncio.to_thread(self.run_sync, max_new_tokens)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Report streamed pieces to `request.on_delta` in `loop`'s thread."""
+        sink = self.request.on_delta
+        if sink is not None and self._emit is None:
+            self._emit = lambda delta: loop.call_soon_threadsafe(sink, delta)
 
     async def suspend(self) -> None:
         await asyncio.to_thread(self.suspend_sync)
@@ -349,6 +367,8 @@ class LlamaCppGeneration:
             if self.stop and self._stopped(llm):
                 self._finish(llm, "stop")
                 return True
+            if self._emit is not None:
+                self._stream(llm.detokenize(self.out).decode("utf-8", errors="replace"), False)
             if len(self.out) >= self.max_tokens:
                 self._finish(llm, "length")
                 return True
@@ -368,8 +388,23 @@ class LlamaCppGeneration:
         for s in self.stop:
             text = text.split(s, 1)[0]
         self.text = text
+        if self._emit is not None:
+            self._stream(text, True)
         self.free_sampler()
         self.core.slot.leave(self)
+
+    def _stream(self, text: str, final: bool) -> None:
+        """Report what `text` (all the output so far) adds to what was reported."""
+        if not final:
+            if text.endswith("\ufffd"):  # a character cut between tokens
+                text = text.rstrip("\ufffd")
+            hold = max((len(s) for s in self.stop), default=1) - 1
+            if hold > 0:  # the tail may yet become a stop string: wait
+                text = text[:-hold]
+        if len(text) <= len(self.streamed) or not text.startswith(self.streamed):
+            return
+        piece, self.streamed = text[len(self.streamed) :], text
+        self._emit(Delta(piece, call=0, raw_call=True) if self.use_tools else Delta(piece))
 
     def free_sampler(self) -> None:
         if self._sampler is not None:

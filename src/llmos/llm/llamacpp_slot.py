@@ -12,12 +12,20 @@ The slot also holds what every generation on the model shares: the lock that
 serialises them, the generations holding llama.cpp samplers (freed before the
 model is), the count of unloads (`epoch`), and `prefill`, which makes the
 sequence hold a list of tokens while evaluating as few as it can.
+
+With `persist_dir` set, agents' states outlive the process: `persist` (when
+the model is unloaded) writes them there, and an agent whose state is
+neither in the model nor in the store is looked for there once
+(`KVStore.load_persisted`, checked against `identity`, the model file's);
+it is used only if its tokens are a longer prefix of the new prompt than what
+the model holds, like any saved state.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.llm.kvstore import KVStore, common_prefix
@@ -91,6 +99,12 @@ class ModelSlot:
         self.live_hits = 0  # ... from the agent's state still in the model
         self.misses = 0  # ... from neither (the agent had a cache key)
         self.shared_hits = 0  # ... from another agent's saved state (a shared head)
+        self.disk_hits = 0  # ... from a state an earlier process persisted
+        # Where agents' states are persisted across processes (None: nowhere),
+        # the model's identity they must match, and the agents looked for there.
+        self.persist_dir: Path | None = None
+        self.identity: dict[str, Any] | None = None
+        self._looked: set[str] = set()
         self.suspends = 0
         self.snapshot_restores = 0
         self.resumes_without_snapshot = 0
@@ -119,6 +133,9 @@ class ModelSlot:
         first = gen.high == 0
         key = _agent_key(gen.cache_key)
         saved = self.store.tokens(key) if key is not None else None
+        from_disk = False
+        if saved is None and key is not None and first and self._load_persisted(key):
+            saved, from_disk = self.store.tokens(key), True
         if saved is not None:
             target = gen.target()
             if common_prefix(saved, target) > common_prefix(live_tokens(llm), target):
@@ -126,6 +143,7 @@ class ModelSlot:
                 set_live_tokens(llm, tokens or [])
                 if first and tokens is not None:
                     self.hits += 1
+                    self.disk_hits += from_disk
                     return
         if first and gen.cache_key is not None:
             if own_agent_in_place:
@@ -148,6 +166,21 @@ class ModelSlot:
         set_live_tokens(llm, tokens or [])
         if tokens is not None:
             self.shared_hits += 1
+
+    def _load_persisted(self, key: str) -> bool:
+        """Take `key`'s persisted state into the store (looked for once per process)."""
+        if self.persist_dir is None or self.identity is None or key in self._looked:
+            return False
+        self._looked.add(key)
+        return self.store.load_persisted(key, self.persist_dir, self.identity)
+
+    def persist(self, llm: Llama | None) -> int:
+        """Write the agents' states (the one in the model too) to `persist_dir`."""
+        if self.persist_dir is None or self.identity is None:
+            return 0
+        if llm is not None:
+            self.vacate(llm)
+        return self.store.persist(self.persist_dir, self.identity)
 
     def vacate(self, llm: Llama, incoming: Occupant | None = None) -> None:
         """Save the occupant's state so the model can be used by someone else.
@@ -230,6 +263,10 @@ class ModelSlot:
             self.lost(llm)
         for key in [k for k in self.store if k.startswith("agent:")]:
             self.store.drop(key)
+            if self.persist_dir is not None:
+                self.store.forget_persisted(key, self.persist_dir)
+        # and none is to be taken back from disk: forgotten means forgotten
+        self._looked = _Everything()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -243,11 +280,19 @@ class ModelSlot:
             "live_hits": self.live_hits,
             "misses": self.misses,
             "shared_hits": self.shared_hits,
+            "disk_hits": self.disk_hits,
             "suspends": self.suspends,
             "snapshot_restores": self.snapshot_restores,
             "resumes_without_snapshot": self.resumes_without_snapshot,
             "store": self.store.stats(),
         }
+
+
+class _Everything(set[str]):
+    """A set that holds every key (after a clear: no agent is looked for on disk)."""
+
+    def __contains__(self, _key: object) -> bool:
+        return True
 
 
 def _agent_key(cache_key: str | None) -> str | None:

@@ -19,12 +19,16 @@ official `openai` SDK (`AsyncOpenAI`). It:
   `llm/models.py`'s table of well-known models, else assumes 8192;
 * counts tokens with a `CalibratedEstimate` fed by the usage each response
   reports (key handling, error mapping and calibration are `llm/remote.py`'s,
-  shared with the other network cores).
+  shared with the other network cores);
+* streams when the request has `on_delta`: the SDK's `AsyncStream` over
+  `stream: true` (with `stream_options.include_usage`), each content or
+  tool-call-arguments piece reported as it arrives, the chunks folded into
+  the same response a plain request gets.
 
 The SDK is imported on first use, not at import time: it takes over a second
 to import, which alone would blow the CLI's start-up budget.
 
-Left out: streaming, the Responses API, SDK-side retries (`max_retries=0`:
+Left out: the Responses API, SDK-side retries (`max_retries=0`:
 the kernel backs off itself), per-provider quirks beyond those noted inline,
 and llama.cpp's `/props` (its runtime `n_ctx`; `/v1/models` only tells the
 training context).
@@ -36,8 +40,10 @@ import asyncio
 import importlib
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from llmos.llm.core import (
     BadRequest,
@@ -46,6 +52,7 @@ from llmos.llm.core import (
     ContextLengthExceeded,
     CoreError,
     CoreUnavailable,
+    Delta,
     Message,
     ToolCall,
     ToolSpec,
@@ -56,6 +63,7 @@ from llmos.llm.models import (
     is_reasoning_model,
     known_context_window,
 )
+from llmos.llm.openai_stream import ChunkFold
 from llmos.llm.remote import (
     CONTEXT_OVERFLOW,
     MAX_ERROR_TEXT,
@@ -65,6 +73,7 @@ from llmos.llm.remote import (
     server_side,
     status_error,
 )
+from llmos.llm.replycap import STREAM_BODY, ReplyBudget, read_capped
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -176,8 +185,10 @@ class OpenAICompatCore(RemoteCore):
             if emulate:
                 messages = _with_system_text(messages, render_tools_prompt(request.tools))
 
+        on_delta = request.on_delta
+        post = self._post if on_delta is None else (lambda kw: self._post_stream(kw, on_delta))
         _, data = await self._send(
-            lambda: self._request_kwargs(request, messages, use_tools, emulate), self._post
+            lambda: self._request_kwargs(request, messages, use_tools, emulate), post
         )
         response = _parse_response(data, self.name)
         if emulate:
@@ -256,7 +267,10 @@ class OpenAICompatCore(RemoteCore):
             # types, without `completions.create`'s recursive transform of the
             # typed params, which costs ~10 ms of CPU per request — ten times
             # llmos's own time per step. The body is already plain JSON.
-            text = await client.post("/chat/completions", body=body, cast_to=str)
+            raw = await client.post(
+                "/chat/completions", body=body, cast_to=httpx.Response, options=STREAM_BODY
+            )
+            text = (await read_capped(raw, self.name)).decode("utf-8", "replace")
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             # `from None`: the SDK error carries the request (and its headers).
             raise self._map_error(exc) from None
@@ -268,6 +282,37 @@ class OpenAICompatCore(RemoteCore):
             return json.loads(text)
         except ValueError as exc:
             raise self._not_json(text) from exc
+
+    async def _post_stream(self, kwargs: dict[str, Any], on_delta: Callable[[Delta], None]) -> Any:
+        """Send one completion with `stream`, reporting each piece to `on_delta`;
+        returns the chunks folded into a chat.completion body (for `_parse_response`)."""
+        client = await self._get_client()
+        import openai
+
+        body = {k: v for k, v in kwargs.items() if k != "extra_body"}
+        body.update(kwargs.get("extra_body", {}))
+        fold = ChunkFold()
+        try:
+            stream = await client.post(
+                "/chat/completions",
+                body={**body, "stream": True, "stream_options": {"include_usage": True}},
+                cast_to=object,
+                stream=True,
+                stream_cls=openai.AsyncStream[object],
+            )
+            budget = ReplyBudget(self.name)  # a streamed reply is capped like a whole one
+            async with stream:
+                async for chunk in stream:
+                    for delta in fold.feed(chunk):
+                        budget.add(delta.text)
+                        on_delta(delta)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise self._map_error(exc) from None
+        except openai.APIError as exc:
+            raise self._map_error(exc) from exc
+        except openai.OpenAIError as exc:
+            raise CoreUnavailable(f"{self.name}: {self._clean(str(exc))}") from exc
+        return fold.body()
 
     # --- errors ------------------------------------------------------------------
 

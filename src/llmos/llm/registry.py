@@ -54,7 +54,10 @@ def make_core(
         if path is not None and not path:
             raise ValueError("local: needs a path, e.g. local:/models/qwen.gguf")
         kwargs = {"context_window": context_window} if context_window else {}
-        return LlamaCppCore(model_path=path, name=model if path else DEFAULT_MODEL, **kwargs)
+        # The kernel's cores keep agents' prompt states across processes.
+        return LlamaCppCore(
+            model_path=path, name=model if path else DEFAULT_MODEL, persist_kv=True, **kwargs
+        )
 
     provider, _, name = model.partition("/")
     if not name:

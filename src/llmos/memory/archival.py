@@ -1,13 +1,14 @@
 """Archival storage: an agent's unbounded store of passages, searched by meaning and words.
 
-Each passage's text goes to the `passages` table (with an FTS5 index) and its
-embedding to a sqlite-vec `vec0` table partitioned by agent. A search runs
+Each passage's text goes to the `passages` table (with a full-text index,
+`storage/search.py`) and its embedding to the vector table of its dimension
+(`storage/vectors.py`: sqlite-vec, or pgvector with HNSW). A search runs
 both retrievers and fuses their rankings with reciprocal rank fusion (RRF):
 semantic matches and exact keyword matches (names, numbers, codes that
 sentence embeddings blur) both surface, with no score calibration needed.
 
-Left out: Postgres/pgvector (the storage issue), approximate indexes (exact
-search is fast enough per agent; see FIELD-NOTES). Re-embedding under a new
+Left out: approximate search on SQLite (exact search per agent; see
+benchmarks/archival_scale.py). Re-embedding under a new
 embedder is `texts_after` + `replace_vectors`, driven by `Kernel.set_embedder`.
 """
 
@@ -17,23 +18,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy import Connection, delete, func, select, update
 
-from llmos.memory.recall import fts_query
 from llmos.storage.models import passages
+from llmos.storage.search import keyword_ids
 
 if TYPE_CHECKING:
     import numpy as np
 
     from llmos.memory.embedders import Embedder
     from llmos.storage.db import Database
-
-
-def _f32(vector: np.ndarray) -> bytes:
-    """sqlite-vec's float32 blob for a vector."""
-    import numpy as np  # deferred: start-up of commands that never embed stays fast
-
-    return np.asarray(vector, dtype=np.float32).tobytes()
 
 
 #: RRF's damping constant (Cormack et al. 2009): ranks beyond ~60 barely count.
@@ -76,20 +70,16 @@ class ArchivalStorage:
             return []
         if vectors is None:
             vectors = embedder.embed(texts)
-        table = self.db.vec_table(embedder.dim, conn)
+        if len(vectors) != len(texts):
+            raise ValueError(f"{len(texts)} passages but {len(vectors)} vectors")
         now = time.time()
-        ids: list[int] = []
-        for passage_text, vec in zip(texts, vectors, strict=True):
-            pid = conn.execute(
-                passages.insert().values(
-                    agent_id=agent_id, text=passage_text, source=source, created_at=now
-                )
-            ).inserted_primary_key[0]
-            conn.exec_driver_sql(
-                f"INSERT INTO {table}(rowid, agent_id, embedding) VALUES (?, ?, ?)",
-                (pid, agent_id, _f32(vec)),
-            )
-            ids.append(pid)
+        rows = [
+            {"agent_id": agent_id, "text": t, "source": source, "created_at": now} for t in texts
+        ]
+        # One statement for the batch, ids back in the order given.
+        returning = passages.insert().returning(passages.c.id, sort_by_parameter_order=True)
+        ids = [r[0] for r in conn.execute(returning, rows)]
+        self.db.vectors.insert(conn, agent_id, embedder.dim, ids, vectors)
         return ids
 
     def count(self, conn: Connection, agent_id: str) -> int:
@@ -114,8 +104,7 @@ class ArchivalStorage:
             delete(passages).where(passages.c.agent_id == agent_id, passages.c.id == passage_id)
         ).rowcount
         if gone:
-            for table in self.db.vec_tables():
-                conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid = ?", (passage_id,))
+            self.db.vectors.delete(conn, passage_id)
         return bool(gone)
 
     def get(self, conn: Connection, agent_id: str, passage_id: int) -> Passage | None:
@@ -144,13 +133,8 @@ class ArchivalStorage:
         ).rowcount
         if not done:
             return False
-        for table in self.db.vec_tables():
-            conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid = ?", (passage_id,))
-        table = self.db.vec_table(embedder.dim, conn)
-        conn.exec_driver_sql(
-            f"INSERT INTO {table}(rowid, agent_id, embedding) VALUES (?, ?, ?)",
-            (passage_id, agent_id, _f32(vector)),
-        )
+        self.db.vectors.delete(conn, passage_id)
+        self.db.vectors.insert(conn, agent_id, embedder.dim, [passage_id], [vector])
         return True
 
     def texts_after(
@@ -172,19 +156,11 @@ class ArchivalStorage:
 
         Run in one transaction, so a crash leaves either the old index or the new one.
         """
-        tables = self.db.vec_tables()
-        table = self.db.vec_table(dim, conn)
-        for old in {*tables, table}:
-            conn.exec_driver_sql(f"DELETE FROM {old} WHERE agent_id = ?", (agent_id,))
-        for pid, vec in zip(ids, vectors, strict=True):
-            conn.exec_driver_sql(
-                f"INSERT INTO {table}(rowid, agent_id, embedding) VALUES (?, ?, ?)",
-                (pid, agent_id, _f32(vec)),
-            )
+        self.db.vectors.delete_agent(conn, agent_id, also=dim)
+        self.db.vectors.insert(conn, agent_id, dim, ids, vectors)
 
     def delete_agent(self, conn: Connection, agent_id: str) -> None:
-        for table in self.db.vec_tables():
-            conn.exec_driver_sql(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+        self.db.vectors.delete_agent(conn, agent_id)
 
     def search(
         self,
@@ -202,27 +178,11 @@ class ArchivalStorage:
 
         if query_vector is None:
             query_vector = embedder.embed([query])[0]
-        table = self.db.vec_table(embedder.dim, conn)
-        vec_rows = conn.exec_driver_sql(
-            f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = ? AND agent_id = ? "
-            "ORDER BY distance",
-            (_f32(query_vector), depth, agent_id),
-        ).fetchall()
-        for rank, (pid,) in enumerate(vec_rows):
+        nearest = self.db.vectors.search(conn, agent_id, embedder.dim, query_vector, depth)
+        for rank, pid in enumerate(nearest):
             fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
-
-        match = fts_query(query)
-        if match is not None:
-            kw_rows = conn.execute(
-                text(
-                    "SELECT p.id FROM passages_fts JOIN passages p ON p.id = passages_fts.rowid "
-                    "WHERE passages_fts MATCH :q AND p.agent_id = :a "
-                    "ORDER BY bm25(passages_fts) LIMIT :n"
-                ),
-                {"q": match, "a": agent_id, "n": depth},
-            ).fetchall()
-            for rank, (pid,) in enumerate(kw_rows):
-                fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        for rank, pid in enumerate(keyword_ids(conn, "passages", agent_id, query, limit=depth)):
+            fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
 
         ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
         window = ranked[page * page_size : (page + 1) * page_size]

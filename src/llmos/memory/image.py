@@ -29,6 +29,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "temperature": 0.0,
     "priority": 0,  # for cores scheduled by priority; higher runs first
     "memory_mode": None,  # "self" | "auto" | "hybrid"; None: the model profile's default
+    "extract_facts": True,  # auto/hybrid, transcript protocol: a step extracts user facts
 }
 
 

@@ -1,27 +1,30 @@
 """Recall storage: every message an agent ever saw, searchable by text and date.
 
-Messages are appended (never rewritten) to the `messages` table; SQLite FTS5
-indexes their searchable text, ranked by BM25. The context window is the tail
+Messages are appended (never rewritten) to the `messages` table; full-text
+search over their searchable text (FTS5 with BM25 on SQLite, tsvector on
+PostgreSQL) is `storage/search.py`'s. The context window is the tail
 of this table (ids from the agent's `window_start`), so eviction moves nothing:
 it only advances `window_start`.
 
-Left out: Postgres full-text search (the storage issue) and deletion of
-single messages (agents never forget; deleting an agent deletes its recall).
+Left out: deletion of single messages (agents never forget; deleting an agent deletes its recall).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, delete, func, select
 
 from llmos.llm.core import Message, ToolCall
 from llmos.storage.models import messages
+from llmos.storage.search import insert_message, keyword_count, keyword_ids
+
+# Only what the user and the agent said: tool plumbing is noise in a search.
+_SEARCHED_ROLES = ("user", "assistant")
 
 
 @dataclass(slots=True)
@@ -117,24 +120,6 @@ def _row_to_message(row: Any) -> StoredMessage:
     )
 
 
-# The hottest statement of a step, as plain SQL: SQLAlchemy's per-execute
-# compilation and caching cost several times SQLite's own work here.
-_INSERT_SQL = (
-    "INSERT INTO messages (agent_id, role, content, tool_calls, tool_call_id, name, text, "
-    "tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def fts_query(query: str) -> str | None:
-    """A safe FTS5 query: each word quoted (no operator injection), any may match."""
-    words = _WORD.findall(query)
-    if not words:
-        return None
-    return " OR ".join(f'"{w}"' for w in words[:32])
-
-
 class RecallStorage:
     """Append, read back and search an agent's messages."""
 
@@ -143,13 +128,13 @@ class RecallStorage:
         for m in items:
             m.created_at = m.created_at or now
             calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
-            cursor = conn.exec_driver_sql(
-                _INSERT_SQL,
+            m.id = insert_message(
+                conn,
                 (
                     agent_id,
                     m.role,
                     m.content,
-                    json.dumps(calls) if calls else None,
+                    calls or None,
                     m.tool_call_id,
                     m.name,
                     m.searchable_text(),
@@ -157,7 +142,6 @@ class RecallStorage:
                     m.created_at,
                 ),
             )
-            m.id = cursor.lastrowid
 
     def load(self, conn: Connection, agent_id: str, start_id: int = 0) -> list[StoredMessage]:
         rows = conn.execute(
@@ -199,34 +183,28 @@ class RecallStorage:
         end: datetime | None = None,
     ) -> tuple[list[StoredMessage], int]:
         """Messages matching `query` (sent from `start` to `end` inclusive, when given),
-        best BM25 rank first; returns (page, total)."""
-        match = fts_query(query)
-        if match is None:
-            return [], 0
+        best rank first; returns (page, total)."""
         # Only what the user and the agent said: tool plumbing is noise here.
-        where = "messages_fts MATCH :q AND m.agent_id = :a AND m.role IN ('user', 'assistant')"
-        params: dict[str, Any] = {"q": match, "a": agent_id}
-        if start is not None:
-            where += " AND m.created_at >= :t0"
-            params["t0"] = start.timestamp()
-        if end is not None:
-            where += " AND m.created_at <= :t1"
-            params["t1"] = end.timestamp()
-        total = conn.execute(
-            text(
-                f"SELECT count(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-                f"WHERE {where}"
-            ),
-            params,
-        ).scalar_one()
-        rows = conn.execute(
-            text(
-                "SELECT m.* FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-                f"WHERE {where} ORDER BY bm25(messages_fts), m.id DESC LIMIT :n OFFSET :o"
-            ),
-            params | {"n": page_size, "o": page * page_size},
-        ).fetchall()
-        return [_row_to_message(r) for r in rows], total
+        since = start.timestamp() if start is not None else None
+        until = end.timestamp() if end is not None else None
+        total = keyword_count(conn, "messages", agent_id, query, _SEARCHED_ROLES, since, until)
+        if not total:
+            return [], 0
+        ids = keyword_ids(
+            conn,
+            "messages",
+            agent_id,
+            query,
+            roles=_SEARCHED_ROLES,
+            limit=page_size,
+            offset=page * page_size,
+            since=since,
+            until=until,
+        )
+        rows = {
+            r.id: r for r in conn.execute(select(messages).where(messages.c.id.in_(ids)))
+        }
+        return [_row_to_message(rows[i]) for i in ids if i in rows], total
 
     def search_date(
         self,

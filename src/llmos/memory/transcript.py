@@ -18,15 +18,30 @@ and keeps it from opening with JSON or markup, and `STOP` ends it before the
 model writes the user's next line. `clean_reply` is the last guard. Models
 with a chat template get the same parts as chat messages instead.
 
-Left out: memory operations written by the model (in this protocol the kernel
-pages memory in, `agent/paging.py`), and the function-calling window
-(`memory/window.py`).
+Memory lines: where the agent's memory mode lets the model manage memory
+(`self`, `hybrid`), the grammar (`MEMORY_GRAMMAR`) allows, after the reply,
+lines of the form
+
+    remember: <a fact about the user>     -> core memory ("human" block)
+    note: <anything worth keeping>        -> archival memory
+
+and nothing else: after the reply's newline the model may only write such a
+line, start the user's line (which `STOP` ends) or stop. One example exchange
+shows a `remember:` line. `parse_reply` splits the output into the reply and
+its memory lines; the kernel applies them (`agent/loop.py`).
+
+Fact extraction (`extraction_request`, `parse_fact`): a short constrained
+step that rewrites what the user says about themselves as one fact, or
+"none"; `agent/paging.py` runs it.
+
+Left out: the function-calling window (`memory/window.py`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmos.llm.core import ChatRequest, Message
@@ -42,12 +57,18 @@ if TYPE_CHECKING:
 __all__ = [
     "EXAMPLES",
     "FALLBACK_REPLY",
+    "MEMORY_GRAMMAR",
     "REPLY_GRAMMAR",
     "REPLY_MAX_TOKENS",
     "STOP",
+    "MemoryLine",
+    "ban_first",
     "clean_reply",
     "compile_transcript",
     "exchanges",
+    "extraction_request",
+    "parse_fact",
+    "parse_reply",
 ]
 
 PREAMBLE = (
@@ -66,16 +87,50 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
         "Why did the dog sit in the shade? Because it did not want to be a hot dog!",
     ),
 )
+# How the assistant uses what the kernel paged in: (what the user said, the
+# question, the answer).
+RECALL_EXAMPLE: tuple[str, str, str] | None = (
+    "My cat is called Milo.",
+    "What is my cat called?",
+    "Your cat is called Milo.",
+)
 NEW_CHAT = "(A new chat begins.)"
 USER, ASSISTANT = "User:", "Assistant:"
 
+# The example exchange that shows a memory line (memory modes self and hybrid).
+MEMORY_EXAMPLE = (0, "remember: The user's name is Tom.")
+MEMORY_KEYS = {"remember": "core", "note": "archival"}
+MEMORY_LINES_MAX = 2  # applied per reply, at most
+MEMORY_LINE_CHARS = 200
+
 # One line of text that does not open with whitespace, JSON or markup; the
-# optional newline lets the model end the line itself.
-REPLY_GRAMMAR = r"""root ::= " "? first rest "\n"?
-first ::= [^ \t\r\n{}<>\[\]]
+# optional newline lets the model end the line itself (STOP cuts it there).
+_LINE = r"""first ::= [^ \t\r\n{}<>\[\]]
 rest ::= [^\r\n]*
 """
+REPLY_GRAMMAR = 'root ::= " "? first rest "\\n"?\n' + _LINE
+# The same, then optional memory lines; after a newline the model may only
+# write one, start the user's line (MEMORY_STOP cuts it) or end: the lines
+# are allowed, never forced.
+MEMORY_GRAMMAR = (
+    'root ::= " "? first rest mem* ("\\n" "User:"?)?\n'
+    'mem ::= "\\n" ("remember" | "note") ": " first rest\n' + _LINE
+)
+_FIRST = "first ::= [^ "
+
+
+def ban_first(grammar: str, reply: str) -> str:
+    """`grammar` with the reply's first character no longer allowed to open a
+    reply (a letter or digit; others are left as they are): the cheapest way
+    to make a greedy decoder say something else."""
+    char = reply[:1]
+    if not char.isalnum() or _FIRST not in grammar:
+        return grammar
+    return grammar.replace(_FIRST, f"first ::= [^{char} ", 1)
+
+
 STOP = ["\n", "User:"]
+MEMORY_STOP = ["User:"]
 REPLY_MAX_TOKENS = 96
 FALLBACK_REPLY = "Sorry, I did not catch that. Could you say it another way?"
 
@@ -131,9 +186,25 @@ def _notes(agent: AgentImage) -> str:
     return f"(The assistant's notes. {' '.join(out)})" if out else ""
 
 
-def _head() -> str:
-    examples = "\n".join(f"{USER} {q}\n{ASSISTANT} {a}" for q, a in EXAMPLES)
+def _examples(memory_lines: bool) -> list[tuple[str, str]]:
+    """The example exchanges; with memory lines, one of them shows one."""
+    out = list(EXAMPLES)
+    if memory_lines:
+        i, line = MEMORY_EXAMPLE
+        out[i] = (out[i][0], f"{out[i][1]}\n{line}")
+    return out
+
+
+def _head(memory_lines: bool, paging: bool) -> str:
+    examples = "\n".join(f"{USER} {q}\n{ASSISTANT} {a}" for q, a in _examples(memory_lines))
+    if RECALL_EXAMPLE and paging:
+        said, q, a = RECALL_EXAMPLE
+        examples += f"\n{_paged_text([_said(said)])}\n{USER} {q}\n{ASSISTANT} {a}"
     return f"{PREAMBLE}\n\n{examples}\n\n{NEW_CHAT}"
+
+
+def _said(text: str) -> str:
+    return f'earlier, the user said "{text}"'
 
 
 def _paged_text(paged: list[str]) -> str:
@@ -148,13 +219,17 @@ def compile_transcript(
     *,
     chat_template: bool,
     trim: bool = True,
+    memory_lines: bool = False,
+    paging: bool = True,
 ) -> CompiledWindow:
     """The agent's next step as a transcript to continue, within the token budget.
 
     The messages section is counted as the stored messages' cost (an upper
     bound of their lines here), so eviction (`window.eviction_point`) plans
-    with the same numbers as for the function-calling window."""
-    head = _head()
+    with the same numbers as for the function-calling window. `memory_lines`:
+    the model may add memory lines after its reply (see the module docstring);
+    `paging`: the kernel pages memory in (an example shows how it is used)."""
+    head = _head(memory_lines, paging)
     notes = _notes(agent)
     summary = f"Earlier in this chat: {_one_line(agent.summary)}" if agent.summary else ""
     volatile = _paged_text(paged)
@@ -185,7 +260,9 @@ def compile_transcript(
         if trimmed:
             sections["messages"] = sum(cost)
 
-    prompt, messages = _render(head, notes, summary, volatile, lines, chat_template)
+    prompt, messages = _render(
+        head, notes, summary, volatile, lines, chat_template, memory_lines, paging
+    )
     reply_tokens = min(max_tokens, REPLY_MAX_TOKENS)
     request = ChatRequest(
         messages,
@@ -196,8 +273,8 @@ def compile_transcript(
         system_parts=[p for p in (head, notes, summary) if p],
         volatile_messages=0,
         prompt=None if chat_template else prompt,
-        stop=list(STOP),
-        grammar=REPLY_GRAMMAR,
+        stop=list(MEMORY_STOP if memory_lines else STOP),
+        grammar=MEMORY_GRAMMAR if memory_lines else REPLY_GRAMMAR,
     )
     return CompiledWindow(
         request=request,
@@ -217,6 +294,8 @@ def _render(
     volatile: str,
     lines: list[tuple[str, str]],
     chat_template: bool,
+    memory_lines: bool,
+    paging: bool,
 ) -> tuple[str, list[Message]]:
     """The transcript as plain text (base models) and as chat messages (the rest)."""
     # The newest user line is what the reply answers: paged memory goes just before it.
@@ -233,7 +312,11 @@ def _render(
 
     system = "\n\n".join(p for p in (PREAMBLE, notes, summary) if p)
     messages = [Message("system", system)]
-    for q, a in EXAMPLES:
+    for q, a in _examples(memory_lines):
+        messages += [Message("user", q), Message("assistant", a)]
+    if RECALL_EXAMPLE and paging:
+        said, q, a = RECALL_EXAMPLE
+        q = f"{_paged_text([_said(said)])}\n{q}"
         messages += [Message("user", q), Message("assistant", a)]
     for i, (who, text) in enumerate(lines):
         role = "user" if who == USER else "assistant"
@@ -261,3 +344,80 @@ def clean_reply(text: str | None, function_names: set[str]) -> str:
     ):
         return FALLBACK_REPLY
     return reply
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLine:
+    """One memory line of a reply: `kind` is "core" (remember:) or "archival" (note:)."""
+
+    kind: str
+    text: str
+
+
+_MEMORY_LINE = re.compile(r"^\s*(remember|note)\s*:\s*(\S.*)$", re.IGNORECASE)
+
+
+def parse_reply(text: str | None, function_names: set[str]) -> tuple[str, list[MemoryLine]]:
+    """The model's output as (reply, memory lines): the first line is the reply
+    (`clean_reply`), later `remember:` / `note:` lines are memory lines (at most
+    MEMORY_LINES_MAX, each cut to MEMORY_LINE_CHARS), anything else is dropped."""
+    raw = [ln for ln in (text or "").split("\n") if ln.strip()]
+    memory: list[MemoryLine] = []
+    first = ""
+    for i, line in enumerate(raw):
+        m = _MEMORY_LINE.match(line)
+        if m is None:
+            if i == 0:
+                first = line
+            continue
+        fact = _one_line(m.group(2))[:MEMORY_LINE_CHARS].strip()
+        item = MemoryLine(MEMORY_KEYS[m.group(1).lower()], fact)
+        if fact and item not in memory and len(memory) < MEMORY_LINES_MAX:
+            memory.append(item)
+    return clean_reply(first, function_names), memory
+
+
+# --- fact extraction ------------------------------------------------------------
+
+EXTRACT_HEAD = (
+    "Each thing the user said is rewritten as one short fact about the user, "
+    "or none when it says nothing lasting about the user.\n"
+    "Said: Hi! I'm Tom.\nFact: The user's name is Tom.\n"
+    "Said: What is the capital of Peru?\nFact: none\n"
+    "Said: My cat is called Milo and I love jazz.\n"
+    "Fact: The user's cat is called Milo; the user loves jazz.\n"
+    "Said: Tell me a joke.\nFact: none\n"
+)
+EXTRACT_GRAMMAR = r"""root ::= " " ("none" | "The user" rest) "\n"?
+rest ::= [^\r\n]*
+"""
+EXTRACT_MAX_CHARS = 240  # longer messages are not statements of a fact (or too costly)
+EXTRACT_MAX_TOKENS = 40
+_SELF = re.compile(r"\b(i|i'm|i've|my|mine|myself)\b", re.IGNORECASE)
+
+
+def extraction_request(message: str, cache_key: str | None = None) -> ChatRequest | None:
+    """The constrained step that rewrites `message` as a fact about the user;
+    None when the message is no candidate (no first person, a question, too long)."""
+    said = _one_line(message)
+    if not said or len(said) > EXTRACT_MAX_CHARS or said.endswith("?") or not _SELF.search(said):
+        return None
+    prompt = f"{EXTRACT_HEAD}Said: {said}\nFact:"
+    return ChatRequest(
+        [Message("user", prompt)],
+        [],
+        max_tokens=EXTRACT_MAX_TOKENS,
+        tool_choice="none",
+        cache_key=cache_key,
+        prompt=prompt,
+        stop=list(STOP),
+        grammar=EXTRACT_GRAMMAR,
+    )
+
+
+def parse_fact(text: str | None) -> str | None:
+    """The extracted fact, or None ("none", empty, or not about the user)."""
+    fact = _one_line(text or "")
+    if not fact.startswith("The user") or len(fact) < len("The user x"):
+        return None
+    return fact[:MEMORY_LINE_CHARS].rstrip()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -92,9 +93,16 @@ def create_app(
     config: ServerConfig | None = None,
     *,
     home: str | Path | None = None,
+    local_user: str | None = None,
 ) -> FastAPI:
-    """The llmos HTTP app. Pass a kernel, or let the lifespan open one on `home`."""
+    """The llmos HTTP app. Pass a kernel, or let the lifespan open one on `home`.
+
+    `local_user`: serve requests that arrive on a Unix socket without a key as
+    this user (the local kernel service, whose socket only its owner can open;
+    see `service.py`). Requests over TCP always need a key.
+    """
     config = config or ServerConfig()
+    started = time.time()
     state = ServerState(config=config, limiter=RateLimiter(config.rate, config.burst))
 
     @asynccontextmanager
@@ -105,6 +113,7 @@ def create_app(
         state.kernel = Kernel.open(home) if own else kernel
         state.kernel.tools.allow_unsafe = config.unsafe_tools  # HTTP users: OS sandbox or no tools
         state.access = AccessManager(state.kernel.db)
+        state.kernel.waker.start()  # finish agent messages an earlier kernel accepted
         try:
             yield
         finally:
@@ -128,13 +137,18 @@ def create_app(
     )
     app.state.llmos = state
     app.state.aios = AiosState()  # also served keyless by `serve --aios-user` (server/aios/)
-    app.add_middleware(Gate, state=state)
+    app.add_middleware(Gate, state=state, local_user=local_user)
     install_error_handlers(app)
 
     @app.get("/health", tags=["kernel"], summary="Liveness check (no key needed)")
     async def health() -> dict[str, Any]:
         # the pid tells `--workers N` processes apart
-        return {"status": "ok", "version": llmos.__version__, "pid": os.getpid()}
+        return {
+            "status": "ok",
+            "version": llmos.__version__,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - started, 3),
+        }
 
     for module in (agents, messages, memory, kernel_status, openai, tools, files):
         app.include_router(module.router, prefix="/v1")

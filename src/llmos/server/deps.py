@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from llmos.access.policy import AccessManager, RateLimiter, User, redact
+from llmos.access.policy import AccessManager, RateLimiter, User, WorkLimiter, redact
 from llmos.errors import LLMOSError
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 #: Agent names a URL path can carry: no "/", no control characters, no
 #: surrounding spaces (the kernel strips them, so the name would not match).
+#: largest integer a route takes (ids, versions, cursors): SQLite's INTEGER is 64-bit
+MAX_INT = 2**63 - 1
+
 AGENT_NAME_PATTERN = r"^[\w.@:+-](?:[\w .@:+()-]{0,126}[\w.@:+)-])?$"
 
 
@@ -81,6 +84,10 @@ class ServerConfig:
     unsafe_tools: bool = False
     #: how long shutdown waits for turns in flight
     shutdown_grace_seconds: float = 30.0
+    #: per user: expensive requests (tool registration, import, archival inserts,
+    #: a new embedder) running at once, and queued behind them; past both, a 429
+    work_running: int = 2
+    work_waiting: int = 8
 
 
 @dataclass(slots=True)
@@ -90,6 +97,10 @@ class ServerState:
     kernel: Kernel | None = None
     access: AccessManager | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    work: WorkLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.work = WorkLimiter(self.config.work_running, self.config.work_waiting)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coro` as a task the server keeps (and awaits at shutdown)."""

@@ -7,7 +7,13 @@ pass straight through). For every request under `/v1` it, in this order:
 2. spends a token of the user's bucket (429, with `Retry-After`);
 3. reads the body up to the configured limit (413 past it — by the declared
    Content-Length or by the bytes that actually arrive), then replays it to
-   the app.
+   the app;
+4. for expensive work (`expensive()`: registering a tool, which runs its code
+   in the sandbox; an import; inserting archival passages; a new embedder,
+   which embeds every passage again) holds one of the user's places of the
+   server's `WorkLimiter` while the route runs: a few run at once per user,
+   a few more wait, and past that the answer is 429 (`too_much_work`), so
+   one user's flood cannot take every worker from the others.
 
 Doing this here rather than in FastAPI dependencies makes the order hold for
 every request: FastAPI parses a JSON body before it runs dependencies, so an
@@ -27,10 +33,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from llmos.access.policy import redact
+from llmos.access.policy import User, WorkQueueFull, redact
 from llmos.server.deps import error_body
 
 if TYPE_CHECKING:
@@ -53,9 +60,11 @@ class _TooLarge(Exception):
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState, local_user: str | None = None) -> None:
         self.app = app
         self.state = state
+        # a key-less request on a Unix socket is this user (see create_app)
+        self.local_user = User("user-local", local_user, 0.0) if local_user else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +84,17 @@ class Gate:
                 receive = await self._admit(scope, receive, tracking_send)
                 if receive is None:
                     return
+            user = scope.get("state", {}).get("user")
+            if user is not None and scope["state"].get("expensive"):
+                try:
+                    async with self.state.work.slot(user.name):
+                        await self.app(scope, receive, tracking_send)
+                except WorkQueueFull as full:
+                    if started:
+                        raise
+                    body = error_body(str(full), "rate_limit_error", code=full.code)
+                    await _respond(tracking_send, 429, body, {"retry-after": "1"})
+                return
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
             lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
@@ -100,6 +120,8 @@ class Gate:
             return None
         scheme, _, key = headers.get("authorization", "").partition(" ")
         user = state.access.authenticate(key.strip()) if scheme.lower() == "bearer" else None
+        if user is None and not scheme and self.local_user and scope.get("client") is None:
+            user = self.local_user  # a Unix socket's peer (uvicorn gives no client address)
         if user is None:
             await _respond(
                 send,
@@ -155,6 +177,7 @@ class Gate:
         except _Disconnected:
             return None
         scope.setdefault("state", {})["user"] = user
+        scope["state"]["expensive"] = expensive(scope.get("method", ""), scope["path"], body)
 
         replayed = False
 
@@ -166,6 +189,17 @@ class Gate:
             return await receive()  # after the body: disconnects
 
         return replay
+
+
+_AGENT = r"/v1/agents/[^/]+"
+
+
+def expensive(method: str, path: str, body: bytes) -> bool:
+    """Whether a request does work that costs seconds of CPU (see the module doc)."""
+    if method == "POST":
+        return path in ("/v1/tools", IMPORT_PATH) or bool(re.fullmatch(_AGENT + "/archival", path))
+    # an update that changes the embedder embeds every passage again
+    return method == "PATCH" and bool(re.fullmatch(_AGENT, path)) and b'"embedder"' in body
 
 
 class _Disconnected(Exception):

@@ -1,44 +1,50 @@
-"""The database: one SQLite file under LLMOS_HOME, opened the way llmos needs it.
+"""The database: SQLite under LLMOS_HOME by default, or PostgreSQL with pgvector by URL.
 
 `Database.open(path)` returns an engine on a SQLite build that can load
 extensions (pysqlite3-binary where the interpreter's own `sqlite3` cannot —
 many Pythons, this one included, are built without `enable_load_extension`),
-with WAL mode, foreign keys, sqlite-vec loaded, and the schema plus its FTS5
-indexes created.
+with WAL mode, foreign keys and sqlite-vec loaded. `Database.from_url(url)`
+opens either engine from a SQLAlchemy URL (`sqlite:///path` or
+`postgresql+psycopg://user:pass@host/db`); `open_database(home)` picks what a
+user asked for: `LLMOS_DATABASE_URL` when set, else `home/llmos.db`. Every
+open brings the schema to the current revision (`schema.py`).
 
-Left out: Postgres (the storage issue adds it behind the same `Database`
-surface) and schema migrations beyond "create what is missing".
+The engine-specific SQL lives beside this module: `search.py` (full-text
+search: FTS5 or tsvector) and `vectors.py` (sqlite-vec or pgvector).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import QueuePool
 
-from llmos.storage.models import metadata
+from llmos.errors import BackendError, InvalidRequest
 
-# External-content FTS5 tables mirror a column of a base table through
-# triggers, so text is stored once and search stays in one transaction.
-_FTS_DDL = [
-    "CREATE VIRTUAL TABLE IF NOT EXISTS {t}_fts USING fts5("
-    "text, content='{t}', content_rowid='id', tokenize='porter unicode61')",
-    "CREATE TRIGGER IF NOT EXISTS {t}_fts_ins AFTER INSERT ON {t} BEGIN "
-    "INSERT INTO {t}_fts(rowid, text) VALUES (new.id, new.text); END",
-    "CREATE TRIGGER IF NOT EXISTS {t}_fts_del AFTER DELETE ON {t} BEGIN "
-    "INSERT INTO {t}_fts({t}_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
-    "CREATE TRIGGER IF NOT EXISTS {t}_fts_upd AFTER UPDATE OF text ON {t} BEGIN "
-    "INSERT INTO {t}_fts({t}_fts, rowid, text) VALUES ('delete', old.id, old.text); "
-    "INSERT INTO {t}_fts(rowid, text) VALUES (new.id, new.text); END",
-]
+DATABASE_URL_ENV = "LLMOS_DATABASE_URL"
+
+
+class DatabaseUnavailable(BackendError, OSError):
+    """The database server could not be reached (or refused the login)."""
+
+    unavailable = True
+    backend = "database"
+    code = "database_unavailable"
+
+
+class BadDatabaseURL(InvalidRequest):
+    """The database URL names no engine llmos runs on."""
+
+    code = "bad_database_url"
 
 
 def sqlite_module() -> ModuleType:
@@ -58,16 +64,31 @@ def sqlite_module() -> ModuleType:
     )
 
 
+def redacted(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
 class Database:
-    """An engine plus the few engine-specific things llmos needs (vector tables)."""
+    """An engine plus what llmos needs to know about it (which dialect, vector tables)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._vec_tables: set[str] = set()
-        self._vec_lock = threading.Lock()
+        self.dialect: str = engine.dialect.name  # "sqlite" or "postgresql"
+        from llmos.storage.vectors import VectorIndex
+
+        self.vectors = VectorIndex(engine)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
 
     @classmethod
-    def open(cls, path: str | Path) -> Database:
+    def open(cls, path: str | Path, *, migrate: bool | None = None) -> Database:
+        """The SQLite database at `path` (created owner-only when missing)."""
         path = Path(path)
         if str(path) != ":memory:":
             # Owner-only: the database holds API key hashes, memories and files.
@@ -75,81 +96,61 @@ class Database:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not path.exists():
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        module = sqlite_module()
-        import sqlite_vec
+        return cls._ready(_sqlite_engine(path), migrate)
 
+    @classmethod
+    def from_url(cls, url: str, *, migrate: bool | None = None) -> Database:
+        """The database a SQLAlchemy URL names: `sqlite:///PATH` or `postgresql+psycopg://…`."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise BadDatabaseURL(f"not a database URL: {redacted(url)}") from exc
+        if parsed.get_backend_name() == "sqlite":
+            if not parsed.database:
+                raise BadDatabaseURL("a sqlite URL needs a file path: sqlite:///PATH")
+            return cls.open(parsed.database, migrate=migrate)
+        if parsed.get_backend_name() != "postgresql":
+            raise BadDatabaseURL(
+                f"llmos runs on SQLite or PostgreSQL, not {parsed.get_backend_name()!r} "
+                "(use postgresql+psycopg://USER:PASSWORD@HOST/DB)"
+            )
+        if parsed.get_driver_name() != "psycopg":
+            # psycopg 3 is the driver llmos depends on; others may be absent.
+            parsed = parsed.set(drivername="postgresql+psycopg")
         engine = create_engine(
-            f"sqlite:///{path}",
-            module=module,
-            poolclass=QueuePool,
-            pool_size=4,
-            max_overflow=8,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            parsed, poolclass=QueuePool, pool_size=4, max_overflow=8, pool_pre_ping=True
         )
+        return cls._ready(engine, migrate)
 
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.enable_load_extension(True)
-            sqlite_vec.load(dbapi_conn)
-            dbapi_conn.enable_load_extension(False)
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across application crashes in WAL mode and
-            # costs no fsync per commit; only a power cut can lose the tail.
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+    @classmethod
+    def _ready(cls, engine: Engine, migrate: bool | None) -> Database:
+        from llmos.storage.schema import ensure_schema
 
         db = cls(engine)
-        db.create_schema()
+        try:
+            ensure_schema(engine, migrate=migrate)
+        except OperationalError as exc:
+            engine.dispose()
+            url = engine.url.render_as_string(hide_password=True)
+            first = str(exc.orig or exc).strip().splitlines()[0]
+            raise DatabaseUnavailable(f"cannot open the database {url}: {first}") from exc
+        except BaseException:
+            engine.dispose()
+            raise
         return db
 
     def create_schema(self) -> None:
-        with self.engine.connect() as conn:
-            # BEGIN IMMEDIATE takes the write lock before checking what exists,
-            # so two processes opening a new home cannot both create a table.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            metadata.create_all(conn)
-            for table in ("messages", "passages"):
-                for ddl in _FTS_DDL:
-                    conn.exec_driver_sql(ddl.format(t=table))
-            conn.commit()
+        """Bring the schema to the current revision (done by every open)."""
+        from llmos.storage.schema import ensure_schema
+
+        ensure_schema(self.engine)
 
     def vec_table(self, dim: int, conn: Connection | None = None) -> str:
-        """Name of the vector index for `dim`-dimensional embeddings, created on first use.
-
-        One table per dimension (an agent's embedder is fixed at creation), and
-        the agent id as sqlite-vec's partition key so a search scans only that
-        agent's vectors. Pass `conn` when a transaction is open on this thread.
-        """
-        name = f"passages_vec_{int(dim)}"
-        if name in self._vec_tables:
-            return name
-        ddl = (
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0("
-            f"agent_id text partition key, embedding float[{int(dim)}] distance_metric=cosine)"
-        )
-        if conn is not None:
-            # Inside the caller's transaction (no second writer), which may
-            # still roll back: not remembered until seen committed.
-            conn.exec_driver_sql(ddl)
-            return name
-        with self._vec_lock:
-            with self.engine.begin() as own:
-                own.exec_driver_sql(ddl)
-            self._vec_tables.add(name)
-        return name
+        """Name of the vector table for `dim`-dimensional embeddings, created on first use."""
+        return self.vectors.table(dim, conn).name
 
     def vec_tables(self) -> list[str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT name FROM sqlite_master WHERE name GLOB 'passages_vec_[0-9]*' "
-                    "AND type='table' AND sql LIKE 'CREATE VIRTUAL%'"
-                )
-            ).fetchall()
-        return [r[0] for r in rows]
+        return self.vectors.tables()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -163,3 +164,43 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def open_database(
+    home: str | Path, url: str | None = None, *, migrate: bool | None = None
+) -> Database:
+    """The database a user chose: `url`, else $LLMOS_DATABASE_URL, else `home/llmos.db`."""
+    url = url or os.environ.get(DATABASE_URL_ENV) or None
+    if url:
+        return Database.from_url(url, migrate=migrate)
+    return Database.open(Path(home) / "llmos.db", migrate=migrate)
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    module = sqlite_module()
+    import sqlite_vec
+
+    engine = create_engine(
+        f"sqlite:///{path}",
+        module=module,
+        poolclass=QueuePool,
+        pool_size=4,
+        max_overflow=8,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.enable_load_extension(True)
+        sqlite_vec.load(dbapi_conn)
+        dbapi_conn.enable_load_extension(False)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across application crashes in WAL mode and
+        # costs no fsync per commit; only a power cut can lose the tail.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine

@@ -21,7 +21,7 @@ import posixpath
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from llmos.errors import InvalidRequest
 from llmos.storage.models import file_versions, files
@@ -49,6 +49,14 @@ def agent_area(agent_id: str) -> str:
 
 def shared_area(name: str) -> str:
     return f"shared:{name}"
+
+
+def delete_area(conn: Connection, area: str) -> int:
+    """Delete every file of `area` and all their versions (an agent's, when it is
+    deleted); returns how many files there were."""
+    ids = select(files.c.id).where(files.c.area == area).scalar_subquery()
+    conn.execute(delete(file_versions).where(file_versions.c.file_id.in_(ids)))
+    return conn.execute(delete(files).where(files.c.area == area)).rowcount
 
 
 def clean_path(path: str) -> str:

@@ -9,10 +9,12 @@ window's start), `blocks` (core memory), `messages` (recall storage: every
 message ever), `passages` (archival storage text; vectors live in the vector
 index), `users` and `api_keys` (the access manager's principals and their
 hashed keys; see `access/policy.py`), `agent_usage` (each agent's LLM token
-totals, for its prompt-cache hit rate), `tools` and `agent_tools` (user tools
-and which agents have them), `grants`, `approvals` and `audit_log` (the access
-manager), `files` and `file_versions` (versioned files), `load_sources`
-(documents loaded into archival memory).
+totals, for its prompt-cache hit rate), `tools`, `tool_versions` and
+`agent_tools` (user tools, every version of each, and which agents have
+them), `grants`, `approvals` and `audit_log` (the access manager), `files`
+and `file_versions` (versioned files), `load_sources` (documents loaded into
+archival memory), `pending_messages` (agent messages accepted and not yet
+answered; kernel/messaging.py).
 """
 
 from __future__ import annotations
@@ -154,6 +156,22 @@ agent_leases = Table(
     Column("epoch", Integer, nullable=False, default=1),
 )
 
+# Agent-to-agent messages a kernel accepted and whose target's turn has not yet
+# run to its end (kernel/messaging.py). `message_id` is set, in the transaction
+# that stores the message in the target's recall, once it is there; the row is
+# deleted when the turn ends. Whichever kernel runs next finishes what is left.
+pending_messages = Table(
+    "pending_messages",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("agent_id", String(40), nullable=False, index=True),
+    Column("owner", String(40), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("hops", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("message_id", Integer, nullable=True),
+)
+
 # --- tools (tools/registry.py) ------------------------------------------------
 
 # User tools: Python source registered by an owner; its schema was computed in
@@ -174,6 +192,26 @@ tools = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("owner", "name", name="uq_tools_owner_name"),
+)
+
+# Every version of a user tool (the `tools` row is the one in use): who wrote it
+# ("user:NAME" or "agent:NAME"), who approved it (agent-written ones), so a
+# rollback can restore any of them.
+tool_versions = Table(
+    "tool_versions",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("source", Text, nullable=False),
+    Column("function", String(64), nullable=False),
+    Column("schema", JSON, nullable=False),
+    Column("exclusive", Integer, nullable=False, default=0),
+    Column("irreversible", Integer, nullable=False, default=0),
+    Column("author", String(160)),
+    Column("approved_by", String(64)),
+    Column("created_at", Float, nullable=False),
 )
 
 # Which user tools an agent has (by name, so a new version applies at once).

@@ -3,7 +3,8 @@
 Started by `sandbox/process.py` as `python -I -B -c <boot> LIMITS_JSON` (the
 boot line puts the kernel's llmos first on the path and calls `main`), inside
 bubblewrap's namespaces or as a plain subprocess, in a scratch directory, with
-an environment built from nothing. Before
+an environment built from nothing. Given a uid (a second argument), it first
+becomes that uid (how `bwrap.py` keeps a root kernel's tools unprivileged). Before
 it reads any user code it lowers its own resource limits (CPU seconds, address
 space, file size, open files, processes), keeps the real stdout for its one
 JSON answer and points fd 1 at stderr so the tool's prints cannot corrupt it.
@@ -24,6 +25,7 @@ hold on every backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -190,13 +192,79 @@ def _call(module: types.ModuleType, schema: Any, name: str, raw: dict[str, Any])
     return {"ok": True, "result": jsonable}
 
 
+def _forward(socket_path: str, port: int) -> None:
+    """Serve 127.0.0.1:`port` of the sandbox's network namespace, each connection
+    piped to the kernel's proxy at `socket_path` (`sandbox/netproxy.py`), and point
+    the usual proxy variables at it. One thread; the proxy decides what is reachable."""
+    import selectors
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    sel = selectors.DefaultSelector()
+    sel.register(server, selectors.EVENT_READ)
+
+    def drop(s: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(s)
+        s.close()
+
+    def loop() -> None:
+        while True:
+            for key, _ in sel.select():
+                s: socket.socket = key.fileobj  # type: ignore[assignment]
+                if s is server:
+                    inside, _ = server.accept()
+                    out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        out.connect(socket_path)
+                    except OSError:
+                        inside.close()
+                        out.close()
+                        continue
+                    sel.register(inside, selectors.EVENT_READ, out)
+                    sel.register(out, selectors.EVENT_READ, inside)
+                    continue
+                try:
+                    data = s.recv(65536)
+                    if data:
+                        key.data.sendall(data)
+                        continue
+                except OSError:
+                    pass
+                drop(s)
+                drop(key.data)
+
+    threading.Thread(target=loop, name="llmos-forwarder", daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ[name] = url
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ.pop(name, None)
+
+
+def _become(uid: int) -> None:
+    """Drop from root (bwrap's, in our namespaces) to `uid`: no groups, no capability."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        os._exit(70)
+
+
 def main() -> None:
+    if len(sys.argv) > 2:  # the sandbox's host uid (bwrap.py, when llmos runs as root)
+        _become(int(sys.argv[2]))
     limits = json.loads(sys.argv[1])
     os.environ.pop("PWD", None)  # a wrapper's (bwrap sets it); the environment is the parent's
     _set_limits(limits)
     answer = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # the tool's prints go to stderr
     request = json.loads(sys.stdin.read())
+    if request.get("proxy"):  # the agent holds network grants (bwrap.py)
+        _forward(request["proxy"], int(request.get("proxy_port", 3128)))
     from llmos.tools import schema  # imported before the guard: it reads files
 
     root = os.path.realpath(os.getcwd())

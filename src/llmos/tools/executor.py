@@ -182,7 +182,7 @@ async def _execute(
             waiting_approval=approval_id,
         )
 
-    ran = await host.tools.run(tool, args)
+    ran = await host.tools.run(tool, args, agent.id)
     host.audit_log.record(
         agent.owner,
         "tool",

@@ -7,6 +7,13 @@ public functions and build each one's schema from its signature and docstring
 bumps its version). Tools are attached to agents by name (`agent_tools`); an
 agent's request tools are the built-ins plus its attached tools
 (`specs_for`), and an attached tool is what the agent is granted to call.
+The built-in tools (`tools/builtin/`: calculate, current_time, fetch_url,
+run_python) are attached the same way, under names no user tool may take.
+
+Versions: every `add` of a name stores a new version in `tool_versions`
+(who wrote it, and for an agent-written tool who approved it); the `tools`
+row is the version in use. `rollback(name, version)` puts an older version
+back in use; the next `add` still gets a new, higher number.
 `run()` executes one call in a fresh sandbox off the event loop; a tool
 declared exclusive runs one call at a time (an asyncio lock per tool), others
 run in parallel across agents.
@@ -39,12 +46,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
+from llmos.access.grants import Grants
 from llmos.errors import InvalidRequest, NotFound
 from llmos.llm.core import ToolSpec
-from llmos.storage.models import agent_tools, tools
-from llmos.tools import sandbox
+from llmos.storage.models import agent_tools, tool_versions, tools
+from llmos.tools import builtin, sandbox
+from llmos.tools.builtin.fetch_url import policy_from_env
 from llmos.tools.mcp import mcp_server_of
 
 if TYPE_CHECKING:
@@ -80,6 +89,10 @@ class UserTool:
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
 
+    @property
+    def builtin(self) -> bool:
+        return self.source.startswith(builtin.BUILTIN_PREFIX)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -89,7 +102,31 @@ class UserTool:
             "parameters": self.parameters,
             "exclusive": self.exclusive,
             "irreversible": self.irreversible,
+            "builtin": self.builtin,
         }
+
+
+def builtin_tool(owner: str, name: str) -> UserTool | None:
+    """The built-in tool `name` as a UserTool of `owner` (version 0: it has no versions)."""
+    b = builtin.TOOLS.get(name)
+    if b is None:
+        return None
+    params = builtin.parameters(b)
+    tool_id = -1 - list(builtin.TOOLS).index(name)  # below every stored id: specs_for's key
+    source = builtin.source_of(name)
+    return UserTool(tool_id, owner, name, b.description, source, name, 0, params, False, False)
+
+
+def _version_row(r: Any) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "version": r.version,
+        "description": r.description,
+        "author": r.author,
+        "approved_by": r.approved_by,
+        "created_at": r.created_at,
+        "source": r.source,
+    }
 
 
 def _row_tool(r: Any) -> UserTool:
@@ -131,15 +168,21 @@ class ToolManager:
         exclusive: bool | None = None,
         irreversible: bool | None = None,
         reserved: frozenset[str] | set[str] = frozenset(),
+        description: str | None = None,
+        author: str | None = None,
+        approved_by: str | None = None,
     ) -> list[dict[str, Any]]:
         """Register every public function of `source` as a tool of `owner`.
 
-        Raises ToolError, or SandboxUnavailable (no OS sandbox, unsafe not allowed)."""
-        backend = sandbox.select(self.allow_unsafe)
-        found = await sandbox.arun({"mode": "describe", "source": source}, self.limits, backend)
+        `description` replaces the docstring's (a one-function file); `author`
+        and `approved_by` go in the version's record. Raises ToolError, or
+        SandboxUnavailable (no OS sandbox, unsafe not allowed)."""
+        found = await self.describe_source(source)
         if not found.ok or not found.tools:
             raise ToolError(f"cannot register the tool file: {found.error}")
-        clash = [t["name"] for t in found.tools if t["name"] in reserved]
+        clash = [
+            t["name"] for t in found.tools if t["name"] in reserved or t["name"] in builtin.TOOLS
+        ]
         if clash:
             raise ToolError(f"{', '.join(clash)}: the name of a built-in function; rename it")
         now = time.time()
@@ -157,32 +200,138 @@ class ToolManager:
                         tools.c.owner == owner, tools.c.name == t["name"]
                     )
                 ).first()
+                latest = conn.execute(
+                    select(func.max(tool_versions.c.version)).where(
+                        tool_versions.c.owner == owner, tool_versions.c.name == t["name"]
+                    )
+                ).scalar()
                 values = {
-                    "description": t["description"],
+                    "description": (description or "").strip() or t["description"],
                     "source": source,
                     "function": t["name"],
                     "schema": t["parameters"],
                     "updated_at": now,
                     **flags,
                 }
+                if old is not None and latest is None:
+                    self._keep_version(conn, owner, old.id)  # registered before versions were kept
+                version = max(latest or 0, old.version if old else 0) + 1
                 if old is None:
                     conn.execute(
                         tools.insert().values(
-                            owner=owner, name=t["name"], version=1, created_at=now, **values
+                            owner=owner, name=t["name"], version=version, created_at=now, **values
                         )
                     )
-                    version = 1
                 else:
-                    version = old.version + 1
                     conn.execute(
                         tools.update().where(tools.c.id == old.id).values(version=version, **values)
                     )
+                conn.execute(
+                    tool_versions.insert().values(
+                        owner=owner,
+                        name=t["name"],
+                        version=version,
+                        author=author or f"user:{owner}",
+                        approved_by=approved_by,
+                        created_at=now,
+                        **{k: v for k, v in values.items() if k != "updated_at"},
+                    )
+                )
                 out.append(
-                    {"name": t["name"], "version": version, "description": t["description"]}
+                    {"name": t["name"], "version": version, "description": values["description"]}
                     | {k: bool(v) for k, v in flags.items()}
                 )
         self.invalidate()  # a new version's schema must reach the agents using it
         return out
+
+    async def describe_source(self, source: str) -> sandbox.SandboxResult:
+        """The tools `source` defines, found in the sandbox. Raises SandboxUnavailable."""
+        backend = sandbox.select(self.allow_unsafe)
+        return await sandbox.arun({"mode": "describe", "source": source}, self.limits, backend)
+
+    async def test_call(
+        self, source: str, function: str, args: dict[str, Any]
+    ) -> sandbox.SandboxResult:
+        """One call of a function of `source` that is not registered (yet), in the sandbox."""
+        try:
+            backend = sandbox.select(self.allow_unsafe)
+        except sandbox.SandboxUnavailable as e:
+            return sandbox.SandboxResult(False, error=str(e))
+        request = {"mode": "call", "source": source, "function": function, "args": args}
+        return await sandbox.arun(request, self.limits, backend)
+
+    def _keep_version(self, conn: Any, owner: str, tool_id: int) -> None:
+        r = conn.execute(select(tools).where(tools.c.id == tool_id)).first()
+        conn.execute(
+            tool_versions.insert().values(
+                owner=owner,
+                name=r.name,
+                version=r.version,
+                description=r.description,
+                source=r.source,
+                function=r.function,
+                schema=r.schema,
+                exclusive=r.exclusive,
+                irreversible=r.irreversible,
+                created_at=r.updated_at,
+            )
+        )
+
+    def versions(self, owner: str, name: str) -> list[dict[str, Any]]:
+        """Every stored version of the tool, oldest first, each marked `current` or not."""
+        current = self.get(owner, name)
+        if current is None:
+            raise ToolNotFound(f"no tool named {name!r}")
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(tool_versions)
+                .where(tool_versions.c.owner == owner, tool_versions.c.name == name)
+                .order_by(tool_versions.c.version)
+            ).fetchall()
+        found = [_version_row(r) | {"current": r.version == current.version} for r in rows]
+        if not any(v["current"] for v in found):  # registered before versions were kept
+            found.append(
+                {"name": name, "version": current.version, "description": current.description}
+                | {"author": None, "approved_by": None, "created_at": None}
+                | {"source": current.source, "current": True}
+            )
+        return found
+
+    def rollback(self, owner: str, name: str, version: int) -> dict[str, Any]:
+        """Put a stored version of the tool back in use. Raises ToolNotFound."""
+        if self.get(owner, name) is None:  # before its versions: the same error as any name
+            raise ToolNotFound(f"no tool named {name!r}")
+        with self.db.begin() as conn:
+            r = conn.execute(
+                select(tool_versions).where(
+                    tool_versions.c.owner == owner,
+                    tool_versions.c.name == name,
+                    tool_versions.c.version == version,
+                )
+            ).first()
+            if r is None:
+                raise ToolNotFound(f"the tool {name!r} has no version {version}")
+            done = conn.execute(
+                tools.update()
+                .where(tools.c.owner == owner, tools.c.name == name)
+                .values(
+                    version=r.version,
+                    description=r.description,
+                    source=r.source,
+                    function=r.function,
+                    schema=r.schema,
+                    exclusive=r.exclusive,
+                    irreversible=r.irreversible,
+                    updated_at=time.time(),
+                )
+            ).rowcount
+            if not done:
+                raise ToolNotFound(f"no tool named {name!r}")
+        self.invalidate()
+        return _version_row(r) | {"current": True}
+
+    def list_builtin(self) -> list[dict[str, Any]]:
+        return [t.describe() for n in builtin.TOOLS if (t := builtin_tool("", n)) is not None]
 
     def get(self, owner: str, name: str) -> UserTool | None:
         with self.db.connect() as conn:
@@ -206,12 +355,17 @@ class ToolManager:
             ).rowcount
             if not done:
                 raise ToolNotFound(f"no tool named {name!r}")
+            conn.execute(
+                delete(tool_versions).where(
+                    tool_versions.c.owner == owner, tool_versions.c.name == name
+                )
+            )
             # agent_tools is by name, and only agents of this owner can have it
             conn.execute(delete(agent_tools).where(agent_tools.c.tool_name == name))
         self.invalidate()
 
     def attach(self, agent_id: str, owner: str, name: str) -> None:
-        if self.get(owner, name) is None:
+        if name not in builtin.TOOLS and self.get(owner, name) is None:
             raise ToolNotFound(f"no tool named {name!r}; add it first with `llmos tool add`")
         with self.db.begin() as conn:
             exists = conn.execute(
@@ -256,7 +410,12 @@ class ToolManager:
                 .where(agent_tools.c.agent_id == agent_id)
                 .order_by(tools.c.name)
             ).fetchall()
-        found = self._attached[(agent_id, owner)] = [_row_tool(r) for r in rows]
+            names = conn.execute(
+                select(agent_tools.c.tool_name).where(agent_tools.c.agent_id == agent_id)
+            ).fetchall()
+        found = [_row_tool(r) for r in rows]
+        found += [t for (n,) in names if (t := builtin_tool(owner, n)) is not None]
+        self._attached[(agent_id, owner)] = found
         return found
 
     def attached_tool(self, agent_id: str, owner: str, name: str) -> UserTool | None:
@@ -276,15 +435,24 @@ class ToolManager:
             out.append(spec)
         return out
 
-    async def run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
-        """One call in a fresh sandbox; exclusive tools wait for their previous call."""
+    async def run(
+        self, tool: UserTool, args: dict[str, Any], agent_id: str | None = None
+    ) -> sandbox.SandboxResult:
+        """One call in a fresh sandbox, for `agent_id` (its `net` grants are the hosts
+        the tool may reach; none without an agent); exclusive tools wait for their
+        previous call."""
         if not tool.exclusive:
-            return await self._run(tool, args)
+            return await self._run(tool, args, agent_id)
         lock = self._locks.setdefault((tool.owner, tool.name), asyncio.Lock())
         async with lock:
-            return await self._run(tool, args)
+            return await self._run(tool, args, agent_id)
 
-    async def _run(self, tool: UserTool, args: dict[str, Any]) -> sandbox.SandboxResult:
+    async def _run(
+        self, tool: UserTool, args: dict[str, Any], agent_id: str | None
+    ) -> sandbox.SandboxResult:
+        if tool.builtin:
+            env = builtin.Env(self.limits, self.allow_unsafe, policy_from_env())
+            return await builtin.run(tool.function, args, env)
         server = mcp_server_of(tool.source)
         if self.mcp is not None and server is not None:
             return await self.mcp.call(tool.owner, server, tool.function, args)
@@ -293,4 +461,6 @@ class ToolManager:
         except sandbox.SandboxUnavailable as e:
             return sandbox.SandboxResult(False, error=str(e))
         request = {"mode": "call", "source": tool.source, "function": tool.function, "args": args}
+        if agent_id is not None:
+            request["hosts"] = Grants(self.db).hosts(agent_id)
         return await sandbox.arun(request, self.limits, backend)

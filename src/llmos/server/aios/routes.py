@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 
 from llmos.access.policy import User
 from llmos.errors import InvalidRequest
 from llmos.llm.registry import DEFAULT_MODEL
 from llmos.server.aios import shapes
 from llmos.server.aios.service import AiosService, AiosSettings
-from llmos.server.deps import APIError, KernelDep, State, check_choices, scrub
+from llmos.server.deps import MAX_INT, APIError, KernelDep, State, check_choices, scrub
 
 #: AIOS backends whose models llmos reaches with a provider prefix
 BACKENDS = {
@@ -180,7 +180,9 @@ def build_router(user_dependency: Callable[..., Any]) -> APIRouter:
         }
 
     @router.get("/agents/{execution_id}/status", summary="A submitted task's status")
-    async def execution_status(execution_id: int, user: UserDep, aios: Aios) -> dict[str, Any]:
+    async def execution_status(
+        execution_id: Annotated[int, Path(ge=0, le=MAX_INT)], user: UserDep, aios: Aios
+    ) -> dict[str, Any]:
         task = aios.executions.get(user.owner, {}).get(execution_id)
         if task is None:
             raise APIError(404, f"no execution {execution_id}", "not_found_error")

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.server.deps import APIError, CurrentUser, KernelDep
+from llmos.server.deps import MAX_INT, APIError, CurrentUser, KernelDep
 from llmos.storage.files import DEFAULT_QUOTA, MAX_PATH, FileError, QuotaExceeded
 
 router = APIRouter(tags=["files"])
@@ -47,7 +47,7 @@ class FileWrite(BaseModel):
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="the version whose content becomes current")
+    version: int = Field(ge=1, le=MAX_INT, description="the version whose content becomes current")
 
 
 class Area(BaseModel):
@@ -101,7 +101,7 @@ def _add_routes(prefix: str, resolve: Callable[..., Coroutine[Any, Any, Area]], 
         path: FilePath,
         target: Target,
         kernel: KernelDep,
-        version: Annotated[int | None, Query(ge=1)] = None,
+        version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     ) -> dict[str, Any]:
         return kernel.files.read(target.owner, target.area, path, version)
 

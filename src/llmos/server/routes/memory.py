@@ -277,3 +277,20 @@ async def search_recall_date(
 )
 async def context(agent: AgentName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
     return kernel.context(agent, user.owner).as_dict()
+
+
+class Rethink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    thought: str = Field(min_length=1, max_length=100_000, description="the new inner thoughts")
+
+
+@router.post(
+    "/agents/{agent}/rethink",
+    summary="Rewrite the inner thoughts of the agent's last answer",
+)
+async def rethink(
+    agent: AgentName, body: Rethink, user: CurrentUser, kernel: KernelDep
+) -> dict[str, Any]:
+    await kernel.rethink(agent, body.thought, owner=user.owner)  # no answer yet: 400
+    return {"rethought": True}

@@ -4,12 +4,19 @@
 answers the whole turn (`Turn.as_dict()`); with `stream` true it answers
 `text/event-stream`, one event per thing the agent does as it happens:
 
+    event: token            data: {"type": "token", "text": ...}
     event: reasoning        data: {"type": "reasoning", "text": ...}
     event: function_call    data: {"type": "function_call", "id", "name", "arguments"}
     event: function_result  data: {"type": "function_result", "id", "name", "ok", "message"}
     event: reply            data: {"type": "reply", "text": ...}
     event: error            data: {"type": "error", "error": {"type", "message"}}   (failed turn)
     event: done             data: {"type": "done", "turn": {...the whole turn...}}
+
+`token` events carry the reply's text as it is generated, before its
+`reply` event; together they are the reply's text (a core that cannot stream
+sends it as one token). They are only the text the user reads: never a
+function call's JSON, never the inner monologue. Tokens are sent in runs that
+end at whitespace, so that `scrub` sees a key-like word whole.
 
 A stream ends with `done`. A client that disconnects mid-stream does not stop
 the turn: the message was accepted, and the turn's messages are committed as
@@ -92,8 +99,21 @@ async def send_message(
 
 
 async def _stream(run: TurnRun) -> AsyncIterator[str]:
+    held = ""  # token text after the last whitespace: a word may go on
     async for event in run.events():
+        if event["type"] == "token":
+            held += event["text"]
+            cut = max(held.rfind(" "), held.rfind("\n"), held.rfind("\t")) + 1
+            if cut:
+                yield sse("token", {"type": "token", "text": scrub(held[:cut])})
+                held = held[cut:]
+            continue
+        if held:
+            yield sse("token", {"type": "token", "text": scrub(held)})
+            held = ""
         yield sse(event["type"], scrub(event))
+    if held:  # a turn that ended without its reply (failed, cancelled)
+        yield sse("token", {"type": "token", "text": scrub(held)})
     try:
         turn = await run.result()
     except Exception as exc:  # after the stream began: report it in the stream

@@ -6,7 +6,13 @@ version), which of their agents has which tool attached
 (`PUT/DELETE /v1/agents/{agent}/tools/{tool}`), their agents' grants, the
 calls of irreversible tools waiting for their decision, and their audit log.
 Another user's tool, agent or approval is a 404, exactly like one that does
-not exist.
+not exist. `GET /v1/tools?builtin=true` lists the built-in tools (calculate,
+current_time, fetch_url, run_python), attached like any tool. Every version of
+a tool is kept: `GET /v1/tools/{tool}/versions` (source, who wrote it, who
+approved it) and `POST /v1/tools/{tool}/rollback` put an older one back. A tool
+an agent wrote (setting `self_tools`) waits as an approval of the tool
+`create_tool` whose arguments hold its name, description, source and test
+results; approving it installs it as a new version attached to that agent.
 
 Deciding an approval (`POST /v1/approvals/{id}`) runs the tool when approved
 and then the agent's turn that receives the outcome; that turn runs as a
@@ -25,7 +31,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmos.server.deps import APIError, CurrentUser, KernelDep, State, turn_body
+from llmos.server.deps import MAX_INT, APIError, CurrentUser, KernelDep, State, turn_body
 from llmos.tools.registry import ToolError
 from llmos.tools.sandbox import SandboxUnavailable
 
@@ -49,11 +55,21 @@ class ToolAdd(BaseModel):
     )
 
 
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=MAX_INT, description="the stored version to put back in use")
+
+
 class GrantAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["agent", "files"]
-    target: str = Field(min_length=1, max_length=128, description="a name, or '*'")
+    kind: Literal["agent", "files", "net"]
+    target: str = Field(
+        min_length=1,
+        max_length=128,
+        description="a name or '*' (agent, files); a host[:port] its tools may reach (net)",
+    )
     mode: Literal["r", "rw"] = "rw"
 
 
@@ -83,14 +99,31 @@ async def add_tool(body: ToolAdd, user: CurrentUser, kernel: KernelDep) -> dict[
     return {"tools": added}
 
 
-@router.get("/tools", summary="Your tools")
-async def list_tools(user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
-    return {"tools": kernel.list_tools(user.owner)}
+@router.get("/tools", summary="Your tools, or the built-in tools")
+async def list_tools(
+    user: CurrentUser,
+    kernel: KernelDep,
+    builtin: Annotated[bool, Query(description="list the built-in tools instead")] = False,
+) -> dict[str, Any]:
+    return {"tools": kernel.builtin_tools() if builtin else kernel.list_tools(user.owner)}
 
 
 @router.get("/tools/{tool}", summary="One tool, with its source, version and schema")
 async def get_tool(tool: ToolName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
     return kernel.get_tool(tool, user.owner)  # ToolNotFound: 404
+
+
+@router.get("/tools/{tool}/versions", summary="Every version of a tool, oldest first")
+async def tool_versions(tool: ToolName, user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
+    return {"versions": kernel.tool_versions(tool, user.owner)}  # ToolNotFound: 404
+
+
+@router.post("/tools/{tool}/rollback", summary="Put an earlier version of a tool back in use")
+async def rollback_tool(
+    tool: ToolName, body: Rollback, user: CurrentUser, kernel: KernelDep
+) -> dict[str, Any]:
+    kernel.rollback_tool(tool, body.version, user.owner)  # ToolNotFound: 404
+    return kernel.get_tool(tool, user.owner)
 
 
 @router.delete("/tools/{tool}", status_code=204, summary="Delete a tool (agents lose it)")
@@ -142,7 +175,7 @@ async def add_grant(
 @router.delete("/agents/{agent}/grants/{kind}/{target}", status_code=204, summary="Revoke a grant")
 async def remove_grant(
     agent: AgentName,
-    kind: Literal["agent", "files"],
+    kind: Literal["agent", "files", "net"],
     target: Annotated[str, Path(max_length=128)],
     user: CurrentUser,
     kernel: KernelDep,
@@ -198,7 +231,9 @@ async def audit(
     agent: Annotated[
         str | None, Query(max_length=128, description="one agent's name or id")
     ] = None,
-    before: Annotated[int | None, Query(ge=1, description="only entries with a smaller id")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="only entries with a smaller id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     entries = kernel.audit(user.owner, agent=agent, limit=limit, before=before)

@@ -5,8 +5,9 @@
 // tab's sessionStorage. Streaming replies come from POST .../messages with
 // stream=true, read with fetch + ReadableStream (EventSource cannot send an
 // Authorization header), parsed as Server-Sent Events. The Approvals tab lists
-// the calls of irreversible tools waiting for the user's decision (polled with
-// the kernel, for the badge) and decides them with POST /v1/approvals/{id}.
+// the calls of irreversible tools waiting for the user's decision, and the tools
+// agents wrote (with their source and test calls), polled with the kernel for
+// the badge, and decides them with POST /v1/approvals/{id}.
 "use strict";
 
 const KEY_STORE = "llmos.key";
@@ -700,6 +701,36 @@ function prettyArgs(text) {
   }
 }
 
+// A tool an agent wrote (tool "create_tool"): {name, description, source, tests}; else null.
+function proposalOf(a) {
+  if (a.tool !== "create_tool") return null;
+  try {
+    const p = JSON.parse(a.arguments);
+    return p && typeof p.source === "string" ? p : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+// What the owner decides on: a call's arguments, or a written tool's source and test calls.
+function approvalDetails(a) {
+  const p = proposalOf(a);
+  if (!p) {
+    return [h("pre", { class: "approval-args", "aria-label": `Arguments of ${a.tool}`, text: prettyArgs(a.arguments) })];
+  }
+  const tests = (p.tests || []).map((t) =>
+    h("li", { text: `${p.name}(${JSON.stringify(t.args)}) → ${t.result}` }));
+  return [
+    h("div", { class: "small" },
+      h("span", { text: `${a.agent || "The agent"} wrote a tool ` }),
+      h("code", { class: "approval-new-tool", text: p.name }),
+      h("span", { text: `: ${p.description || ""}` })),
+    h("pre", { class: "approval-args approval-source", "aria-label": `Source of ${p.name}`, text: p.source }),
+    h("div", { class: "muted small", text: "Test calls, run in the sandbox:" }),
+    h("ul", { class: "approval-tests small" }, ...tests),
+  ];
+}
+
 function setBadge(count) {
   const badge = $("approvals-badge");
   badge.replaceChildren(String(count), h("span", { class: "sr-only", text: " pending" }));
@@ -773,7 +804,8 @@ function pendingItem(a) {
     for (const c of controls) c.disabled = true;
     showError($("approvals-error"), "");
     note.textContent = yes
-      ? `Approving: the tool runs, then ${a.agent || "the agent"} takes a turn…`
+      ? (proposalOf(a) ? `Approving: the tool is installed for ${a.agent || "the agent"}, which takes a turn…`
+        : `Approving: the tool runs, then ${a.agent || "the agent"} takes a turn…`)
       : `Denying: ${a.agent || "the agent"} is told and takes a turn…`;
     const text = reason.value.trim();
     try {
@@ -802,7 +834,7 @@ function pendingItem(a) {
   return h("li", { class: "approval", "data-approval": a.id },
     approvalHead(a),
     h("div", { class: "muted small", text: `requested ${when(a.created_at)} · ${a.id}` }),
-    h("pre", { class: "approval-args", "aria-label": `Arguments of ${a.tool}`, text: prettyArgs(a.arguments) }),
+    ...approvalDetails(a),
     h("label", { for: reasonId, text: "Reason" }),
     reason,
     h("div", { class: "approval-actions" }, approve, deny),
@@ -845,7 +877,7 @@ function renderDecided(decided) {
         h("span", { class: `state state-${a.status}`, text: a.status }),
         h("code", { class: "approval-tool", text: a.tool }),
         h("span", { class: "muted small", text: ` · ${a.agent || a.agent_id}` })),
-      h("pre", { class: "approval-args", "aria-label": `Arguments of ${a.tool}`, text: prettyArgs(a.arguments) }),
+      ...approvalDetails(a),
       h("div", { class: "small", text: `Reason: ${a.reason || "none given"}` }),
       approvedResult(a),
       h("div", { class: "muted small", text: `requested ${when(a.created_at)} · decided ${when(a.decided_at)}${a.delivered_at ? "" : " · not delivered yet"}` }))) :

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ class Launch:
     close: list[int] = field(default_factory=list)
     #: a wrapper reports the child's death by signal N as exit status 128 + N
     signal_offset: bool = False
+    #: host uid and gid to start the command as (no supplementary groups); None: ours
+    user: int | None = None
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -87,11 +90,18 @@ class ProcessSandbox(Sandbox):
     def wrap(self, child: list[str], scratch: str, env: dict[str, str]) -> Launch:
         """The command that runs `child` (argv) confined as this backend confines it."""
 
+    @contextlib.contextmanager
+    def network(self, request: dict[str, Any], scratch: str) -> Iterator[dict[str, Any]]:
+        """Set up the call's network for `request["hosts"]` (its agent's `net` grants);
+        yields the request to send. Here: nothing (a plain process has the host's network)."""
+        yield request
+
     def run(self, request: dict[str, Any], limits: Limits) -> SandboxResult:
         started = time.monotonic()
         scratch = os.path.realpath(tempfile.mkdtemp(prefix="llmos-tool-"))
         try:
-            return self._run(request, limits, scratch, started)
+            with self.network(request, scratch) as sent:
+                return self._run(sent, limits, scratch, started)
         except Exception as e:  # the kernel must survive whatever the child does
             return SandboxResult(False, error=f"sandbox error: {type(e).__name__}: {e}")
         finally:
@@ -114,6 +124,10 @@ class ProcessSandbox(Sandbox):
                 start_new_session=True,  # its own process group: one killpg ends every child
                 close_fds=True,
                 pass_fds=launch.pass_fds,
+                # set in the forked child before exec (no preexec_fn: threads)
+                user=launch.user,
+                group=launch.user,
+                extra_groups=None if launch.user is None else [],
             )
         finally:
             for fd in launch.close:
