@@ -79,7 +79,7 @@ def run(
                 t = time.perf_counter()
                 got = db.vectors.search(conn, AGENT, data.shape[1], q, 10)
                 lat.append((time.perf_counter() - t) * 1000)
-                hits += len({position[g] for g in got} & set(want.tolist()))
+                hits += len({position[g] for g, _ in got} & set(want.tolist()))
                 conn.rollback()  # the search's SET LOCALs end with it
         out[f"ef_search={ef}" if ef else "exact"] = {
             "search_p50_ms": round(statistics.median(lat), 2),

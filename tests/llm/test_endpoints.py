@@ -89,10 +89,12 @@ def test_models_command_shows_the_agents_window(
         monkeypatch.setenv("OPENAI_BASE_URL", oa.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         runner = CliRunner()
+        # The CLI creates agents through the API, which accepts only real embedders:
+        # the fake server embeds too.
         made = runner.invoke(
             app,
             ["--home", str(home), "agent", "create", "ada", "--model", "openai/fake-model",
-             "--context-window", "3072", "--embedder", "test/hash"],
+             "--context-window", "3072", "--embedder", "openai/text-embedding-3-small"],
         )  # fmt: skip
         assert made.exit_code == 0, made.output
         result = runner.invoke(app, ["--home", str(home), "models", "--json"])

@@ -123,7 +123,9 @@ def test_serve_with_two_workers_runs_each_agent_in_one_at_a_time(tmp_path: Path)
             while len(pids) < 2:  # both workers answer (new connections spread over them)
                 with contextlib.suppress(httpx.TransportError):
                     pids.add(httpx.get(f"{url}/health").json()["pid"])
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                if proc.poll() is not None:
+                    raise AssertionError(f"serve exited {proc.returncode}: {proc.stdout.read()}")  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "serve did not start"
                 time.sleep(0.05)
             r = httpx.post(
                 f"{url}/v1/agents",

@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from llmos.llm.core import ChatRequest, ChatResponse, ToolCall, Usage
+from llmos.llm.core import ChatRequest, ChatResponse, ToolCall, Usage, tools_json
 
 Policy = Callable[[ChatRequest], ChatResponse | Awaitable[ChatResponse]]
 _ids = itertools.count(1)
@@ -76,7 +76,7 @@ class ScriptedCore:
             for m in request.messages
         )
         if request.tools:
-            total += self.count_tokens(json.dumps([t.to_openai() for t in request.tools]))
+            total += self.count_tokens(tools_json(request.tools))
         return total
 
     async def chat(self, request: ChatRequest) -> ChatResponse:

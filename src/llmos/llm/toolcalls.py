@@ -33,7 +33,7 @@ from typing import Any
 
 import json_repair
 
-from llmos.llm.core import ChatResponse, Message, ToolCall, ToolSpec
+from llmos.llm.core import ChatResponse, Core, Message, ToolCall, ToolSpec, tools_json
 
 __all__ = [
     "as_tool_call",
@@ -42,6 +42,7 @@ __all__ = [
     "new_call_id",
     "parse_call",
     "render_tools_prompt",
+    "tools_text",
 ]
 
 
@@ -92,6 +93,15 @@ def render_tools_prompt(tools: Sequence[ToolSpec]) -> str:
             lines.append(f"  {arg} ({kind}{flag})" + (f": {arg_desc}" if arg_desc else ""))
     lines.append('Answer with exactly one JSON object: {"function": NAME, "arguments": {...}}')
     return "\n".join(lines)
+
+
+def tools_text(core: Core, tools: Sequence[ToolSpec]) -> str:
+    """The tools as the core's prompt holds them, for counting their tokens: compact
+    JSON where the backend takes tools natively, else the text `render_tools_prompt`
+    puts into the prompt."""
+    if getattr(core, "native_tools", True):
+        return tools_json(tools)
+    return render_tools_prompt(tools)
 
 
 def _closed(parameters: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,9 @@ Each passage's text goes to the `passages` table (with a full-text index,
 both retrievers and fuses their rankings with reciprocal rank fusion (RRF):
 semantic matches and exact keyword matches (names, numbers, codes that
 sentence embeddings blur) both surface, with no score calibration needed.
+Keyword matches ignore stopwords, and a passage far from the query in meaning
+(under its embedder's `RELEVANCE_FLOORS`) that shares no word with it is not
+returned at all.
 
 Left out: approximate search on SQLite (exact search per agent; see
 benchmarks/archival_scale.py). Re-embedding under a new
@@ -32,6 +35,13 @@ if TYPE_CHECKING:
 
 #: RRF's damping constant (Cormack et al. 2009): ranks beyond ~60 barely count.
 RRF_K = 60
+
+#: Per embedder, the cosine similarity below which a passage that shares no word
+#: with the query is not an answer. all-MiniLM-L6-v2 on `llmos eval archival`:
+#: answering passages scored 0.15-0.78, the nearest non-answers up to 0.36;
+#: 0.1 keeps every answer and drops what is unrelated. Embedders not listed
+#: (no measurement yet) keep every passage.
+RELEVANCE_FLOORS: dict[str, float] = {"local/all-MiniLM-L6-v2": 0.1}
 
 
 @dataclass(slots=True)
@@ -179,8 +189,12 @@ class ArchivalStorage:
         if query_vector is None:
             query_vector = embedder.embed([query])[0]
         nearest = self.db.vectors.search(conn, agent_id, embedder.dim, query_vector, depth)
-        for rank, pid in enumerate(nearest):
-            fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        # Passages too far from the query in meaning are left out, unless they
+        # share a word with it: a search answers with what is relevant, not all.
+        floor = RELEVANCE_FLOORS.get(embedder.name, -1.0)
+        for rank, (pid, distance) in enumerate(nearest):
+            if 1.0 - distance >= floor:
+                fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
         for rank, pid in enumerate(keyword_ids(conn, "passages", agent_id, query, limit=depth)):
             fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
 

@@ -9,10 +9,10 @@ its functions change it; the kernel commits the changes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmos.llm.toolcalls import tools_text
 from llmos.memory.blocks import CoreMemory
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class AgentImage:
         else:
             key = (core.name, hash(tuple(t.name for t in item)))
             if key not in self._counts:
-                self._counts[key] = core.count_tokens(json.dumps([t.to_openai() for t in item]))
+                self._counts[key] = core.count_tokens(tools_text(core, item))
         if len(self._counts) > 64:  # snapshots change at each compaction
             self._counts.pop(next(iter(self._counts)))
         return self._counts[key]

@@ -22,13 +22,13 @@ Left out: the summary text itself (`summarize.py`) and persistence.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from llmos.errors import LLMOSError
 from llmos.llm.core import ChatRequest, Message, ToolSpec
 from llmos.llm.tokens import MESSAGE_OVERHEAD_TOKENS
+from llmos.llm.toolcalls import tools_text
 
 if TYPE_CHECKING:
     from llmos.llm.core import Core
@@ -73,7 +73,7 @@ def message_tokens(core: Core, message: Message) -> int:
 def tools_tokens(core: Core, tools: list[ToolSpec]) -> int:
     if not tools:
         return 0
-    return core.count_tokens(json.dumps([t.to_openai() for t in tools]))
+    return core.count_tokens(tools_text(core, tools))
 
 
 def render_core_memory(agent: AgentImage, classic: bool) -> str:

@@ -57,8 +57,27 @@ def extra_ddl(dialect: str) -> list[str]:
     return POSTGRES_DDL if dialect == "postgresql" else SQLITE_DDL
 
 
+#: Words too common to say what a text is about: a query's keyword side ignores
+#: them (Postgres' english configuration drops the same kind), so a passage does
+#: not rank high for sharing only "and" or "the" with the query.
+_STOPWORD_TEXT = """
+a about above after again against all am an and any are as at be because been before
+being below between both but by can could did do does doing down during each few for
+from further had has have having he her here hers herself him himself his how i if
+in into is it its itself just me more most my myself no nor not now of off on once
+only or other our ours ourselves out over own same she should so some such than that
+the their theirs them themselves then there these they this those through to too
+under until up very was we were what when where which while who whom why will with
+would you your yours yourself yourselves
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
 def words(query: str) -> list[str]:
-    return _WORD.findall(query)[:MAX_WORDS]
+    """The query's words that say what it is about (all of them if none does)."""
+    found = _WORD.findall(query)
+    meaningful = [w for w in found if w.lower() not in STOPWORDS]
+    return (meaningful or found)[:MAX_WORDS]
 
 
 def fts_query(query: str) -> str | None:

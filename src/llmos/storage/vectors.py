@@ -180,16 +180,16 @@ class VectorIndex:
 
     def search(
         self, conn: Connection, agent_id: str, dim: int, query: Any, k: int
-    ) -> list[int]:
-        """Ids of the agent's `k` passages nearest to `query`, nearest first."""
+    ) -> list[tuple[int, float]]:
+        """(id, cosine distance) of the agent's `k` passages nearest to `query`, nearest first."""
         table = self.table(dim, conn)
         if not self.is_postgres:
             rows = conn.exec_driver_sql(
-                f"SELECT rowid FROM {table.name} WHERE embedding MATCH ? AND k = ? "
+                f"SELECT rowid, distance FROM {table.name} WHERE embedding MATCH ? AND k = ? "
                 "AND agent_id = ? ORDER BY distance",
                 (_f32(query), k, agent_id),
             ).fetchall()
-            return [r[0] for r in rows]
+            return [(r[0], float(r[1])) for r in rows]
         # HNSW keeps ef_search candidates: recall@10 0.46 at pgvector's default
         # of 40, 0.97 at 400 (benchmarks/archival_scale.py, 20k clustered vectors).
         # The iterative scan goes on until k rows of this agent are found (0.8).
@@ -203,13 +203,14 @@ class VectorIndex:
         import numpy as np
 
         q = np.asarray(query, dtype=np.float32)
+        distance = table.c.embedding.cosine_distance(q)
         rows = conn.execute(
-            select(table.c.passage_id)
+            select(table.c.passage_id, distance)
             .where(table.c.agent_id == agent_id)
-            .order_by(table.c.embedding.cosine_distance(q))
+            .order_by(distance)
             .limit(k)
         ).fetchall()
-        return [r[0] for r in rows]
+        return [(r[0], float(r[1])) for r in rows]
 
     def delete(self, conn: Connection, passage_id: int) -> None:
         for table in self._all(conn):
