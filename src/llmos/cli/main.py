@@ -43,6 +43,7 @@ from llmos.cli import (
     agent_cmds,
     chat,
     db_cmds,
+    eval_cmds,
     files_cmds,
     kernel_cmds,
     load_cmds,
@@ -164,6 +165,7 @@ app.command("grant")(tools_cmds.grant)
 app.command("approvals")(tools_cmds.approvals)
 app.command("audit")(tools_cmds.audit)
 app.add_typer(db_cmds.db_app, name="db")
+app.command("eval", help=eval_cmds.TASK_HELP)(eval_cmds.eval_)
 
 if __name__ == "__main__":
     app(prog_name="llmos")
