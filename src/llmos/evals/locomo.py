@@ -15,12 +15,11 @@ LoCoMo figures do, since its items carry no `answer`.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from llmos.evals import datafile
 from llmos.evals.harness import QAItem, Turn
-from llmos.evals.qa import QATask
+from llmos.evals.qa import FileQATask
 
 FMT = "LoCoMo"
 _SESSION = re.compile(r"^session_(\d+)$")
@@ -29,21 +28,12 @@ KEEP = 10  # messages of the last session left in the agent's window
 ASK = "{q} Answer with a short phrase, using exact words from our conversations where possible."
 
 
-class LoCoMo(QATask):
+class LoCoMo(FileQATask):
     name = "locomo"
     metrics = ("f1", "exact", "contains")
 
-    def __init__(self, path: Path, size: int | None = None) -> None:
-        self.path, self.size = path, size
-        self._items = self._parse(datafile.load_json(path, FMT))
-        if not self._items:
-            raise datafile.EvalDataError(f"{path}: no LoCoMo questions with answers in it")
-
-    def identity(self) -> dict[str, Any]:
-        return {"data": str(self.path), "sha256": datafile.digest(self.path), "size": self.size}
-
-    def items(self) -> list[QAItem]:
-        return self._items[: self.size] if self.size else self._items
+    fmt = FMT
+    nothing = "LoCoMo questions with answers"
 
     def _parse(self, data: Any) -> list[QAItem]:
         p = self.path

@@ -14,12 +14,11 @@ in the reply, which undercounts paraphrased answers. Token F1 beside it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos.evals import datafile, scoring
 from llmos.evals.harness import QAItem, Turn
-from llmos.evals.qa import QATask
+from llmos.evals.qa import FileQATask
 
 if TYPE_CHECKING:
     from llmos.llm.core import Core
@@ -29,21 +28,12 @@ TIME_FORMATS = ("%Y/%m/%d (%a) %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d")
 KEEP = 10
 
 
-class LongMemEval(QATask):
+class LongMemEval(FileQATask):
     name = "longmemeval"
     metrics = ("accuracy", "f1")
 
-    def __init__(self, path: Path, size: int | None = None) -> None:
-        self.path, self.size = path, size
-        self._items = self._parse(datafile.load_json(path, FMT))
-        if not self._items:
-            raise datafile.EvalDataError(f"{path}: no LongMemEval instances in it")
-
-    def identity(self) -> dict[str, Any]:
-        return {"data": str(self.path), "sha256": datafile.digest(self.path), "size": self.size}
-
-    def items(self) -> list[QAItem]:
-        return self._items[: self.size] if self.size else self._items
+    fmt = FMT
+    nothing = "LongMemEval instances"
 
     def _parse(self, data: Any) -> list[QAItem]:
         p = self.path

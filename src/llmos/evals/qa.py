@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmos.evals import scoring
+from llmos.evals import datafile, scoring
 from llmos.evals.harness import QAItem, ask_agent, ask_plain
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from llmos.evals.harness import Settings
     from llmos.kernel.kernel import Kernel
     from llmos.llm.core import Core
@@ -50,3 +52,25 @@ class QATask:
             **got,
             **scores,
         }
+
+
+class FileQATask(QATask):
+    """A QA task read from a data file the user supplies (LoCoMo, LongMemEval)."""
+
+    fmt = "data"  # the format's name, in errors
+    nothing = "questions"  # what a file without any has none of, in errors
+
+    def __init__(self, path: Path, size: int | None = None) -> None:
+        self.path, self.size = path, size
+        self._items = self._parse(datafile.load_json(path, self.fmt))
+        if not self._items:
+            raise datafile.EvalDataError(f"{path}: no {self.nothing} in it")
+
+    def identity(self) -> dict[str, Any]:
+        return {"data": str(self.path), "sha256": datafile.digest(self.path), "size": self.size}
+
+    def items(self) -> list[QAItem]:
+        return self._items[: self.size] if self.size else self._items
+
+    def _parse(self, data: Any) -> list[QAItem]:
+        raise NotImplementedError
