@@ -1,10 +1,12 @@
-"""What every `llmos` command shares: the consoles, opening the kernel, and user errors.
+"""What every `llmos` command shares: the consoles, the API client, the kernel, user errors.
 
 Each command module imports its plumbing from here and nothing from
 `cli/main.py` (which imports them all to wire the app), so the package has no
-import cycle. `run()` opens the kernel on `--home`, awaits the command's body
-on a fresh event loop and closes the kernel; `user_errors()` turns the errors
-a user can cause into one `error: ...` line on stderr and exit code 1
+import cycle. `api()` gives a command with a route its HTTP client (the local
+kernel service, `--url`, or the app in-process with `--no-daemon`); `run()`
+opens the kernel on `--home` for the few commands without a route, awaits the
+body on a fresh event loop and closes the kernel; `user_errors()` turns the
+errors a user can cause into one `error: ...` line on stderr and exit code 1
 (`LLMOS_DEBUG=1` shows the traceback instead).
 
 Start-up time matters (`llmos send` is called from scripts), so the kernel is
