@@ -44,6 +44,10 @@ from llmos.tools.sandbox import bwrap
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sandbox.json"
+sys.path.insert(0, str(ROOT))  # tests/fakes: the stand-in embedder
+
+from tests.fakes.embedders import HashEmbedder  # noqa: E402
+
 TOOL = 'def tool(a: int, b: int) -> int:\n    """Add."""\n    return a + b\n'
 
 
@@ -93,23 +97,6 @@ def main() -> None:
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
 
 
-class _HashEmbedder:
-    """A deterministic embedder: the benchmark never loads a model."""
-
-    name = "bench/hash"
-    dim = 32
-
-    def embed(self, texts: list[str]) -> Any:
-        import numpy as np
-
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                out[i, hash(word) % self.dim] += 1
-            out[i] /= max(1e-9, float(np.linalg.norm(out[i])))
-        return out
-
-
 def _flood(n: int, *, fair: bool) -> dict[str, Any]:
     """B's search latency while A registers `n` tools at once, on a fresh server."""
     import tempfile
@@ -128,7 +115,7 @@ def _flood(n: int, *, fair: bool) -> dict[str, Any]:
     if not fair:  # issue 11's state: sandbox runs on the loop's shared threads
         sandbox._POOL = None  # type: ignore[assignment]
     home = tempfile.mkdtemp(prefix="llmos-bench-flood-")
-    kernel = Kernel.open(home, embedders={"bench/hash": _HashEmbedder()})
+    kernel = Kernel.open(home, embedders={"test/hash": HashEmbedder()})
     core = ScriptedCore(lambda _r: call("send_message", message="ok"), name="scripted/echo")
     kernel.add_core(core, model="scripted/echo")
     access = AccessManager(kernel.db)
@@ -136,7 +123,7 @@ def _flood(n: int, *, fair: bool) -> dict[str, Any]:
     config = ServerConfig(
         models=("scripted/*",),
         default_model="scripted/echo",
-        default_embedder="bench/hash",
+        default_embedder="test/hash",
         rate=1000,
         burst=10_000,
         **({} if fair else {"work_running": 10**6, "work_waiting": 0}),

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import socket
@@ -43,26 +42,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "server_load.json"
+sys.path.insert(0, str(ROOT))  # tests/fakes: the stand-in embedder
 
+from tests.fakes.embedders import HashEmbedder  # noqa: E402
 
 # --- the server process ---------------------------------------------------------------
-
-
-class _HashEmbedder:
-    """A tiny deterministic embedder: the benchmark never loads a model."""
-
-    name = "bench/hash"
-    dim = 32
-
-    def embed(self, texts: list[str]) -> Any:
-        import numpy as np
-
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                out[i, hashlib.blake2b(word.encode(), digest_size=2).digest()[0] % self.dim] += 1
-            out[i] /= max(1e-9, float(np.linalg.norm(out[i])))
-        return out
 
 
 def serve(port: int, home: str) -> None:
@@ -79,10 +63,10 @@ def serve(port: int, home: str) -> None:
         text = next((m.content or "" for m in reversed(request.messages) if m.role == "user"), "")
         return call("send_message", message=f"echo: {text}")
 
-    kernel = Kernel.open(home, embedders={"bench/hash": _HashEmbedder()})
+    kernel = Kernel.open(home, embedders={"test/hash": HashEmbedder()})
     kernel.add_core(ScriptedCore(echo, name="scripted/echo", capacity=64), model="scripted/echo")
     config = ServerConfig(
-        models=("scripted/*",), default_model="scripted/echo", default_embedder="bench/hash"
+        models=("scripted/*",), default_model="scripted/echo", default_embedder="test/hash"
     )
     uvicorn.run(
         create_app(kernel, config),

@@ -10,7 +10,6 @@ sets LLMOS_DATABASE_URL to a fresh schema of one PostgreSQL 18 with pgvector
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,31 +17,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from llmos import Kernel
+from tests.fakes.embedders import HashEmbedder
 
-
-class HashEmbedder:
-    """A deterministic bag-of-words embedder: similar texts share dimensions.
-
-    For tests that exercise storage and ranking without paying for the real
-    model; the real MiniLM embedder has tests of its own.
-    """
-
-    name = "test/hash"
-    dim = 64
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big")
-                out[i, h % self.dim] += 1.0
-            norm = np.linalg.norm(out[i])
-            out[i] = out[i] / norm if norm else out[i]
-        return out
+__all__ = ["HashEmbedder", "both_engines"]
 
 
 ENGINES = ["sqlite", "postgresql"]
