@@ -164,7 +164,8 @@ class AgentVerbs:
             self.waker.forget(image)
             self.accounting.forget(image.id)
 
-    def agent_usage(self, agent_id: str) -> UsageTotals:  # lifetime: stored + this session's
+    def agent_usage(self, agent_id: str) -> UsageTotals:
+        """The agent's LLM usage over its lifetime (stored totals plus this session's)."""
         return self.accounting.usage(agent_id)
 
     def usage_of(self, agent_id: str) -> SyscallStats:

@@ -220,7 +220,9 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
             )
         return self._messenger
 
-    _msgr = messenger.fget  # what the handlers call: the messenger, made on first use
+    def _msgr(self) -> AgentMessenger:
+        """What the handlers call for the messenger (made on first use)."""
+        return self.messenger
 
     async def settle_agent_messages(self, timeout: float | None = None) -> None:
         """Wait for agent messages delivered in the background (and their turns) to finish."""
