@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 from llmos.errors import LLMOSError
 from llmos.llm.core import ChatRequest, Message, ToolSpec
 from llmos.llm.tokens import MESSAGE_OVERHEAD_TOKENS
-from llmos.llm.toolcalls import tools_text
 
 if TYPE_CHECKING:
     from llmos.llm.core import Core
@@ -68,12 +67,6 @@ class CompiledWindow:
 
 def message_tokens(core: Core, message: Message) -> int:
     return core.count_tokens(message.text_for_count()) + MESSAGE_OVERHEAD_TOKENS
-
-
-def tools_tokens(core: Core, tools: list[ToolSpec]) -> int:
-    if not tools:
-        return 0
-    return core.count_tokens(tools_text(core, tools))
 
 
 def render_core_memory(agent: AgentImage, classic: bool) -> str:
