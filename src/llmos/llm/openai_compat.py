@@ -37,10 +37,11 @@ training context).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -258,26 +259,15 @@ class OpenAICompatCore(RemoteCore):
     async def _post(self, kwargs: dict[str, Any]) -> Any:
         """Send one completion; the decoded JSON body, or a `CoreError`."""
         client = await self._get_client()
-        import openai  # already imported by _get_client: a dict lookup
-
-        body = {k: v for k, v in kwargs.items() if k != "extra_body"}
-        body.update(kwargs.get("extra_body", {}))
-        try:
+        with self._sdk_errors():
             # The SDK's low-level post: its auth, headers, timeouts and error
             # types, without `completions.create`'s recursive transform of the
             # typed params, which costs ~10 ms of CPU per request — ten times
             # llmos's own time per step. The body is already plain JSON.
             raw = await client.post(
-                "/chat/completions", body=body, cast_to=httpx.Response, options=STREAM_BODY
+                "/chat/completions", body=_body(kwargs), cast_to=httpx.Response, options=STREAM_BODY
             )
             text = (await read_capped(raw, self.name)).decode("utf-8", "replace")
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            # `from None`: the SDK error carries the request (and its headers).
-            raise self._map_error(exc) from None
-        except openai.APIError as exc:
-            raise self._map_error(exc) from exc
-        except openai.OpenAIError as exc:
-            raise CoreUnavailable(f"{self.name}: {self._clean(str(exc))}") from exc
         try:
             return json.loads(text)
         except ValueError as exc:
@@ -287,15 +277,13 @@ class OpenAICompatCore(RemoteCore):
         """Send one completion with `stream`, reporting each piece to `on_delta`;
         returns the chunks folded into a chat.completion body (for `_parse_response`)."""
         client = await self._get_client()
-        import openai
+        import openai  # already imported by _get_client: a dict lookup
 
-        body = {k: v for k, v in kwargs.items() if k != "extra_body"}
-        body.update(kwargs.get("extra_body", {}))
         fold = ChunkFold()
-        try:
+        with self._sdk_errors():
             stream = await client.post(
                 "/chat/completions",
-                body={**body, "stream": True, "stream_options": {"include_usage": True}},
+                body={**_body(kwargs), "stream": True, "stream_options": {"include_usage": True}},
                 cast_to=object,
                 stream=True,
                 stream_cls=openai.AsyncStream[object],
@@ -306,13 +294,22 @@ class OpenAICompatCore(RemoteCore):
                     for delta in fold.feed(chunk):
                         budget.add(delta.text)
                         on_delta(delta)
+        return fold.body()
+
+    @contextlib.contextmanager
+    def _sdk_errors(self) -> Iterator[None]:
+        """The SDK's errors inside the block as this core's `CoreError`s."""
+        import openai  # already imported by _get_client: a dict lookup
+
+        try:
+            yield
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            # `from None`: the SDK error carries the request (and its headers).
             raise self._map_error(exc) from None
         except openai.APIError as exc:
             raise self._map_error(exc) from exc
         except openai.OpenAIError as exc:
             raise CoreUnavailable(f"{self.name}: {self._clean(str(exc))}") from exc
-        return fold.body()
 
     # --- errors ------------------------------------------------------------------
 
@@ -491,3 +488,10 @@ def ollama_core(
         context_window=context_window or OLLAMA_DEFAULT_CONTEXT,
         name=f"ollama/{model}",
     )
+
+
+def _body(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request body: the arguments, with `extra_body`'s keys merged in at the top."""
+    body = {k: v for k, v in kwargs.items() if k != "extra_body"}
+    body.update(kwargs.get("extra_body", {}))
+    return body
