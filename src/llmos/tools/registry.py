@@ -267,13 +267,8 @@ class ToolManager:
                 owner=owner,
                 name=r.name,
                 version=r.version,
-                description=r.description,
-                source=r.source,
-                function=r.function,
-                schema=r.schema,
-                exclusive=r.exclusive,
-                irreversible=r.irreversible,
                 created_at=r.updated_at,
+                **_versioned(r),
             )
         )
 
@@ -314,16 +309,7 @@ class ToolManager:
             done = conn.execute(
                 tools.update()
                 .where(tools.c.owner == owner, tools.c.name == name)
-                .values(
-                    version=r.version,
-                    description=r.description,
-                    source=r.source,
-                    function=r.function,
-                    schema=r.schema,
-                    exclusive=r.exclusive,
-                    irreversible=r.irreversible,
-                    updated_at=time.time(),
-                )
+                .values(version=r.version, updated_at=time.time(), **_versioned(r))
             ).rowcount
             if not done:
                 raise ToolNotFound(f"no tool named {name!r}")
@@ -464,3 +450,11 @@ class ToolManager:
         if agent_id is not None:
             request["hosts"] = Grants(self.db).hosts(agent_id)
         return await sandbox.arun(request, self.limits, backend)
+
+
+#: What a tool version holds besides its name and number: kept, and put back on rollback.
+VERSIONED_COLUMNS = ("description", "source", "function", "schema", "exclusive", "irreversible")
+
+
+def _versioned(row: Any) -> dict[str, Any]:
+    return {c: getattr(row, c) for c in VERSIONED_COLUMNS}
