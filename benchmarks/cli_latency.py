@@ -5,7 +5,9 @@ What it measures, side by side in one run (each figure the median of N fresh
 both alike), against a `FakeOpenAIServer` on loopback that answers at once:
 
 1. warm: `llmos send A "hi"` with the local kernel service already up
-   (the command is an HTTP client on the service's Unix socket);
+   (the launcher's plain send: a standard-library client on the service's
+   Unix socket), and the same through the typer app (`llmos --home H send`,
+   as any command with an option runs);
 2. no-daemon: `llmos --no-daemon send A "hi"` (the kernel boots in the
    command, as every command did before the service);
 3. cold: the first command on a machine with no service (a fresh home each
@@ -15,10 +17,11 @@ both alike), against a `FakeOpenAIServer` on loopback that answers at once:
 
 Each row also gives the command's own CPU time (user + system of its
 process, not the service's), which load on the machine barely changes. Also:
-the client's imports alone (`python -c "import llmos.cli.main"`) and
-the bare interpreter, as a floor. Targets: warm under 0.25 s whole command;
-cold no slower than in-process. The load average is recorded because other
-work on the machine skews every number.
+the imports alone, of the launcher's plain send and of the typer app
+(`python -c "import llmos.cli.main"`), and the bare interpreter, as a floor.
+Targets: warm under 0.25 s whole command; cold no slower than in-process.
+The load average is recorded because other work on the machine skews every
+number.
 
 Left out: the embedded model (its time per token and prompt evaluation) and
 time to first token, which depend on the cores' streaming.
@@ -49,7 +52,9 @@ from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 from llmos.client.local import Paths, stop  # noqa: E402
 
-LLMOS = [sys.executable, "-m", "llmos.cli.main"]
+# `python -m llmos` runs what the `llmos` executable runs (llmos.cli.launch)
+LLMOS = [sys.executable, "-m", "llmos"]
+FAST_IMPORTS = "import llmos.cli.launch, llmos.cli.sending, llmos.client.local"
 
 
 def _policy(request: dict[str, Any]) -> Any:
@@ -117,8 +122,11 @@ def main() -> None:
         try:
             for i in range(args.runs):
                 _timed([sys.executable, "-c", "pass"], env, "bare")
+                _timed([sys.executable, "-c", FAST_IMPORTS], env, "fast_imports")
                 _timed([sys.executable, "-c", "import llmos.cli.main"], env, "imports")
                 _timed([*LLMOS, "send", "a", "hi"], env, "warm")
+                # a global option sends the command through the typer app
+                _timed([*LLMOS, "--home", str(warm_home), "send", "a", "hi"], env, "warm_typer")
                 _timed([*LLMOS, "--no-daemon", "send", "a", "hi"], env, "no_daemon")
                 cold = Path(tmp) / f"cold{i}"
                 cold_env = _env(cold, server)
@@ -150,8 +158,10 @@ def main() -> None:
     print(f"{'what':<44}{'median s':>10}{'min s':>9}{'max s':>9}{'cpu s':>8}")
     labels = {
         "bare": "python -c pass (floor)",
-        "imports": "import llmos.cli.main (client imports)",
+        "fast_imports": "imports of the launcher's plain send",
+        "imports": "import llmos.cli.main (the typer app)",
         "warm": "llmos send, warm service",
+        "warm_typer": "llmos --home H send (typer), warm service",
         "no_daemon": "llmos --no-daemon send",
         "cold_service": "first llmos send, service start included",
         "cold_no_daemon": "first llmos --no-daemon send",

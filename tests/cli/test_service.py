@@ -1,7 +1,8 @@
 """The local kernel service: `llmos` commands as clients of one background kernel.
 
-Real processes throughout: each command is `python -m llmos.cli.main` in a
-subprocess with its own LLMOS_HOME and LLMOS_NO_DAEMON unset, so the first
+Real processes throughout: each command is `python -m llmos` (what the
+`llmos` executable runs: a plain `send` in the launcher, the rest in the
+typer app) in a subprocess with its own LLMOS_HOME and LLMOS_NO_DAEMON unset, so the first
 command starts `python -m llmos.server.service` and later ones talk to it on
 its Unix socket. Agents use `openai/fake` on the fake OpenAI-compatible
 server. Every home's service is stopped in the fixture's teardown, and the
@@ -34,7 +35,7 @@ from llmos.server.app import create_app
 from llmos.server.service import bind_private
 from tests.fakes.openai_server import FakeOpenAIServer
 
-LLMOS = [sys.executable, "-m", "llmos.cli.main"]
+LLMOS = [sys.executable, "-m", "llmos"]
 SRC = str(Path(llmos.__file__).resolve().parents[1])
 #: what a client command must not import (the kernel, the server, providers, numpy)
 HEAVY = ("llmos.kernel", "llmos.server", "llmos.agent", "llmos.memory", "llmos.storage",
@@ -169,7 +170,53 @@ def test_a_client_command_imports_no_kernel(home: Home) -> None:
     modules = json.loads(done.stdout.splitlines()[-1])
     loaded = [m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY)]
     assert loaded == []
-    assert "llmos.client.api" in modules and "httpx" in modules
+    # on the service's Unix socket the client is the standard library's
+    assert "llmos.client.unix" in modules and "httpx" not in modules
+
+
+def _modules_after(home: Home, *argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the `llmos` launcher on `argv` in a fresh process; the modules it loaded."""
+    code = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+        f"sys.argv = ['llmos', *{list(argv)!r}]\n"
+        "from llmos.cli.launch import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=home.env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    *said, modules = done.stderr.splitlines()
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout,
+                                       "\n".join(said)), set(json.loads(modules))  # fmt: skip
+
+
+def test_a_plain_send_loads_no_cli_framework(home: Home) -> None:
+    home.create("bob")
+    done, modules = _modules_after(home, "send", "bob", "quick one")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echo: quick one\n"
+    heavy = ("typer", "click", "rich", "httpx", "pydantic", *HEAVY)
+    assert sorted(m for m in modules if m.split(".")[0] in heavy or m.startswith(HEAVY)) == []
+    # an option the launcher does not take sends the command through the typer app
+    done, modules = _modules_after(home, "--home", str(home.path), "send", "bob", "slow one")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echo: slow one\n" and "typer" in modules
+
+
+def test_the_launcher_and_the_typer_app_print_the_same(home: Home) -> None:
+    """Each way into `llmos send` gives the same output, errors and exit codes."""
+    home.create("bob")
+    typer_app = ("--home", str(home.path))
+    for argv in (("send", "bob", "same words"), ("send", "nobody", "hi"),
+                 ("send", "bob", "   "), ("send", "bob", "-")):  # fmt: skip
+        fast = home.run(*argv, stdin="from stdin\n")
+        slow = home.run(*typer_app, *argv, stdin="from stdin\n")
+        assert (fast.returncode, fast.stdout, fast.stderr) == (
+            slow.returncode, slow.stdout, slow.stderr), argv  # fmt: skip
+    assert home.ok("send", "bob", "-", stdin="from stdin\n") == "echo: from stdin\n"
+    fast = json.loads(home.ok("send", "bob", "as json", "--json"))
+    slow = json.loads(home.ok(*typer_app, "send", "--json", "bob", "as json"))
+    assert fast.keys() == slow.keys() and fast["reply"] == slow["reply"] == "echo: as json"
 
 
 def test_two_terminals_at_once_share_one_kernel(home: Home) -> None:

@@ -7,13 +7,14 @@ import io
 
 from rich.console import Console
 
-from llmos.cli.chat import _Tokens, show_event
+from llmos.cli.chat import show_event
+from llmos.cli.sending import Tokens
 
 
 def _chat(events: list[dict]) -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=200, no_color=True, highlight=False)
-    tokens = _Tokens(buf, live=True)
+    tokens = Tokens(buf, live=True)
     for e in events:
         show_event(console, e, tokens)
     return buf.getvalue()
@@ -49,14 +50,14 @@ def test_without_tokens_the_reply_prints_whole() -> None:
 
 def test_send_writes_exactly_the_reply_to_a_pipe() -> None:
     buf = io.StringIO()
-    printer = _Tokens(buf, live=False)  # stdout is not a terminal
+    printer = Tokens(buf, live=False)  # stdout is not a terminal
     for delta in ("Hel", "lo"):
         printer.token(delta)
     printer.reply("Hello")
     printer.reply("Second")
     assert buf.getvalue() == "Hello\nSecond\n"
     live = io.StringIO()
-    printer = _Tokens(live, live=True)
+    printer = Tokens(live, live=True)
     printer.token("Hel")
     printer.reply("Hello")
     assert live.getvalue() == "Hello\n"

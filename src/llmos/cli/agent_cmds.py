@@ -29,7 +29,7 @@ from rich.markup import escape
 
 from llmos.cli import render
 from llmos.cli.common import api, dump, err, fail, group, out, run
-from llmos.client.api import RequestFailed, seg
+from llmos.client.base import RequestFailed, seg
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel

@@ -25,13 +25,22 @@ import typer
 from rich.markup import escape
 
 from llmos.cli import render
-from llmos.cli.common import api, dump, err, error_text, fail, home_dir, out, user_error_types
-from llmos.client.api import RequestFailed, ServerFailed, seg
+from llmos.cli.common import (
+    api,
+    err,
+    error_text,
+    home_dir,
+    out,
+    user_error_types,
+    user_errors,
+)
+from llmos.cli.sending import Tokens, message_text, send_turn
+from llmos.client.base import RequestFailed, ServerFailed, seg
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from llmos.client.api import Client
+    from llmos.client.base import BaseClient
 
 
 def send(
@@ -48,107 +57,10 @@ def send(
     Exits 1 with an error on stderr if the turn failed.
     Example: llmos send alice "Remember that my sister is called Ada."
     """
-    # From stdin, the trailing newline of `echo ... |` is not part of the message.
-    text = sys.stdin.read().strip() if message == "-" else message
-    if not text.strip():
-        fail("the message is empty")
-    path = f"/agents/{seg(name)}/messages"
+    with user_errors():
+        text = message_text(message)
     with api(ctx) as client:
-        if as_json:
-            try:
-                turn = client.post(path, {"text": text})
-            except ServerFailed as exc:  # a failed turn: 503 with the turn in the body
-                if not (isinstance(exc.body, dict) and "turn" in exc.body):
-                    raise
-                turn = exc.body["turn"]
-            dump(turn)
-        else:
-            printer = _Tokens(sys.stdout, live=sys.stdout.isatty())
-            turn = {}
-            failure = "the stream ended before the turn did (its messages are kept)"
-            try:
-                for event in client.stream(path, {"text": text}):
-                    kind = event.get("type")
-                    if kind == "token":
-                        printer.token(event.get("text") or "")
-                    elif kind == "reply":
-                        printer.reply(event.get("text") or "")
-                    elif kind == "error":
-                        failure = str((event.get("error") or {}).get("message") or failure)
-                    elif kind == "done":
-                        turn = event.get("turn") or {}
-            except KeyboardInterrupt:
-                # the kernel would finish the turn without us: stop it, keep what it did
-                with suppress(*user_error_types()):
-                    client.post(f"/agents/{seg(name)}/cancel")
-                print("\ninterrupted: the turn was cancelled; what it did so far is kept",
-                      file=sys.stderr)  # fmt: skip
-                raise typer.Exit(130) from None
-            if not turn:
-                fail(failure)
-    if turn.get("error"):
-        fail(f"the turn failed ({turn.get('stop_reason')}): {turn['error']}")
-    if not turn.get("reply") and not as_json:
-        print(f"note: the turn ended ({turn.get('stop_reason')}) without a reply", file=sys.stderr)
-
-
-class _Tokens:
-    """Prints a reply's tokens as they come, then makes the printed text the reply.
-
-    `shown` is the text streamed since the last reply event; `open` says the
-    cursor is still on its line (another event may have ended the line: a core
-    sends the inner thoughts after the reply's tokens)."""
-
-    def __init__(self, stream: Any, live: bool) -> None:
-        self.stream = stream
-        self.live = live
-        self.shown = ""
-        self.open = False
-
-    def token(self, delta: str) -> None:
-        if self.live and delta:
-            if self.shown and not self.open:
-                self.stream.write("\n")  # tokens after another event: a fresh line
-            self.stream.write(delta)
-            self.stream.flush()
-            self.shown += delta
-            self.open = True
-
-    def end_line(self) -> None:
-        """Another event is about to print: end the tokens' line, keep what they said."""
-        if self.open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.open = False
-
-    def rest(self, text: str) -> str | None:
-        """Finish the reply `text` after its tokens: None when they were not this reply
-        (print it whole), else what is left to print on a line of its own ("": nothing).
-        Forgets the streamed text."""
-        shown, was_open = self.shown, self.open
-        self.shown, self.open = "", False
-        if shown and text.startswith(shown):
-            remainder = text[len(shown) :]
-            if not was_open:
-                return remainder.lstrip()
-            self.stream.write(remainder + "\n")  # finish the tokens' line
-            self.stream.flush()
-            return ""
-        if was_open:
-            self.stream.write("\n")  # the tokens were something else: end their line
-        return None
-
-    def reply(self, text: str) -> None:
-        rest = self.rest(text)
-        if rest is None:
-            self.stream.write(text + "\n")
-        elif rest:
-            self.stream.write(rest + "\n")
-        self.stream.flush()
-
-    def pending(self) -> str:
-        """Tokens shown since the last reply (nothing when the reply was printed)."""
-        return self.shown
+        send_turn(client, name, text, as_json)
 
 
 CHAT_HELP = """\
@@ -226,7 +138,7 @@ def small_model_note(model: str, home: Path) -> None:
 class _Chat:
     """The REPL: reads lines, runs slash commands, sends everything else."""
 
-    def __init__(self, client: Client, desc: dict[str, Any], home: Path) -> None:
+    def __init__(self, client: BaseClient, desc: dict[str, Any], home: Path) -> None:
         self.client = client
         self.agent = desc["id"]
         self.path = f"/agents/{seg(desc['id'])}"
@@ -313,7 +225,7 @@ class _Chat:
         # first event, so nothing printed under it is erased.
         status = err.status(f"{self.name} is thinking…", spinner="dots")
         status.start()
-        tokens = _Tokens(out.file, live=True)
+        tokens = Tokens(out.file, live=True)
         try:
             for event in events:
                 status.stop()
@@ -329,7 +241,7 @@ class _Chat:
             status.stop()
 
 
-def show_event(console: Console, event: dict[str, Any], tokens: _Tokens) -> None:
+def show_event(console: Console, event: dict[str, Any], tokens: Tokens) -> None:
     """One event of a streamed turn, as the chat shows it."""
     kind = event.get("type")
     if kind == "token":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from llmos.errors import LLMOSError
+from llmos.cli.failures import error_text, print_error, user_error_types
 
 if TYPE_CHECKING:
-    from llmos.client.api import Client
+    from llmos.client.base import BaseClient
     from llmos.kernel.kernel import Kernel
 
 T = TypeVar("T")
@@ -65,24 +64,8 @@ def home_dir(ctx: typer.Context) -> Path | None:
 
 def fail(message: str) -> NoReturn:
     """End the command with `error: MESSAGE` (its first line) on stderr and exit code 1."""
-    # One plain line: scripts grep it, and rich would wrap it at 80 columns.
-    first, *_ = (message.strip() or "unknown error").splitlines() or [""]
-    print(f"error: {first}", file=sys.stderr)
+    print_error(message)
     raise typer.Exit(1)
-
-
-def error_text(exc: BaseException) -> str:
-    """The exception's message as a user should read it."""
-    # LookupError's str() is the repr of its argument; show the plain text.
-    return str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exceptions a user's own input can cause: reported, never a traceback."""
-    # llmos's families cover unknown agents, names taken, messages too long, failed
-    # cores and the server's answers (llmos.client.api); ValueError covers bad model
-    # strings, layouts, block limits and names; OSError unreadable files and homes.
-    return (LLMOSError, LookupError, ValueError, OSError)
 
 
 @contextmanager
@@ -98,7 +81,7 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def api(ctx: typer.Context) -> Iterator[Client]:
+def api(ctx: typer.Context) -> Iterator[BaseClient]:
     """The command's client of the HTTP API; user errors inside end the command."""
     state = ctx.obj if isinstance(ctx.obj, State) else State(home=None)
     with user_errors(), ExitStack() as stack:
@@ -109,11 +92,11 @@ def api(ctx: typer.Context) -> Iterator[Client]:
                 fail("--url needs an API key: pass --key or set LLMOS_KEY")
             client = Client(state.url, state.key)
         elif state.no_daemon:
-            from llmos.client.api import Client
+            from llmos.client.unix import UnixClient
             from llmos.server.service import in_process
 
             path = stack.enter_context(in_process(state.home))
-            client = Client.unix(path, where="the in-process kernel")
+            client = UnixClient(path, where="the in-process kernel")
         else:
             from llmos.client.local import default_home, ensure
 

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from llmos.cli import render
 from llmos.cli.common import api, dump, fail, group, out, run
-from llmos.client.api import seg
+from llmos.client.base import seg
 
 if TYPE_CHECKING:
     from llmos.kernel.kernel import Kernel

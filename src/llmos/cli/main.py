@@ -27,7 +27,10 @@ bad model string, a failed turn) end with a one-line `error: ...` on stderr
 and exit code 1, never a traceback; set `LLMOS_DEBUG=1` to see the traceback.
 
 Start-up time matters (`llmos send` is called from scripts), so a client
-command imports only httpx and the client: no kernel, provider SDK or numpy.
+command imports only the client: no kernel, provider SDK, numpy, or (on the
+local service's socket) httpx. The `llmos` executable is `cli/launch.py`,
+which runs a plain `llmos send NAME MESSAGE [--json]` without this app at
+all; `python -m llmos.cli.main` always runs the app.
 
 Left out: `llmos bench` (the benchmarks are scripts in `benchmarks/`).
 """

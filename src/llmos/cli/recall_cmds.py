@@ -16,7 +16,7 @@ import typer
 
 from llmos.cli import render
 from llmos.cli.common import api, dump, fail, out
-from llmos.client.api import seg
+from llmos.client.base import seg
 
 
 def recall(

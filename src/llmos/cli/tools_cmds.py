@@ -30,7 +30,7 @@ from rich.table import Table
 
 from llmos.cli import render
 from llmos.cli.common import api, dump, fail, group, out
-from llmos.client.api import seg
+from llmos.client.base import seg
 
 tool_app = group("User tools: Python functions agents can call (run in a sandbox).")
 
@@ -207,7 +207,7 @@ def grant(
     llmos grant alice net api.example.com:443
     """
 
-    from llmos.client.api import RequestFailed
+    from llmos.client.base import RequestFailed
 
     with api(ctx) as client:
         if revoke:

@@ -1,8 +1,9 @@
 """The HTTP API's client: what `llmos` commands use to talk to a kernel.
 
-`api.Client` speaks to any llmos server (a remote `llmos serve`, the local
-kernel service on its Unix socket, or an in-process server); `local` finds,
-starts, checks and stops the local kernel service. Both import only httpx and
-the standard library, so a client command never pays for the kernel, the
-provider SDKs or numpy.
+`base.BaseClient` holds the verbs, errors and event parsing on the standard
+library; `api.Client` speaks to a server by URL (a remote `llmos serve`, on
+httpx) and `unix.UnixClient` to one on a Unix socket (the local kernel
+service, or the app run in-process, on `http.client`); `local` finds, starts,
+checks and stops the local kernel service. None imports the kernel, the
+provider SDKs or numpy, and a local command does not import httpx either.
 """

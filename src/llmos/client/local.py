@@ -16,21 +16,19 @@ serves them as the CLI's user "local" without a key. The files:
 connects and checks `/health`; if nothing answers it takes the start lock,
 looks again, removes a stale socket (its service crashed: the kernel lock is
 free), stops a service of another version, and starts a new one, waiting
-until it answers. Only the standard library and httpx are imported here.
+until it answers. Only the standard library is imported here (the client is
+`unix.UnixClient`), so a local command never loads httpx.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import signal
 import stat
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import llmos
-from llmos.client.api import Client, ServerFailed
+from llmos.client.base import ServerFailed
+from llmos.client.unix import UnixClient
 
 #: the service exits after this long without a request or a running turn
 DEFAULT_IDLE_SECONDS = 15 * 60
@@ -90,6 +89,9 @@ class Paths:
         if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
             return path
         # Too long for AF_UNIX: a private directory under the runtime dir, one per home.
+        import hashlib
+        import tempfile
+
         base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
         digest = hashlib.sha256(os.fsencode(self.home.resolve())).hexdigest()[:20]
         return base / f"llmos-{os.getuid()}" / f"{digest}.sock"
@@ -168,13 +170,13 @@ def read_state(paths: Paths) -> dict[str, Any]:
         return {}
 
 
-def probe(paths: Paths) -> tuple[Client, dict[str, Any]] | None:
+def probe(paths: Paths) -> tuple[UnixClient, dict[str, Any]] | None:
     """A client of the service and its /health, or None if nothing answers on the socket."""
     sock = paths.socket
     if not sock.exists():
         return None
     _check_private(sock)
-    client = Client.unix(str(sock))
+    client = UnixClient(str(sock))
     try:
         return client, client.health()
     except ServerFailed:
@@ -182,7 +184,7 @@ def probe(paths: Paths) -> tuple[Client, dict[str, Any]] | None:
         return None
 
 
-def ensure(home: Path, idle: float | None = None) -> Client:
+def ensure(home: Path, idle: float | None = None) -> UnixClient:
     """A client of this home's service, started first if none of this version answers."""
     paths = Paths(home.expanduser().absolute())  # the service runs in /, not here
     found = probe(paths)
@@ -209,7 +211,9 @@ def ensure(home: Path, idle: float | None = None) -> Client:
         return _start(paths, idle if idle is not None else idle_from_env())
 
 
-def _start(paths: Paths, idle: float) -> Client:
+def _start(paths: Paths, idle: float) -> UnixClient:
+    import subprocess  # here, not above: a command that finds its service never needs it
+
     cmd = [sys.executable, "-m", "llmos.server.service", "--home", str(paths.home),
            "--idle", repr(idle)]  # fmt: skip
     # The service runs the same llmos as this client, wherever it was imported from.
