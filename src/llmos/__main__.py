@@ -1,5 +1,6 @@
 """`python -m llmos`: the `llmos` command (see `llmos.cli.launch`)."""
 
-from llmos.cli.launch import main
+if __name__ == "__main__":
+    from llmos.cli.launch import main
 
-main()
+    main()
