@@ -92,7 +92,7 @@ def test_openai_chat_completions_stream_the_tokens_as_deltas(
     )
     chunks = list(stream)
     assert fake.requests[-1]["stream"] is True
-    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    deltas = [d for c in chunks if c.choices and (d := c.choices[0].delta.content)]
     assert len(deltas) > 3, deltas  # streamed in pieces, not the reply at once
     assert "".join(deltas) == REPLY
     assert not any("{" in d or "send_message" in d for d in deltas)
