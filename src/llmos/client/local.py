@@ -9,14 +9,17 @@ serves them as the CLI's user "local" without a key. The files:
     run/kernel.lock     held (flock) by the running service for its whole life
     run/start.lock      held by a client while it starts a service: two terminals
                         at once start one service, and both use it
-    run/kernel.json     the service's pid, version, socket, start time, idle limit
+    run/kernel.json     the service's pid, version, socket, start time, idle limit,
+                        and a fingerprint of its provider settings (`environment.py`)
     kernel.log          the service's log
 
 `ensure()` returns a client of a live service of this llmos version: it
 connects and checks `/health`; if nothing answers it takes the start lock,
 looks again, removes a stale socket (its service crashed: the kernel lock is
 free), stops a service of another version, and starts a new one, waiting
-until it answers. Only the standard library and httpx are imported here.
+until it answers. A service started with other provider settings than the
+command's is used as it is, with one note on stderr (`environment.py`).
+Only the standard library and httpx are imported here.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import llmos
+from llmos.client import environment
 from llmos.client.api import Client, ServerFailed
 
 #: the service exits after this long without a request or a running turn
@@ -187,6 +191,7 @@ def ensure(home: Path, idle: float | None = None) -> Client:
     paths = Paths(home.expanduser().absolute())  # the service runs in /, not here
     found = probe(paths)
     if found and found[1].get("version") == llmos.__version__:
+        _note_settings(paths)
         return found[0]
     if found:
         found[0].close()
@@ -196,6 +201,7 @@ def ensure(home: Path, idle: float | None = None) -> Client:
         if found:
             client, health = found
             if health.get("version") == llmos.__version__:
+                _note_settings(paths)
                 return client
             client.close()
             _log(paths, f"restarting the kernel service of llmos {health.get('version')}")
@@ -207,6 +213,20 @@ def ensure(home: Path, idle: float | None = None) -> Client:
         if paths.socket.exists() or paths.socket.is_symlink():
             paths.socket.unlink()  # stale: its service is gone
         return _start(paths, idle if idle is not None else idle_from_env())
+
+
+_noted: list[bool] = []  # the note is printed once per process
+
+
+def _note_settings(paths: Paths) -> None:
+    """Say so on stderr if the service runs with other provider settings than ours."""
+    if _noted:
+        return
+    state = read_state(paths)
+    names = environment.differing(state.get("environment"), os.environ)
+    if names:
+        _noted.append(True)
+        print(environment.note(names, state.get("pid")), file=sys.stderr)
 
 
 def _start(paths: Paths, idle: float) -> Client:
