@@ -299,14 +299,19 @@ def agent_set_embedder(
         console=err,
     )
 
-    with api(ctx) as client, bar:
-        task = bar.add_task("embed", total=None)
-        result = streamed(
-            client,
-            f"/agents/{seg(name)}/embedder",
-            {"embedder": spec},
-            lambda p: bar.update(task, completed=p["done"], total=p["total"]),
-        )
+    task = bar.add_task("embed", total=None)
+
+    def progress(p: dict[str, Any]) -> None:
+        bar.start()  # on the first event: a refused request shows no bar
+        bar.update(task, completed=p["done"], total=p["total"])
+
+    try:
+        with api(ctx) as client:
+            path = f"/agents/{seg(name)}/embedder"
+            result = streamed(client, path, {"embedder": spec}, progress)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     if as_json:
         dump(result)
     else:

@@ -60,6 +60,7 @@ def load(
     tasks: dict[str, Any] = {}
 
     def on_progress(p: dict[str, Any]) -> None:
+        bars.start()  # on the first event: a refused request shows no bars
         if "overall" not in tasks:
             tasks["overall"] = bars.add_task("all files", total=p["total"])
         bars.update(tasks["overall"], completed=p["done"], total=p["total"])
@@ -78,8 +79,12 @@ def load(
         "overlap": overlap,
         "batch_size": batch_size,
     }
-    with api(ctx) as client, bars:
-        report = streamed(client, f"/agents/{seg(agent)}/documents", body, on_progress)
+    try:
+        with api(ctx) as client:
+            report = streamed(client, f"/agents/{seg(agent)}/documents", body, on_progress)
+    finally:
+        if bars.live.is_started:
+            bars.stop()
     if as_json:
         dump(report)
     else:
