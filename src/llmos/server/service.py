@@ -15,6 +15,15 @@ values: `client/environment.py`), logs to `LLMOS_HOME/kernel.log`, and exits aft
 seconds with no request in flight, no turn running and no request arriving.
 SIGTERM (what `llmos kernel stop` sends) lets turns in flight finish first.
 
+Every command that changes what a kernel holds in memory runs in the
+service, through a route (`set-embedder`, `load`: `routes/bulk.py`; `mcp`:
+`routes/mcp.py`; `files search`), rather than in a kernel of its own beside
+it that would then tell the service to drop its cached agents: the service's
+kernel holds the agent while the work runs, so no turn there sees a half-made
+change (a passage embedded with the old embedder after the re-embedding read
+it), and there is no moment in which the service's images are stale. Only
+`serve`, `user` and `models` still open a kernel in the command.
+
 `in_process(home)` runs the same app on a private socket in a thread of the
 calling process, for `llmos --no-daemon`: the commands are the same HTTP
 client either way.
