@@ -21,8 +21,9 @@ of the API: of the local kernel service (started in the background by the
 first command that needs it, `llmos kernel start|stop|status`), of a remote
 `llmos serve` (`--url`, `--key`), or of the same app run inside the command
 (`--no-daemon`). Only `serve`, `user` and `models` have no route and open the
-kernel in the command itself (they change nothing the service caches). User errors (unknown agent, duplicate name, too-long message,
-bad model string, a failed turn) end with a one-line `error: ...` on stderr
+kernel in the command itself (they change nothing the service caches). User
+errors (unknown agent, duplicate name, too-long message, bad model string, a
+failed turn) end with a one-line `error: ...` on stderr
 and exit code 1, never a traceback; set `LLMOS_DEBUG=1` to see the traceback.
 
 Start-up time matters (`llmos send` is called from scripts), so a client
