@@ -61,6 +61,7 @@ def test_store_forget_agent_drops_its_entries(tmp_path: Path) -> None:
     assert sorted(store) == sorted(k for k, gone in KEYS.items() if not gone)
 
 
+@pytest.mark.slow
 async def test_the_embedded_model_does_not_persist_a_deleted_agents_state(
     tmp_path: Path,
 ) -> None:
@@ -86,8 +87,3 @@ async def test_the_embedded_model_does_not_persist_a_deleted_agents_state(
         await core.aclose()
     keys = {json.loads(p.read_bytes().split(b"\n", 1)[0])["key"] for p in state.glob("*.kv")}
     assert keys == {"agent:agent-keep"}
-
-
-test_the_embedded_model_does_not_persist_a_deleted_agents_state = pytest.mark.slow(
-    test_the_embedded_model_does_not_persist_a_deleted_agents_state
-)
