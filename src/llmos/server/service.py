@@ -11,8 +11,9 @@ serves every connection on it as the CLI's user "local" without a key
 (`create_app(local_user=...)`). The service holds `run/kernel.lock` for its
 whole life (how clients tell a live service from a stale socket), writes
 `run/kernel.json` (with a fingerprint of its provider settings, never their
-values: `client/environment.py`), logs to `LLMOS_HOME/kernel.log`, and exits after `--idle`
-seconds with no request in flight, no turn running and no request arriving.
+values: `client/environment.py`), logs to `LLMOS_HOME/kernel.log`, and exits
+after `--idle` seconds with no request in flight, no turn running and no
+request arriving.
 SIGTERM (what `llmos kernel stop` sends) lets turns in flight finish first.
 
 Every command that changes what a kernel holds in memory runs in the
