@@ -139,3 +139,36 @@ def test_every_llmos_exception_has_the_one_root() -> None:
             ):
                 strays.append(f"{module.__name__}.{name}")
     assert strays == []
+
+
+class _ForgettingCore(ScriptedCore):
+    """A scripted core that keeps prompt states, as the embedded model does."""
+
+    def __init__(self) -> None:
+        super().__init__(_reply)
+        self.forgotten: list[str] = []
+
+    def forget_agent(self, agent_id: str) -> None:
+        self.forgotten.append(agent_id)
+
+
+async def test_deleting_an_agent_deletes_its_saved_prompt_states(kernel: Kernel, home) -> None:
+    from llmos.llm.kvstore import default_kv_dir
+    from tests.llm.test_kv_forget import write_state
+
+    core = _ForgettingCore()
+    kernel.add_core(core, model="scripted/kv")
+    ids = {}
+    for name in ("gone", "kept"):
+        ids[name] = (await kernel.create_agent(name, model="scripted/kv", embedder="test/hash"))[
+            "id"
+        ]
+    states = default_kv_dir() / "agents"
+    assert states.is_relative_to(home)
+    files = {
+        key: write_state(states, key)
+        for key in (f"agent:{ids['gone']}", f"agent:{ids['gone']}:extract", f"agent:{ids['kept']}")
+    }
+    await kernel.delete_agent("gone")
+    assert [p.exists() for p in files.values()] == [False, False, True]
+    assert core.forgotten == [ids["gone"]]  # and the core dropped what it held in memory

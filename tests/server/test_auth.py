@@ -38,6 +38,9 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/agents/{agent}/rethink", {"thought": "x"}),
     ("GET", "/v1/agents/{agent}/recall/date?start=2000-01-01", None),
     ("GET", "/v1/agents/{agent}/context", None),
+    # long operations (routes/bulk.py)
+    ("POST", "/v1/agents/{agent}/embedder", {"embedder": "test/hash"}),
+    ("POST", "/v1/agents/{agent}/documents", {"paths": ["/tmp"]}),
     ("GET", "/v1/kernel", None),
     ("GET", "/v1/me", None),
     (
@@ -64,6 +67,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/approvals/{approval_id}", None),
     ("POST", "/v1/approvals/{approval_id}", {"approve": True}),
     ("GET", "/v1/audit", None),
+    # MCP servers (routes/mcp.py): per user, like tools
+    ("GET", "/v1/mcp", None),
+    ("POST", "/v1/mcp", {"name": "planted", "url": "http://127.0.0.1:9/mcp"}),
+    ("DELETE", "/v1/mcp/{name}", None),
     # files (routes/files.py): an agent's area and a shared area
     ("GET", "/v1/agents/{agent}/files", None),
     ("GET", "/v1/agents/{agent}/files/{path}", None),
@@ -71,12 +78,14 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("DELETE", "/v1/agents/{agent}/files/{path}", None),
     ("GET", "/v1/agents/{agent}/file-versions/{path}", None),
     ("POST", "/v1/agents/{agent}/file-rollback/{path}", {"version": 1}),
+    ("GET", "/v1/agents/{agent}/file-search?query=42", None),
     ("GET", "/v1/shared/{area}/files", None),
     ("GET", "/v1/shared/{area}/files/{path}", None),
     ("PUT", "/v1/shared/{area}/files/{path}", {"content": "overwritten"}),
     ("DELETE", "/v1/shared/{area}/files/{path}", None),
     ("GET", "/v1/shared/{area}/file-versions/{path}", None),
     ("POST", "/v1/shared/{area}/file-rollback/{path}", {"version": 1}),
+    ("GET", "/v1/shared/{area}/file-search?query=42", None),
     # AIOS's kernel API (server/aios/), keyed here; keyless only on `serve --aios-user`
     ("POST", "/v1/aios/query", {"agent_name": "x", "query_type": "llm", "query_data": {}}),
     ("GET", "/v1/aios/core/status", None),

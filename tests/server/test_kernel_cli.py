@@ -89,9 +89,12 @@ def test_the_cli_against_a_remote_server_with_url_and_key(live: LiveServer) -> N
     assert bad.stderr.count("\n") == 1
     nokey = run("--url", live.url, "agent", "list")
     assert nokey.exit_code == 1 and "--key" in nokey.stderr
-    # commands with no route refuse --url rather than act on this machine's home
-    local_only = run(*remote, "agent", "set-embedder", name, "test/hash")
-    assert local_only.exit_code == 1 and "no HTTP route" in local_only.stderr
+    # set-embedder runs in the server's kernel; a server loads no files of its own disk
+    switched = run(*remote, "agent", "set-embedder", name, "test/hash", "--json")
+    assert switched.exit_code == 0, switched.output
+    assert json.loads(switched.stdout)["embedder"] == "test/hash"
+    local_only = run(*remote, "load", name, str(Path(__file__)))
+    assert local_only.exit_code == 1 and "from its own disk" in local_only.stderr
     # export and import over the wire
     doc = run(*remote, "agent", "export", name)
     assert doc.exit_code == 0, doc.output

@@ -7,10 +7,11 @@
     llmos agent set NAME KEY=VALUE ...                      change settings (KEY= resets)
     llmos agent set-embedder NAME SPEC                      re-embed archival memory
 
-All but `set-embedder` are clients of the HTTP API (`cli/common.api`);
-`set-embedder` has no route and runs the kernel in the command. It replaces
-the old vectors in one transaction at the end, with a progress bar on stderr;
-if anything fails the agent keeps its old embedder.
+All are clients of the HTTP API (`cli/common.api`). `set-embedder` runs in
+the server's kernel (`POST /v1/agents/{agent}/embedder`, whose progress it
+shows as a bar on stderr), so the service's image of the agent changes with
+it; the old vectors are replaced in one transaction at the end, and if
+anything fails (or the command is interrupted) the agent keeps its old embedder.
 
 Left out: editing memory blocks from the command line (the HTTP API and the
 agent itself do that), and re-embedding only some of an agent's passages.
@@ -22,17 +23,14 @@ import enum
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from llmos.cli import render
-from llmos.cli.common import api, dump, err, fail, group, out, run
+from llmos.cli.common import api, dump, err, fail, group, out, streamed
 from llmos.client.base import RequestFailed, seg
-
-if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
 
 agent_app = group("Create, list, inspect and delete agents.")
 
@@ -301,22 +299,19 @@ def agent_set_embedder(
         console=err,
     )
 
-    async def body(kernel: Kernel) -> dict[str, Any]:
-        from llmos.memory.embedders import EmbeddingError
+    task = bar.add_task("embed", total=None)
 
-        task = bar.add_task("embed", total=None)
+    def progress(p: dict[str, Any]) -> None:
+        bar.start()  # on the first event: a refused request shows no bar
+        bar.update(task, completed=p["done"], total=p["total"])
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        try:
-            with bar:
-                return await kernel.set_embedder(name, spec, progress=progress)
-        except EmbeddingError as exc:
-            # A user-facing failure (bad key, unreachable endpoint): one line, no traceback.
-            raise ValueError(str(exc)) from None
-
-    result = run(ctx, body)
+    try:
+        with api(ctx) as client:
+            path = f"/agents/{seg(name)}/embedder"
+            result = streamed(client, path, {"embedder": spec}, progress)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     if as_json:
         dump(result)
     else:

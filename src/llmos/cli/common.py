@@ -105,6 +105,22 @@ def api(ctx: typer.Context) -> Iterator[BaseClient]:
             yield client
 
 
+def streamed(
+    client: BaseClient, path: str, body: dict[str, Any], on_progress: Callable[[dict[str, Any]], None]
+) -> Any:
+    """POST a long operation with `stream` (server/routes/bulk.py): pass each progress
+    event to `on_progress`, and return the result (an error event ends the command)."""
+    for event in client.stream(path, body):
+        kind = event.get("type")
+        if kind == "progress":
+            on_progress(event)
+        elif kind == "error":
+            fail(str(event.get("error", {}).get("message") or "the operation failed"))
+        elif kind == "done":
+            return event.get("result")
+    fail(f"{client.where} ended the stream without a result")
+
+
 def run(ctx: typer.Context, body: Callable[[Kernel], Awaitable[T]]) -> T:
     """Open the kernel in this process, await `body(kernel)` on a fresh event loop, close
     the kernel: for the commands with no HTTP route, which work on the local home only."""

@@ -7,8 +7,8 @@
     llmos files rollback (--agent A | --shared AREA) PATH VERSION
     llmos files search  (--agent A | --shared AREA) QUERY
 
-All but `search` are clients of the HTTP API (`cli/common.api`); `search`
-has no route and opens the kernel in the command.
+All are clients of the HTTP API (`cli/common.api`); `search` is
+`GET .../file-search`.
 
 Left out: quotas from the command line (a user's own writes are not capped).
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
@@ -25,11 +25,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmos.cli import render
-from llmos.cli.common import api, dump, fail, group, out, run
+from llmos.cli.common import api, dump, fail, group, out
 from llmos.client.base import seg
-
-if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
 
 files_app = group("Versioned files of agents and shared areas.")
 
@@ -51,22 +48,6 @@ def _file(path: str) -> str:
 def _call(ctx: typer.Context, method: str, url: str, body: Any = None, **params: Any) -> Any:
     with api(ctx) as client:
         return client.request(method, url, json_body=body, params=params)
-
-
-def _with_area(ctx: typer.Context, agent: str | None, shared: str | None, op: Any) -> Any:
-    """In this process (for `search`, which has no route)."""
-    if bool(agent) == bool(shared):
-        fail("name exactly one of --agent or --shared")
-
-    async def body(kernel: Kernel) -> Any:
-        from llmos.storage.files import FileError
-
-        try:
-            return op(kernel, kernel.file_area(agent, shared))
-        except FileError as e:
-            raise ValueError(str(e)) from None
-
-    return run(ctx, body)
 
 
 @files_app.command("list")
@@ -156,7 +137,9 @@ def files_search(
     ctx: typer.Context, query: str, agent: Agent = None, shared: Shared = None
 ) -> None:
     """Find files by name or content."""
-    rows = _with_area(ctx, agent, shared, lambda k, a: k.files.search("local", a, query))
+    if not query.strip():
+        fail("the search query is empty")
+    rows = _call(ctx, "GET", f"{_area(agent, shared)}/file-search", query=query)["results"]
     for r in rows:
         out.print(f"[bold]{escape(r['path'])}[/]: {escape(r['snippet'])}")
     if not rows:

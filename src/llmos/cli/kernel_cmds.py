@@ -2,6 +2,7 @@
 
     llmos kernel start [--idle S]      start the local kernel service (if it is not running)
     llmos kernel stop                  stop it (turns in flight finish first)
+    llmos kernel restart [--idle S]    stop it and start one with this command's settings
     llmos kernel status [--json]       pid, uptime, socket, version, models, agents in memory
     llmos ps [--json]                  the process table
     llmos kernel stats [--json]        per-core and per-agent totals
@@ -199,6 +200,36 @@ def stop(ctx: typer.Context) -> None:
     with user_errors():
         stopped = stop_service(paths)
     out.print(f"stopped the kernel service (pid {pid})" if stopped else "no kernel service runs")
+
+
+@kernel_app.command("restart")
+def restart(
+    ctx: typer.Context,
+    idle: Annotated[
+        float | None,
+        typer.Option(
+            "--idle",
+            min=1,
+            envvar="LLMOS_IDLE",
+            help="Seconds to stay up with nothing to do. \\[default: 900]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Stop the local kernel service (turns in flight finish first) and start a new one
+    with this command's environment: its provider keys, base URLs and llmos settings."""
+    from llmos.client.local import ensure, read_state
+    from llmos.client.local import stop as stop_service
+
+    paths = _paths(ctx)
+    old = read_state(paths).get("pid")
+    with user_errors():
+        stopped = stop_service(paths)
+        client = ensure(paths.home, idle if idle is not None else _state(ctx).idle)
+        health = client.health()
+        client.close()
+    was = f" (was pid {old})" if stopped else ""
+    out.print(f"started the kernel service (pid {health['pid']}){was} with these settings")
 
 
 @kernel_app.command("status")

@@ -5,23 +5,26 @@ chunked, embedded with the agent's embedder and stored as passages; see
 `memory/loader.py`. Rerunning the same command resumes an interrupted load and
 adds nothing for files already in.
 
-Left out: loading through a server (`--url`); this command opens the local
-database, like `llmos agent set-embedder`.
+It runs in the kernel service (`POST /v1/agents/{agent}/documents`, with
+its progress streamed to the bars here), which reads the files from this
+machine's disk: the service's image of the agent (its passage count) stays
+right, and a load never races the agent's turns there. Paths are sent
+absolute, as the service runs in `/`.
+
+Left out: loading through a remote server (`--url`), which would need the
+files' contents uploaded; a server refuses paths of its own disk (403).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from llmos.cli.common import dump, err, fail, out, run
-
-if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
-    from llmos.memory.loader import LoadProgress
+from llmos.cli.common import api, dump, err, fail, out, streamed
+from llmos.client.api import seg
 
 
 def load(
@@ -56,47 +59,44 @@ def load(
     )
     tasks: dict[str, Any] = {}
 
-    def on_progress(p: LoadProgress) -> None:
+    def on_progress(p: dict[str, Any]) -> None:
+        bars.start()  # on the first event: a refused request shows no bars
         if "overall" not in tasks:
-            tasks["overall"] = bars.add_task("all files", total=p.total)
-        bars.update(tasks["overall"], completed=p.done, total=p.total)
-        task = tasks.get(p.path)
+            tasks["overall"] = bars.add_task("all files", total=p["total"])
+        bars.update(tasks["overall"], completed=p["done"], total=p["total"])
+        task = tasks.get(p["path"])
         if task is None:
             # one bar per file, added as the file starts
-            name = escape(Path(p.path).name)
-            task = tasks[p.path] = bars.add_task(
-                f"  [{p.file_index + 1}/{p.files_total}] {name}", total=p.file_total
+            name = escape(Path(p["path"]).name)
+            task = tasks[p["path"]] = bars.add_task(
+                f"  [{p['file_index'] + 1}/{p['files_total']}] {name}", total=p["file_total"]
             )
-        bars.update(task, completed=p.file_done)
+        bars.update(task, completed=p["file_done"])
 
-    async def body(kernel: Kernel) -> Any:
-        from llmos.memory.embedders import EmbeddingError
-
-        try:
-            with bars:
-                return await kernel.load_documents(
-                    agent,
-                    list(paths),
-                    progress=on_progress,
-                    chunk_size=chunk_size,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                )
-        except EmbeddingError as e:
-            # what was committed stays: the same command continues from there
-            raise ValueError(f"{e} (the load stopped; run the command again to resume)") from e
-
-    report = run(ctx, body)
+    body = {
+        "paths": [str(p.expanduser().absolute()) for p in paths],
+        "chunk_size": chunk_size,
+        "overlap": overlap,
+        "batch_size": batch_size,
+    }
+    try:
+        with api(ctx) as client:
+            report = streamed(client, f"/agents/{seg(agent)}/documents", body, on_progress)
+    finally:
+        if bars.live.is_started:
+            bars.stop()
     if as_json:
-        dump(report.as_dict())
+        dump(report)
     else:
-        for f in report.files:
-            line = f"{f.status:<9} {escape(f.path)}: {f.added} of {f.chunks} chunks added"
-            if f.removed:
-                line += f", {f.removed} old passages removed"
-            if f.error:
-                line += f" — {escape(f.error)}"
+        for f in report["files"]:
+            line = f"{f['status']:<9} {escape(f['path'])}: "
+            line += f"{f['added']} of {f['chunks']} chunks added"
+            if f["removed"]:
+                line += f", {f['removed']} old passages removed"
+            if f["error"]:
+                line += f" — {escape(f['error'])}"
             out.print(line)
-        out.print(f"{report.added} passages added to {escape(agent)} in {report.seconds:.1f} s")
-    if report.failed:
+        seconds = float(report["seconds"])
+        out.print(f"{report['added']} passages added to {escape(agent)} in {seconds:.1f} s")
+    if any(f["status"] == "failed" for f in report["files"]):
         raise typer.Exit(1)

@@ -20,10 +20,10 @@ modules and share `cli/common.py`. A command with an HTTP route is a client
 of the API: of the local kernel service (started in the background by the
 first command that needs it, `llmos kernel start|stop|status`), of a remote
 `llmos serve` (`--url`, `--key`), or of the same app run inside the command
-(`--no-daemon`). `serve`, `user`, `mcp`, `load`, `models`, `agent
-set-embedder` and `files search` have no route and open the kernel in the
-command itself. User errors (unknown agent, duplicate name, too-long message,
-bad model string, a failed turn) end with a one-line `error: ...` on stderr
+(`--no-daemon`). Only `serve`, `user` and `models` have no route and open the
+kernel in the command itself (they change nothing the service caches). User
+errors (unknown agent, duplicate name, too-long message, bad model string, a
+failed turn) end with a one-line `error: ...` on stderr
 and exit code 1, never a traceback; set `LLMOS_DEBUG=1` to see the traceback.
 
 Start-up time matters (`llmos send` is called from scripts), so a client
@@ -72,7 +72,7 @@ EPILOG = (
     "Commands talk to the local kernel service (started in the background when needed; "
     "`llmos kernel status|stop`), to `--url` with `--key`, or with `--no-daemon` to a kernel "
     "inside the command. No HTTP route, so always on this machine in-process: serve, user, "
-    "mcp, load, models, agent set-embedder, files search."
+    "models."
 )
 
 app = typer.Typer(

@@ -7,7 +7,11 @@
 
 `add` connects once to list the server's tools, then stores them as tools
 named `NAME__tool`: `llmos tool attach AGENT NAME__tool` gives one to an
-agent.
+agent. All three are clients of the HTTP API (`/v1/mcp`, server/routes/mcp.py):
+they run in the kernel service, which runs the servers' sessions and caches
+agents' tool lists, so what they change is what the agents there see. The
+service runs a stdio server in `/` with its own environment: give its
+command and files as absolute paths.
 
 Left out: headers or auth for HTTP servers, and environment variables for
 stdio servers (the MCP SDK starts one with only HOME, LOGNAME, PATH, SHELL,
@@ -16,16 +20,14 @@ TERM and USER of llmos's environment).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from llmos.cli.common import dump, fail, group, out, run
-
-if TYPE_CHECKING:
-    from llmos.kernel.kernel import Kernel
+from llmos.cli.common import api, dump, fail, group, out
+from llmos.client.api import seg
 
 mcp_app = group("MCP servers: their tools become tools agents can attach.")
 
@@ -50,13 +52,12 @@ def mcp_add(
     if bool(command) == bool(url):
         fail("give a command after -- (stdio) or --url URL (streamable HTTP), not both")
 
-    async def body(kernel: Kernel) -> dict[str, Any]:
-        cmd, *args = command or [None]
-        return await kernel.mcp.add(
-            name, command=cmd, args=args, url=url, irreversible=irreversible
+    cmd, *args = command or [None]
+    with api(ctx) as client:
+        added = client.post(
+            "/mcp",
+            {"name": name, "command": cmd, "args": args, "url": url, "irreversible": irreversible},
         )
-
-    added = run(ctx, body)
     if as_json:
         dump(added)
         return
@@ -69,10 +70,8 @@ def mcp_add(
 def mcp_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List your MCP servers and their tools."""
 
-    async def body(kernel: Kernel) -> list[dict[str, Any]]:
-        return kernel.mcp.list()
-
-    rows = run(ctx, body)
+    with api(ctx) as client:
+        rows = client.get("/mcp")["servers"]
     if as_json:
         dump(rows)
         return
@@ -100,13 +99,6 @@ def mcp_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")
 @mcp_app.command("remove")
 def mcp_remove(ctx: typer.Context, name: str) -> None:
     """Forget the MCP server NAME; agents lose its tools."""
-    from llmos.tools.mcp import McpServerNotFound
-
-    async def body(kernel: Kernel) -> None:
-        await kernel.mcp.remove(name)
-
-    try:
-        run(ctx, body)
-    except McpServerNotFound as e:
-        fail(str(e.args[0]))
+    with api(ctx) as client:
+        client.delete(f"/mcp/{seg(name)}")
     out.print(f"removed MCP server {name}")

@@ -9,15 +9,18 @@ serves them as the CLI's user "local" without a key. The files:
     run/kernel.lock     held (flock) by the running service for its whole life
     run/start.lock      held by a client while it starts a service: two terminals
                         at once start one service, and both use it
-    run/kernel.json     the service's pid, version, socket, start time, idle limit
+    run/kernel.json     the service's pid, version, socket, start time, idle limit,
+                        and a fingerprint of its provider settings (`environment.py`)
     kernel.log          the service's log
 
 `ensure()` returns a client of a live service of this llmos version: it
 connects and checks `/health`; if nothing answers it takes the start lock,
 looks again, removes a stale socket (its service crashed: the kernel lock is
 free), stops a service of another version, and starts a new one, waiting
-until it answers. Only the standard library is imported here (the client is
-`unix.UnixClient`), so a local command never loads httpx.
+until it answers. A service started with other provider settings than the
+command's is used as it is, with one note on stderr (`environment.py`).
+Only the standard library is imported here (the client is `unix.UnixClient`),
+so a local command never loads httpx.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import llmos
+from llmos.client import environment
 from llmos.client.base import ServerFailed
 from llmos.client.unix import UnixClient
 
@@ -189,6 +193,7 @@ def ensure(home: Path, idle: float | None = None) -> UnixClient:
     paths = Paths(home.expanduser().absolute())  # the service runs in /, not here
     found = probe(paths)
     if found and found[1].get("version") == llmos.__version__:
+        _note_settings(paths)
         return found[0]
     if found:
         found[0].close()
@@ -198,6 +203,7 @@ def ensure(home: Path, idle: float | None = None) -> UnixClient:
         if found:
             client, health = found
             if health.get("version") == llmos.__version__:
+                _note_settings(paths)
                 return client
             client.close()
             _log(paths, f"restarting the kernel service of llmos {health.get('version')}")
@@ -209,6 +215,20 @@ def ensure(home: Path, idle: float | None = None) -> UnixClient:
         if paths.socket.exists() or paths.socket.is_symlink():
             paths.socket.unlink()  # stale: its service is gone
         return _start(paths, idle if idle is not None else idle_from_env())
+
+
+_noted: list[bool] = []  # the note is printed once per process
+
+
+def _note_settings(paths: Paths) -> None:
+    """Say so on stderr if the service runs with other provider settings than ours."""
+    if _noted:
+        return
+    state = read_state(paths)
+    names = environment.differing(state.get("environment"), os.environ)
+    if names:
+        _noted.append(True)
+        print(environment.note(names, state.get("pid")), file=sys.stderr)
 
 
 def _start(paths: Paths, idle: float) -> UnixClient:

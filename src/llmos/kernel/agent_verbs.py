@@ -161,6 +161,7 @@ class AgentVerbs:
         proc, image = self.process(name_or_id, owner)
         async with self.waker.hold(proc):
             self.store.delete(image.id)
+            await self.cores.forget_agent(image.id)  # its saved prompt states, on disk too
             self.waker.forget(image)
             self.accounting.forget(image.id)
 

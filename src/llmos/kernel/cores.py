@@ -5,7 +5,9 @@ made on first use by `llm/registry.py`, and kept for the kernel's life. A
 comma-separated base URL names replicas of one model (two vLLM servers, say):
 each has its own run queue and an llm syscall goes to the least loaded one.
 Run queues are keyed by the core object, since two cores may share a name.
-Embedders are kept the same way, by their spec.
+Embedders are kept the same way, by their spec. A deleted agent's saved
+prompt states go with it (`forget_agent`): from the cores that keep them and
+from `$LLMOS_HOME/kv/agents`, where the embedded model persists them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.kernel.accounting import ratio
 from llmos.kernel.scheduler import RunQueue
+from llmos.llm.kvstore import default_kv_dir, forget_agent_files
 from llmos.llm.registry import make_core
 
 if TYPE_CHECKING:
@@ -121,9 +124,20 @@ class CoreTable:
             rows.append(row)
         return rows
 
+    def _all(self) -> list[Core]:
+        every = [*self.cores.values(), *(c for cs in self.replicas.values() for c in cs)]
+        return list({id(c): c for c in every}.values())
+
+    async def forget_agent(self, agent_id: str) -> None:
+        """Drop a deleted agent's saved prompt states: in the cores that keep them,
+        and its files on disk even when no core in this process loaded the model.
+        In a thread: a core's lock may be held by a generation for seconds."""
+        for core in self._all():
+            forget = getattr(core, "forget_agent", None)
+            if forget is not None:
+                await asyncio.to_thread(forget, agent_id)
+        await asyncio.to_thread(forget_agent_files, default_kv_dir() / "agents", agent_id)
+
     async def aclose(self) -> None:
-        closed: set[int] = set()
-        for core in [*self.cores.values(), *(c for cs in self.replicas.values() for c in cs)]:
-            if id(core) not in closed:
-                closed.add(id(core))
-                await core.aclose()
+        for core in self._all():
+            await core.aclose()

@@ -30,6 +30,9 @@ context size, llama.cpp's version) and the tokens the state holds;
 `load_persisted` takes one back only if the identity matches, so a state of
 another model or context is a clean miss. Whether its tokens are still the
 agent's prompt is the caller's check (a prefix match), as for any entry.
+When an agent is deleted, `forget_agent` drops its entries (`agent:ID` and
+`agent:ID:...`, e.g. its memory extraction's) and `forget_agent_files`
+deletes its files, found by the key in each file's header, not by name alone.
 
 Left out: storing one copy of a common prefix between keys (two agents with
 the same system prompt each keep a whole copy), compression, and locking the
@@ -56,7 +59,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PERSIST_MIN_TOKENS", "KVStore", "common_prefix", "default_kv_dir"]
+__all__ = [
+    "PERSIST_MIN_TOKENS",
+    "KVStore",
+    "agent_keys",
+    "common_prefix",
+    "default_kv_dir",
+    "forget_agent_files",
+    "persisted_path",
+]
 
 _MiB = 1 << 20
 # Shorter states are cheaper to evaluate again than to keep on disk.
@@ -65,10 +76,50 @@ _FORMAT = 1
 _MAX_HEADER = 4 << 20  # tokens as JSON: far more than any context holds
 
 
+def _safe(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:80]
+
+
 def _file_name(key: str) -> str:
     """A file name for `key`: readable when it is plain, unique either way."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:80]
-    return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.kv"
+    return f"{_safe(key)}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.kv"
+
+
+def persisted_path(directory: Path, key: str) -> Path:
+    """The file `persist` writes `key`'s state to in `directory`."""
+    return directory / _file_name(key)
+
+
+def agent_keys(agent_id: str) -> tuple[str, str]:
+    """The key of an agent's state and the prefix of its other states' keys."""
+    return f"agent:{agent_id}", f"agent:{agent_id}:"
+
+
+def _is_agents(key: str, agent_id: str) -> bool:
+    own, others = agent_keys(agent_id)
+    return key == own or key.startswith(others)
+
+
+def forget_agent_files(directory: Path, agent_id: str) -> int:
+    """Delete the agent's persisted states in `directory`; returns how many went.
+
+    A file's name is its key cut to 80 characters plus a hash, so the name only
+    narrows the search: the key in the header decides (another agent whose id
+    shares the first 74 characters keeps its file)."""
+    stem = _safe(agent_keys(agent_id)[0])  # no glob metacharacters left in it
+    removed = 0
+    with contextlib.suppress(OSError):
+        for path in directory.glob(f"{stem}*.kv"):
+            try:
+                with open(path, "rb") as f:
+                    key = json.loads(f.readline(_MAX_HEADER)).get("key")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(key, str) and _is_agents(key, agent_id):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+    return removed
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -239,6 +290,13 @@ class KVStore:
         e = self._entries.pop(key, None)
         if e is not None:
             self._discard(e)
+
+    def forget_agent(self, agent_id: str) -> int:
+        """Drop the agent's entries (its prompt state and its other states)."""
+        keys = [k for k in self._entries if _is_agents(k, agent_id)]
+        for key in keys:
+            self.drop(key)
+        return len(keys)
 
     def clear(self) -> None:
         for key in list(self._entries):

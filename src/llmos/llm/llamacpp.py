@@ -363,6 +363,11 @@ class LlamaCppCore:
         """
         return self.slot.stats()
 
+    def forget_agent(self, agent_id: str) -> None:
+        """Drop a deleted agent's saved prompt states (in memory and on disk)."""
+        with self.slot.lock:
+            self.slot.forget_agent(agent_id)
+
     def clear_kv_cache(self) -> None:
         """Forget every agent's saved prompt state and the model's content
         (suspended generations keep their snapshots)."""

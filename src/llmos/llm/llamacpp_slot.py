@@ -28,7 +28,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmos.llm.kvstore import KVStore, common_prefix
+from llmos.llm.kvstore import KVStore, common_prefix, forget_agent_files
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -267,6 +267,16 @@ class ModelSlot:
                 self.store.forget_persisted(key, self.persist_dir)
         # and none is to be taken back from disk: forgotten means forgotten
         self._looked = _Everything()
+
+    def forget_agent(self, agent_id: str) -> None:
+        """The agent was deleted: drop its saved states, here and on disk, and never
+        save the model's content as its state again (`persist` at close would)."""
+        # cache keys are the agent's id, or its id and a suffix (`ID:extract`)
+        if self.agent is not None and self.agent.split(":", 1)[0] == agent_id:
+            self.agent = None  # the tokens stay in the model, owned by no one
+        self.store.forget_agent(agent_id)
+        if self.persist_dir is not None:
+            forget_agent_files(self.persist_dir, agent_id)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -7,9 +7,10 @@ Either way the kernel runs in that one event loop: its database calls are
 synchronous SQLite and short, and its LLM calls are awaited.
 
 Routes live in `routes/`: agents (and export/import), messages (with SSE),
-memory (blocks, archival, recall, the context window), kernel status, the
-OpenAI-compatible chat completions, tools/grants/approvals/audit
-(`tools.py`), versioned files (`files.py`) and AIOS's kernel API under
+memory (blocks, archival, recall, the context window), a new embedder and
+documents (`bulk.py`), kernel status, the OpenAI-compatible chat
+completions, tools/grants/approvals/audit (`tools.py`), MCP servers
+(`mcp.py`), versioned files (`files.py`) and AIOS's kernel API under
 `/v1/aios` (`server/aios/`). Every route under `/v1` needs an API
 key (see `gate.py`). Errors are JSON, `{"error": {"type", "message"}}`, with
 these statuses:
@@ -56,7 +57,7 @@ from llmos.server.aios.routes import AiosState, build_router
 from llmos.server.console import mount_console
 from llmos.server.deps import APIError, ServerConfig, ServerState, current_user, error_body
 from llmos.server.gate import Gate
-from llmos.server.routes import agents, files, memory, messages, openai, tools
+from llmos.server.routes import agents, bulk, files, mcp, memory, messages, openai, tools
 from llmos.server.routes import kernel as kernel_status
 from llmos.server.routes.files import file_error
 from llmos.storage.files import FileError
@@ -150,7 +151,7 @@ def create_app(
             "uptime_seconds": round(time.time() - started, 3),
         }
 
-    for module in (agents, messages, memory, kernel_status, openai, tools, files):
+    for module in (agents, messages, memory, bulk, kernel_status, openai, tools, mcp, files):
         app.include_router(module.router, prefix="/v1")
     app.include_router(build_router(current_user), prefix="/v1/aios")
     mount_console(app)  # the web console at /

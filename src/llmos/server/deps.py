@@ -82,6 +82,10 @@ class ServerConfig:
     #: run user tools even where no OS sandbox works (no bubblewrap): any user
     #: could then run code as the server's account. Off: such tools are a 403.
     unsafe_tools: bool = False
+    #: let users name files and commands of the server's machine: load documents from
+    #: its disk, run MCP servers there. Only for a server whose one user is the
+    #: machine's own (the local kernel service): elsewhere, anyone's code as the server.
+    server_files: bool = False
     #: how long shutdown waits for turns in flight
     shutdown_grace_seconds: float = 30.0
     #: per user: expensive requests (tool registration, import, archival inserts,

@@ -9,9 +9,10 @@ pass straight through). For every request under `/v1` it, in this order:
    Content-Length or by the bytes that actually arrive), then replays it to
    the app;
 4. for expensive work (`expensive()`: registering a tool, which runs its code
-   in the sandbox; an import; inserting archival passages; a new embedder,
-   which embeds every passage again) holds one of the user's places of the
-   server's `WorkLimiter` while the route runs: a few run at once per user,
+   in the sandbox, or an MCP server; an import; inserting archival passages or
+   loading documents; a new embedder, which embeds every passage again) holds
+   one of the user's places of the server's `WorkLimiter` while the route
+   runs: a few run at once per user,
    a few more wait, and past that the answer is 429 (`too_much_work`), so
    one user's flood cannot take every worker from the others.
 
@@ -197,7 +198,9 @@ _AGENT = r"/v1/agents/[^/]+"
 def expensive(method: str, path: str, body: bytes) -> bool:
     """Whether a request does work that costs seconds of CPU (see the module doc)."""
     if method == "POST":
-        return path in ("/v1/tools", IMPORT_PATH) or bool(re.fullmatch(_AGENT + "/archival", path))
+        return path in ("/v1/tools", "/v1/mcp", IMPORT_PATH) or bool(
+            re.fullmatch(_AGENT + "/(archival|embedder|documents)", path)
+        )
     # an update that changes the embedder embeds every passage again
     return method == "PATCH" and bool(re.fullmatch(_AGENT, path)) and b'"embedder"' in body
 

@@ -10,9 +10,20 @@ directory, so only the user who owns LLMOS_HOME can connect, and the app
 serves every connection on it as the CLI's user "local" without a key
 (`create_app(local_user=...)`). The service holds `run/kernel.lock` for its
 whole life (how clients tell a live service from a stale socket), writes
-`run/kernel.json`, logs to `LLMOS_HOME/kernel.log`, and exits after `--idle`
-seconds with no request in flight, no turn running and no request arriving.
+`run/kernel.json` (with a fingerprint of its provider settings, never their
+values: `client/environment.py`), logs to `LLMOS_HOME/kernel.log`, and exits
+after `--idle` seconds with no request in flight, no turn running and no
+request arriving.
 SIGTERM (what `llmos kernel stop` sends) lets turns in flight finish first.
+
+Every command that changes what a kernel holds in memory runs in the
+service, through a route (`set-embedder`, `load`: `routes/bulk.py`; `mcp`:
+`routes/mcp.py`; `files search`), rather than in a kernel of its own beside
+it that would then tell the service to drop its cached agents: the service's
+kernel holds the agent while the work runs, so no turn there sees a half-made
+change (a passage embedded with the old embedder after the re-embedding read
+it), and there is no moment in which the service's images are stale. Only
+`serve`, `user` and `models` still open a kernel in the command.
 
 `in_process(home)` runs the same app on a private socket in a thread of the
 calling process, for `llmos --no-daemon`: the commands are the same HTTP
@@ -45,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 import llmos
+from llmos.client import environment
 from llmos.client.local import DEFAULT_IDLE_SECONDS, Paths, prepare
 from llmos.server.app import create_app
 from llmos.server.deps import ServerConfig
@@ -62,7 +74,8 @@ LOCAL_USER = "local"
 
 def local_config() -> ServerConfig:
     """The operator's settings for a server whose only user is its operator: any model,
-    base_url or embedder, no rate limit, tools as the CLI always ran them."""
+    base_url or embedder, no rate limit, tools as the CLI always ran them, and the
+    machine's files and commands (`llmos load`, `llmos mcp add`)."""
     return ServerConfig(
         max_body_bytes=256 << 20,
         max_import_bytes=1 << 30,
@@ -70,6 +83,7 @@ def local_config() -> ServerConfig:
         models=("*",),
         allow_base_url=True,
         unsafe_tools=True,
+        server_files=True,
     )
 
 
@@ -220,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         sock_path.unlink()  # we hold the kernel lock: any socket here is stale
     sock = bind_private(sock_path)
     inode = sock_path.stat().st_ino
+    # The kernel's default home (and the embedded model's kv/agents, by default_kv_dir)
+    # is LLMOS_HOME: make it this service's home, even when started with --home alone.
+    os.environ["LLMOS_HOME"] = str(home)
+    salt = environment.new_salt()
     state = {
         "pid": os.getpid(),
         "version": llmos.__version__,
@@ -227,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.time(),
         "idle_seconds": args.idle,
         "home": str(home),
+        # provider settings as HMACs, never values (client/environment.py)
+        "environment": {"salt": salt, "hmac": environment.fingerprint(os.environ, salt)},
     }
     paths.state.write_text(json.dumps(state), encoding="utf-8")
     log.info("llmos %s kernel service pid %d on %s", llmos.__version__, os.getpid(), sock_path)

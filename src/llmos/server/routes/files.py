@@ -1,6 +1,6 @@
 """File routes: an agent's own file area and the caller's shared areas, versioned.
 
-The same six operations on two kinds of area:
+The same seven operations on two kinds of area:
 
 | route (under `/v1`)                                   | what                          |
 |-------------------------------------------------------|-------------------------------|
@@ -10,6 +10,7 @@ The same six operations on two kinds of area:
 | `DELETE /agents/{agent}/files/{path}`                 | delete (history stays)        |
 | `GET  /agents/{agent}/file-versions/{path}`           | the file's versions           |
 | `POST /agents/{agent}/file-rollback/{path}` `{version}` | that version again, as a new one |
+| `GET  /agents/{agent}/file-search?query=&limit=`      | files whose name or text has it |
 
 and the same under `/shared/{area}/...` for a shared area. Areas belong to
 the caller: another user's agent is a 404, and a shared area's name is per
@@ -85,7 +86,7 @@ def file_error(e: FileError) -> APIError:
 
 
 def _add_routes(prefix: str, resolve: Callable[..., Coroutine[Any, Any, Area]], where: str) -> None:
-    """Register the six file operations under `prefix` for areas found by `resolve`."""
+    """Register the file operations under `prefix` for areas found by `resolve`."""
     Target = Annotated[Area, Depends(resolve)]
 
     @router.get(f"{prefix}/files", summary=f"List files of {where}")
@@ -127,6 +128,15 @@ def _add_routes(prefix: str, resolve: Callable[..., Coroutine[Any, Any, Area]], 
     ) -> dict[str, Any]:
         version = kernel.files.rollback(target.owner, target.area, path, body.version, target.quota)
         return {"path": path, "version": version, "from_version": body.version}
+
+    @router.get(f"{prefix}/file-search", summary=f"Files whose name or text has a word ({where})")
+    async def search(
+        target: Target,
+        kernel: KernelDep,
+        query: Annotated[str, Query(min_length=1, max_length=10_000)],
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    ) -> dict[str, Any]:
+        return {"results": kernel.files.search(target.owner, target.area, query, limit)}
 
 
 _add_routes("/agents/{agent}", agent_area, "an agent's area")

@@ -7,8 +7,11 @@ earlier messages, system prompts and sampling parameters (temperature, tools,
 …) are accepted and ignored. The agent's reply (everything it said with
 `send_message` in the turn, joined by newlines) is the assistant message.
 With `stream: true` the reply comes as `chat.completion.chunk` events and ends
-with `data: [DONE]`; the agent's inner thoughts travel as `reasoning_content`
-deltas, which OpenAI clients ignore and reasoning-aware ones show.
+with `data: [DONE]`: on a core that streams, as the tokens are generated (the
+turn's `token` events, in runs that end at whitespace so `scrub` sees a
+key-like word whole); else each reply at once. The agent's inner thoughts
+travel as `reasoning_content` deltas, which OpenAI clients ignore and
+reasoning-aware ones show.
 
 finish_reason is "stop" for a turn that ended normally and "length" for one
 cut by the step cap or the window. A turn whose core failed is a 503 with
@@ -175,14 +178,38 @@ async def _chunks(
         return f"data: {json.dumps(scrub(body), ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    replies = 0
+    replies = 0  # replies begun: the second and later start on a new line
+    streamed = ""  # the current reply's text sent as tokens
+    held = ""  # token text after the last whitespace: a word may go on (see scrub)
+    lead = ""  # what the streamed reply began with: a newline after an earlier reply
+    in_reply = False  # tokens of a reply have come, and its `reply` event has not
     async for event in run.events():
-        if event["type"] == "reply":
-            text = event["text"] if not replies else "\n" + event["text"]
-            replies += 1
-            yield chunk({"content": text})
-        elif event["type"] == "reasoning":
+        kind = event["type"]
+        if kind == "token":
+            if not in_reply:
+                held = lead = "\n" if replies else ""
+                replies, in_reply = replies + 1, True
+            held += event["text"]
+            cut = max(held.rfind(" "), held.rfind("\n"), held.rfind("\t")) + 1
+            if cut:
+                streamed += held[:cut]
+                yield chunk({"content": held[:cut]})
+                held = held[cut:]
+        elif kind == "reply":
+            if in_reply:  # the reply was streamed: send only what is missing
+                sent = (streamed + held)[len(lead) :]
+                rest = event["text"][len(sent) :] if event["text"].startswith(sent) else ""
+                if held + rest:
+                    yield chunk({"content": held + rest})
+                streamed = held = ""
+                in_reply = False
+            else:
+                yield chunk({"content": event["text"] if not replies else "\n" + event["text"]})
+                replies += 1
+        elif kind == "reasoning":
             yield chunk({"reasoning_content": event["text"]})
+    if held:  # a turn that ended without its reply (failed, cancelled)
+        yield chunk({"content": held})
     try:
         turn = await run.result()
     except Exception as exc:
