@@ -106,7 +106,10 @@ def api(ctx: typer.Context) -> Iterator[BaseClient]:
 
 
 def streamed(
-    client: BaseClient, path: str, body: dict[str, Any], on_progress: Callable[[dict[str, Any]], None]
+    client: BaseClient,
+    path: str,
+    body: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], None],
 ) -> Any:
     """POST a long operation with `stream` (server/routes/bulk.py): pass each progress
     event to `on_progress`, and return the result (an error event ends the command)."""

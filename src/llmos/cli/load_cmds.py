@@ -24,7 +24,7 @@ import typer
 from rich.markup import escape
 
 from llmos.cli.common import api, dump, err, fail, out, streamed
-from llmos.client.api import seg
+from llmos.client.base import seg
 
 
 def load(

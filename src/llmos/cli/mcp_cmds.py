@@ -27,7 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmos.cli.common import api, dump, fail, group, out
-from llmos.client.api import seg
+from llmos.client.base import seg
 
 mcp_app = group("MCP servers: their tools become tools agents can attach.")
 
