@@ -1,7 +1,7 @@
 """The kernel service stays right about what other commands change (issue 13's gaps).
 
 Against a real running service (`tests/cli/test_service.py`'s `Home`: each
-command a `python -m llmos.cli.main` subprocess): the commands that used to open
+command a `python -m llmos` subprocess): the commands that used to open
 a kernel of their own beside it (`agent set-embedder`, `load`, `mcp add|remove`,
 `files search`) now run in it, so what the service holds in memory (the agent's
 embedder and passage count, agents' tool lists) changes with them; a command
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from llmos.client.api import Client
+from llmos.client.unix import UnixClient
 from llmos.llm.kvstore import persisted_path
 from tests.cli import test_service
 from tests.cli.test_service import Home
@@ -29,8 +29,8 @@ server, home = test_service.server, test_service.home
 SECRET = "sk-proj-SERVICESECRET0123456789abcdefXYZ"
 
 
-def _client(home: Home) -> Client:
-    return Client.unix(str(home.paths.socket))
+def _client(home: Home) -> UnixClient:
+    return UnixClient(str(home.paths.socket))
 
 
 def _embedding_models(home: Home) -> list[str]:
