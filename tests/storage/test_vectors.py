@@ -299,3 +299,9 @@ def test_migration_0003_downgrades_and_upgrades_again(home: Path, engine: str) -
         check_blocks(db)
     finally:
         db.close()
+
+
+def test_a_search_before_any_vector_finds_nothing_and_creates_nothing(db: Database) -> None:
+    with db.connect() as conn:
+        assert db.vectors.search(conn, "a", 48, np.ones(48, dtype=np.float32), 5) == []
+        assert db.vectors.tables(conn) == []
