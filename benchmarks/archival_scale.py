@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/archival_scale.py [--sizes 100000,1000000]
         [--engines sqlite,postgres] [--dim 384] [--queries 200]
-        [--database-url postgresql+psycopg://…] [--ef 100,200,400] [--candidates 400]
+        [--database-url postgresql+psycopg://…] [--ef 100,200,400] [--candidates default,400]
 
 One agent gets N passages of `--dim` dimensions; for each engine and size it
 reports the insert rate, k=10 search latency p50/p99 through
@@ -21,8 +21,8 @@ meant to find. Generated chunk by chunk, so 1M needs no 1.5 GB matrix.
 How each engine is loaded and searched:
 - SQLite: every passage through the ordinary path (`vectors.insert` in
   transactions of 1,000): insert_per_s is what a user's inserts get.
-  Searches are measured for each count of rescored codes in --candidates
-  (llmos's default: `vectors.RESCORE_MIN`).
+  Searches are measured with llmos's count of rescored codes
+  (`vectors.candidates`: 400 at 100k, 2,000 at 1M), or fixed --candidates.
 - PostgreSQL: bulk load (COPY of the passages and vectors, then the HNSW
   index built once with maintenance_work_mem of --pg-memory): load_s is that
   time; insert_per_s is the ordinary path (transactions of 1,000 through
@@ -209,21 +209,26 @@ def measure(
     db: Database, ids: list[int], queries: np.ndarray, truth: np.ndarray, dim: int
 ) -> dict[str, Any]:
     position = {pid: i for i, pid in enumerate(ids)}
-    lat, hits = [], 0
+    lat, cpu, hits = [], [], 0
     with db.connect() as conn:
         for q in queries[:5]:  # warm the caches
             db.vectors.search(conn, AGENT, dim, q, 10)
             conn.rollback()
         for q, want in zip(queries, truth, strict=True):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             got = db.vectors.search(conn, AGENT, dim, q, 10)
             lat.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.process_time() - c) * 1000)
             hits += len({position.get(g, -1) for g, _ in got} & set(want.tolist()))
             conn.rollback()  # the search's SET LOCALs end with it
     return {
         "search_p50_ms": round(statistics.median(lat), 2),
         "search_p99_ms": round(float(np.percentile(lat, 99)), 2),
         "recall_at_10": round(hits / (10 * len(queries)), 4),
+        # this process's CPU time: what the search costs when the machine is busy
+        # (on PostgreSQL most of the work is the server's, not counted here)
+        "search_cpu_p50_ms": round(statistics.median(cpu), 2),
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
@@ -249,14 +254,18 @@ def run_engine(engine: str, n: int, args: argparse.Namespace, tmp: Path) -> dict
             out, ids = load_sqlite(db, corpus)
             out["single_insert_p50_ms"] = single_inserts(db, args.dim, n)
             out["search"] = {}
-            for c in [int(c) for c in args.candidates.split(",")]:
-                vec.RESCORE_MIN = c
-                out["search"][f"rescore={c}"] = measure(db, ids, queries, truth, args.dim)
+            rule = (vec.RESCORE_MIN, vec.RESCORE_SHARE)
+            for c in args.counts:
+                if c != "default":  # a fixed count, whatever the agent's size
+                    vec.RESCORE_MIN, vec.RESCORE_SHARE = int(c), 10**12
+                mode = f"rescore={vec.candidates(10, n)}"
+                out["search"][mode] = measure(db, ids, queries, truth, args.dim)
+                vec.RESCORE_MIN, vec.RESCORE_SHARE = rule
         else:
             out, ids = load_postgres(db, corpus, args.pg_memory, args.pg_inserts)
             out["single_insert_p50_ms"] = single_inserts(db, args.dim, n + args.pg_inserts)
             out["search"] = {}
-            for ef in [int(e) for e in args.ef.split(",")]:
+            for ef in args.efs:
                 os.environ["LLMOS_HNSW_EF_SEARCH"] = str(ef)
                 out["search"][f"ef_search={ef}"] = measure(db, ids, queries, truth, args.dim)
             os.environ.pop("LLMOS_HNSW_EF_SEARCH", None)
@@ -289,8 +298,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--candidates",
-        default=str(vec.RESCORE_MIN),
-        help="binary codes rescored per search, values to measure (SQLite)",
+        default="default",
+        help="binary codes rescored per search, values to measure (SQLite): counts, or "
+        "'default' for llmos's rule (vectors.candidates)",
     )
     ap.add_argument("--pg-memory", default="4GB", help="maintenance_work_mem of the HNSW build")
     ap.add_argument(
@@ -306,7 +316,8 @@ def main() -> None:
         ap.error(f"unknown engine {bad[0]!r}: use sqlite and/or postgres")
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
-        [int(e) for e in args.ef.split(",")] + [int(c) for c in args.candidates.split(",")]
+        args.efs = [int(e) for e in args.ef.split(",")]
+        args.counts = [c if c == "default" else int(c) for c in args.candidates.split(",")]
     except ValueError:
         ap.error("--sizes, --ef and --candidates take comma-separated whole numbers")
     if min(sizes) < 1000:
@@ -321,14 +332,14 @@ def main() -> None:
                 results[f"{engine}@{n}x{args.dim}"] = run_engine(engine, n, args, Path(tmp))
     print(f"\narchival search, {args.dim} dims, one agent, k=10, {args.queries} queries")
     head = f"{'engine':<12}{'passages':>10}{'mode':>16}{'insert/s':>10}{'load s':>9}"
-    print(head + f"{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}")
+    print(head + f"{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}{'cpu p50':>9}{'load':>6}")
     for key, r in results.items():
         engine, size = key.split("@")
         for mode, m in r["search"].items():
             print(
                 f"{engine:<12}{size.split('x')[0]:>10}{mode:>16}{r.get('insert_per_s', '-'):>10}"
                 f"{r['load_s']:>9}{m['search_p50_ms']:>9}{m['search_p99_ms']:>9}"
-                f"{m['recall_at_10']:>11}"
+                f"{m['recall_at_10']:>11}{m['search_cpu_p50_ms']:>9}{m['load_average']:>6}"
             )
     RESULTS.parent.mkdir(exist_ok=True)
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
