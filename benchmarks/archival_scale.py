@@ -61,6 +61,8 @@ BATCH = 1000
 CHUNK = 10_000
 AGENT = "agent-scale"
 CENTRES = 300
+RANK = 24  # directions a cluster spreads along: sentence embeddings' intrinsic dimension
+ISOTROPIC = 0.01  # per-dimension noise in every direction
 
 
 class Corpus:
@@ -73,14 +75,21 @@ class Corpus:
         self.centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
         shared = rng.normal(size=dim).astype(np.float32)
         self.shared = 0.45 * shared / np.linalg.norm(shared)
-        self.spread = rng.uniform(0.04, 0.07, CENTRES).astype(np.float32)
+        # each cluster spreads along its own RANK directions (orthonormal)
+        basis = rng.normal(size=(CENTRES, dim, RANK)).astype(np.float32)
+        self.basis = np.linalg.qr(basis)[0]
+        self.spread = rng.uniform(0.8, 1.4, CENTRES).astype(np.float32)
 
     def chunk(self, lo: int, hi: int) -> np.ndarray:
         """Vectors lo..hi-1 (lo a multiple of CHUNK, hi - lo at most CHUNK)."""
         rng = np.random.default_rng([self.seed, lo // CHUNK])
         pick = rng.integers(0, CENTRES, CHUNK)[: hi - lo]
+        z = rng.normal(size=(CHUNK, RANK)).astype(np.float32)[: hi - lo] / np.sqrt(RANK)
         noise = rng.normal(size=(CHUNK, self.dim)).astype(np.float32)[: hi - lo]
-        x = self.shared + self.centres[pick] + self.spread[pick, None] * noise
+        x = self.shared + self.centres[pick] + ISOTROPIC * noise
+        for j in np.unique(pick):
+            rows = pick == j
+            x[rows] += self.spread[j] * (z[rows] @ self.basis[j].T)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -90,9 +99,12 @@ class Corpus:
     def queries(self, m: int, seed: int = 2) -> np.ndarray:
         rng = np.random.default_rng(seed)
         rows = np.sort(rng.integers(0, self.n, m))
-        base = np.stack([self.chunk(r - r % CHUNK, min(r - r % CHUNK + CHUNK, self.n))[r % CHUNK]
-                         for r in rows])  # fmt: skip
-        q = base + 0.03 * rng.normal(size=base.shape).astype(np.float32)
+        base = []
+        for lo in np.unique(rows - rows % CHUNK):
+            data = self.chunk(lo, min(lo + CHUNK, self.n))
+            base.append(data[rows[(rows >= lo) & (rows < lo + CHUNK)] - lo])
+        q = np.concatenate(base)
+        q = q + 0.03 * rng.normal(size=q.shape).astype(np.float32)
         return q / np.linalg.norm(q, axis=1, keepdims=True)
 
     def truth(self, queries: np.ndarray, k: int = 10) -> np.ndarray:
