@@ -58,11 +58,16 @@ if TYPE_CHECKING:
 
 _PREFIX = "passages_vec_"
 _NAME = re.compile(r"^passages_vec_([0-9]+)$")
-# HNSW build parameters (pgvector's defaults): recall@10 above 0.95 at the
-# search depths archival search uses (see benchmarks/archival_scale.py).
+# HNSW: pgvector's default graph (m 16, ef_construction 64) and the widest
+# search pgvector allows. benchmarks/archival_scale.py, one agent, recall@10 at
+# ef_search 100 / 200 / 400 / 1000: 100k 0.95 / 0.98 / 0.99 / -, 1M 0.77 /
+# 0.84 / 0.90 / 0.951 (p50 60 ms on 2 busy cores). A denser graph (m 24-32,
+# ef_construction 128+) would leave more margin at 1M but builds about twice
+# as long as the 25 min measured here: not measured. Agents far below 1M can
+# set LLMOS_HNSW_EF_SEARCH=400 (0.99 at 100k, p50 20 against ~35 ms).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
-EF_SEARCH = 400
+EF_SEARCH = 1000
 
 #: SQLite: passages per block of binary codes (a block is rewritten when a
 #: passage joins or leaves it: 4,096 codes of 384 bits are 192 KB; smaller blocks
@@ -271,9 +276,9 @@ class VectorIndex:
         table = self.table(dim, conn)
         if not self.is_postgres:
             return _sqlite_search(conn, table.name, agent_id, query, k)
-        # HNSW keeps ef_search candidates: recall@10 0.46 at pgvector's default
-        # of 40, 0.97 at 400 (benchmarks/archival_scale.py, 20k clustered vectors).
-        # The iterative scan goes on until k rows of this agent are found (0.8).
+        # HNSW keeps ef_search candidates (recall: see EF_SEARCH; pgvector's
+        # default of 40 gives 0.81 at 100k). The iterative scan goes on until k
+        # rows of this agent are found (pgvector 0.8).
         conn.execute(
             text(
                 "SELECT set_config('hnsw.ef_search', :ef, true), "
