@@ -1,8 +1,8 @@
 """The relational schema of llmos, as SQLAlchemy Core tables.
 
 One schema serves SQLite (the embedded default) and, later, Postgres. Search
-indexes that are engine-specific — SQLite's FTS5 tables and sqlite-vec's
-`vec0` tables — are created by `db.py`, not declared here.
+indexes that are engine-specific — SQLite's FTS5 tables (`search.py`) and the
+vector tables, one per dimension (`vectors.py`) — are not declared here.
 
 Tables: `agents` (one row per agent process image: settings, summary, the
 window's start), `blocks` (core memory), `messages` (recall storage: every
