@@ -439,11 +439,12 @@ def fresh_schema(url: str) -> tuple[str, Callable[[], None]]:
     from sqlalchemy.engine import make_url
 
     schema = f"llmos_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    parsed = make_url(url).set(drivername="postgresql+psycopg")  # the driver llmos has
+    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema},public"})
+    scoped = parsed.update_query_dict({"options": f"-csearch_path={schema},public"})
 
     def drop() -> None:
         with admin.connect() as conn:
@@ -1001,11 +1002,29 @@ def main() -> None:
     # A plain `kill` still stops the nodes, the backend and PostgreSQL (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(served(args))
-    result["command"] = " ".join(["python", "benchmarks/concurrency.py", *sys.argv[1:]])
+    result["command"] = " ".join(["python", "benchmarks/concurrency.py", *_shown(sys.argv[1:])])
     print_served(result)
-    if args.database_url:
-        result["postgres"] = "given by --database-url"  # never its address or password
     write_result("concurrency.json", result)
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """The command line with the password of a --database-url masked."""
+    from sqlalchemy.engine import make_url
+
+    def mask(url: str) -> str:
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except Exception:  # not a URL the run could have used anyway
+            return "***"
+
+    out = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--database-url="):
+            arg = "--database-url=" + mask(arg.split("=", 1)[1])
+        elif i > 0 and argv[i - 1] == "--database-url":
+            arg = mask(arg)
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":
