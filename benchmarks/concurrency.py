@@ -25,7 +25,8 @@ their peak memory. Table on stdout, JSON in benchmarks/results/concurrency.json.
         [--database-url postgresql+psycopg://...] [--affinity] [--setups sqlite,postgresql]
 
 `--in-process` measures the kernel itself, without HTTP (issue 3; writes
-concurrency_kernel.json, or _scripted / _Nproc): the backend answers plain
+concurrency_kernel.json, concurrency_scripted.json with `--backend scripted`,
+_Nproc before .json with `--processes N`): the backend answers plain
 `send_message` calls, the kernel's run queue has capacity 64, so the ideal
 wall time is agents x turns x 0.1 s / 64; reported against it with peak
 memory, p50/p99 turn latency, the kernel's own CPU per turn, and errors.
