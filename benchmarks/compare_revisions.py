@@ -46,8 +46,8 @@ BENCHMARKS: dict[str, tuple[list[str], str, dict[str, str]]] = {
         },
     ),
     "concurrency": (
-        [],
-        "concurrency.json",
+        ["--in-process"],
+        "concurrency_kernel.json",
         {
             "wall / ideal": "ratio_to_ideal",
             "kernel CPU ms/turn": "kernel_cpu_ms_per_turn",
@@ -57,7 +57,7 @@ BENCHMARKS: dict[str, tuple[list[str], str, dict[str, str]]] = {
         },
     ),
     "concurrency_scripted": (
-        ["--backend", "scripted"],
+        ["--in-process", "--backend", "scripted"],
         "concurrency_scripted.json",
         {
             "wall / ideal": "ratio_to_ideal",

@@ -106,6 +106,18 @@ def serve(
             "--aios-port", min=0, max=65535, help="Port of the AIOS listener (with --aios-user)."
         ),
     ] = 8000,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            "--keep-alive",
+            envvar="LLMOS_KEEP_ALIVE",
+            min=1,
+            metavar="SECONDS",
+            help="Close an idle HTTP connection after this long. Behind a load balancer, "
+            "make it longer than the balancer's idle timeout, so that the balancer closes "
+            "idle connections, never a node under a request it is sending.",
+        ),
+    ] = 5,
 ) -> None:
     """Serve the HTTP API: many users, one kernel; OpenAPI docs at /docs.
 
@@ -155,6 +167,7 @@ def serve(
             host=host,
             port=port,
             log_level="info",
+            timeout_keep_alive=keep_alive,
         )
         return
     with user_errors():
@@ -175,10 +188,13 @@ def serve(
                 port=port,
                 user_name=aios_user,
                 aios_port=aios_port,
+                keep_alive=keep_alive,
                 on_ready=lambda url: err.print(
                     f"AIOS kernel API as user {aios_user} on {url} (loopback only, no key)"
                 ),
             )
             return
         err.print(f"llmos serving on http://{host}:{port} (docs at /docs)")
-        uvicorn.run(application, host=host, port=port, log_level="info")
+        uvicorn.run(
+            application, host=host, port=port, log_level="info", timeout_keep_alive=keep_alive
+        )

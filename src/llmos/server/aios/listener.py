@@ -229,13 +229,16 @@ def serve(
     user_name: str,
     aios_port: int = DEFAULT_PORT,
     on_ready: Callable[[str], None] = print,
+    keep_alive: int = 5,
 ) -> None:
     """Run the main API on host:port and the AIOS listener beside it, until stopped."""
     import uvicorn
 
     aios_host = host if is_loopback(host) and host != "localhost" else "127.0.0.1"
     app, aios_sock, url = front(main, user_name, aios_host, aios_port)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", timeout_keep_alive=keep_alive
+    )
     main_sock = config.bind_socket()
     on_ready(url)
     uvicorn.Server(config).run(sockets=[main_sock, aios_sock])
