@@ -12,7 +12,8 @@ Beyond wiring, each concern lives in the file named for it:
 - `syscalls.py`: the syscall table; `handlers.py`: the handlers
 - `commit.py`: step commits; `accounting.py`: statistics and usage
 - `agent_verbs.py`, `memory_verbs.py`, `access_verbs.py`: the verb mixins
-- `messaging.py`: agent-to-agent messages; `leases.py`: kernels sharing a database
+- `messaging.py`: agent-to-agent messages; `leases.py`: kernels sharing a database,
+  `pickup.py`: what they leave to each other
 
 The kernel is the `KernelInterface` of `agent/syscalls.py`: all the agent loop sees.
 """
@@ -46,6 +47,7 @@ from llmos.kernel.handlers import SyscallHandlers
 from llmos.kernel.leases import AgentLeases
 from llmos.kernel.memory_verbs import MemoryVerbs
 from llmos.kernel.messaging import AgentMessenger
+from llmos.kernel.pickup import Pickup
 from llmos.kernel.process import ProcessTable, ProcState
 from llmos.kernel.syscalls import BLOCKED_IN, Syscall, dispatch_table
 from llmos.kernel.undo import TurnJournal
@@ -125,8 +127,16 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         # A step's messages and effects, written atomically, then applied to the image.
         self.commit_step = committer.commit
         self._committer = committer
+        # Work other kernels on the database left: finished while this one runs.
+        self.pickup = Pickup(db, leases, self.waker, self._msgr) if leases is not None else None
         # Agent messages an earlier kernel accepted: delivered once turns run here.
-        self.waker.on_start = lambda: self.messenger.resume_pending()
+        self.waker.on_start = self._on_start
+
+    def _on_start(self) -> None:
+        if self.pickup is not None:
+            self.pickup.start()  # it takes only what no live kernel is delivering
+        else:
+            self.messenger.resume_pending()
 
     @property
     def leases(self) -> AgentLeases | None:
@@ -152,6 +162,8 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         await self.close()
 
     async def close(self) -> None:
+        if self.pickup is not None:
+            await self.pickup.close()
         await self.mcp.aclose()
         if self._messenger is not None:
             await self._messenger.close()

@@ -27,7 +27,8 @@ served here. In order:
 
 Whichever kernel runs next on the database (this one, a server, a later CLI
 process) finishes what is pending when it starts running turns
-(`resume_pending`): a message not yet stored runs its turn as above; one
+(`resume_pending`; kernels sharing the database also look again while they
+run, `kernel/pickup.py`): a message not yet stored runs its turn as above; one
 stored by a kernel that ended during the turn runs the turn again without a
 new event, unless the agent has had a turn since. Delivery happens at most
 once: the event is taken under the target's lock and lease, and the write
@@ -45,7 +46,7 @@ import contextvars
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -333,11 +334,15 @@ class AgentMessenger:
         self.pending.done_now(pid)
         return turn
 
-    def resume_pending(self) -> int:
-        """Start delivering every pending message no task here is delivering;
-        returns how many (called when a kernel starts running turns)."""
+    def resume_pending(self, only: Collection[str] | None = None) -> int:
+        """Start delivering every pending message (of ids in `only`, if given) no
+        task here is delivering; returns how many. A kernel alone on its
+        database calls it when it starts running turns; kernels sharing one
+        choose what to take (`kernel/pickup.py`)."""
         started = 0
         for row in self.pending.all():
+            if only is not None and row.id not in only:
+                continue
             if row.id not in self.delivering:
                 self._spawn(row.agent_id, row.owner, row.id, row.hops)
                 started += 1
