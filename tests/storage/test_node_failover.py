@@ -96,8 +96,12 @@ def test_a_node_killed_mid_turn_leaves_its_work_to_the_other(
             r = httpx.post(
                 f"{doomed.url}/v1/agents",
                 headers=auth,
-                json={"name": name, "model": "openai/fake-model", "embedder": "openai/emb",
-                      "settings": {"agent_tools": True}},
+                json={
+                    "name": name,
+                    "model": "openai/fake-model",
+                    "embedder": "openai/emb",
+                    "settings": {"agent_tools": True},
+                },
                 timeout=60,
             )
             assert r.status_code == 201, r.text
