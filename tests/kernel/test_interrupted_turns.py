@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from llmos import ChatRequest, ChatResponse, Kernel
-from llmos.kernel.leases import AgentLeases, lease_ttl
+from llmos.kernel.leases import lease_ttl
 from llmos.kernel.wake import turn_left_open
 from llmos.llm.core import ToolCall
 from llmos.llm.replay import ScriptedCore, call
@@ -43,9 +43,8 @@ def echo(gate: asyncio.Event | None = None, entered: asyncio.Event | None = None
 
 def open_kernel(home: Path, core: ScriptedCore, ttl: float = 0.5) -> Kernel:
     kernel = Kernel.open(home, embedders={"test/hash": HashEmbedder()}, shared=True)
-    kernel.leases = AgentLeases(kernel.group_commit, ttl=ttl)
-    if kernel.pickup is not None:
-        kernel.pickup.leases = kernel.leases
+    assert kernel.leases is not None
+    kernel.leases.ttl = ttl
     kernel.add_core(core)
     return kernel
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,16 +128,16 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         # A step's messages and effects, written atomically, then applied to the image.
         self.commit_step = committer.commit
         self._committer = committer
-        # Work other kernels on the database left: finished while this one runs.
-        self.pickup = Pickup(db, leases, self.waker, self._msgr) if leases is not None else None
-        # Agent messages an earlier kernel accepted: delivered once turns run here.
+        # While it serves: its row in the nodes registry and, on a shared
+        # database, the work other kernels leave or hand to it (pickup.py).
+        node_id = leases.holder if leases is not None else f"kernel-{uuid.uuid4().hex[:12]}"
+        self.pickup = Pickup(db, node_id, self.procs, self.waker, self._msgr, leases)
         self.waker.on_start = self._on_start
 
     def _on_start(self) -> None:
-        if self.pickup is not None:
-            self.pickup.start()  # it takes only what no live kernel is delivering
-        else:
+        if self.leases is None:  # alone: what an earlier kernel accepted is all ours
             self.messenger.resume_pending()
+        self.pickup.start()
 
     @property
     def leases(self) -> AgentLeases | None:
@@ -162,8 +163,7 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         await self.close()
 
     async def close(self) -> None:
-        if self.pickup is not None:
-            await self.pickup.close()
+        await self.pickup.close()
         await self.mcp.aclose()
         if self._messenger is not None:
             await self._messenger.close()
@@ -230,6 +230,7 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
             self._messenger = AgentMessenger(
                 self.waker, self.grants, self.audit_log, c.pending, c.mark_pending
             )
+            self._messenger.nodes = self.pickup if self.leases is not None else None
         return self._messenger
 
     def _msgr(self) -> AgentMessenger:

@@ -197,6 +197,10 @@ class AgentLeases:
                 if expires > now:  # one that had lapsed meanwhile was not renewed
                     self._held[agent_id] = until
 
+    def held(self) -> list[str]:
+        """Ids of the agents whose lease this kernel holds now."""
+        return list(self._held)
+
     def release(self, agent_id: str) -> None:
         """Give the lease up `grace` seconds from now, unless this kernel takes the
         agent again first (an agent's next turn usually follows at once)."""
@@ -224,8 +228,9 @@ class AgentLeases:
         for handle in self._releases.values():
             handle.cancel()
         self._releases.clear()
-        if self._renewer is not None:
-            self._renewer.cancel()
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None and not renewer.done() and not renewer.get_loop().is_closed():
+            renewer.cancel()
         self._held.clear()
         conn.execute(_RELEASE_ALL, {"me": self.holder})
 
