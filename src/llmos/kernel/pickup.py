@@ -139,8 +139,10 @@ class Pickup:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: no inner task for a cancel to miss
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._poked.wait()
             self._poked.clear()
             try:
                 if time.monotonic() - self._last_beat >= self.interval * 0.9:
@@ -254,9 +256,7 @@ class Pickup:
         """Stop the loop and leave the registry."""
         here = asyncio.get_running_loop()
         # A server may have run them on its own loop, now ended (its tasks with it).
-        tasks = [
-            t for t in (self._loop, *self._tasks) if t is not None and t.get_loop() is here
-        ]
+        tasks = [t for t in (self._loop, *self._tasks) if t is not None and t.get_loop() is here]
         for task in tasks:
             task.cancel()
         if tasks:
