@@ -84,6 +84,7 @@ def test_a_node_killed_mid_turn_leaves_its_work_to_the_other(
         "LLMOS_HOME": str(tmp_path),
         "LLMOS_DATABASE_URL": postgres_schema_url,
         "LLMOS_LEASE_TTL": str(TTL),
+        "LLMOS_PICKUP_INTERVAL": "0.5",
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_API_KEY": "test",
     }
@@ -149,6 +150,18 @@ def test_a_node_killed_mid_turn_leaves_its_work_to_the_other(
             return left == 0 and replies >= 4  # sender's 2, victim's 2
 
         _wait("the survivor to finish the dead node's work", settled)
+
+        def dead_node_listed_stale() -> bool:
+            r = httpx.get(f"{survivor.url}/v1/kernel", headers=auth)
+            by_pid = {n["pid"]: n for n in r.json()["nodes"]}
+            gone = by_pid.get(doomed.proc.pid)
+            return (
+                gone is not None
+                and gone["status"] == "stale"
+                and (by_pid[survivor.proc.pid]["status"] == "live")
+            )
+
+        _wait("/v1/kernel to list the killed node as stale", dead_node_listed_stale)
         # New work on the survivor goes through.
         r = httpx.post(
             f"{survivor.url}/v1/agents/victim/messages",

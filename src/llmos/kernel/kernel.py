@@ -12,8 +12,9 @@ Beyond wiring, each concern lives in the file named for it:
 - `syscalls.py`: the syscall table; `handlers.py`: the handlers
 - `commit.py`: step commits; `accounting.py`: statistics and usage
 - `agent_verbs.py`, `memory_verbs.py`, `access_verbs.py`: the verb mixins
-- `messaging.py`: agent-to-agent messages; `leases.py`: kernels sharing a database,
-  `pickup.py`: what they leave to each other
+- `messaging.py`: agent-to-agent messages (`pending.py`: their table); `leases.py`:
+  kernels sharing a database, `nodes.py`: the registry of kernels, `pickup.py`: the
+  loop that beats in it and finishes what other kernels leave or hand over
 
 The kernel is the `KernelInterface` of `agent/syscalls.py`: all the agent loop sees.
 """
@@ -245,6 +246,10 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer: kernel-provided plus its attached tools."""
         return self.tools.specs_for(image.id, image.owner, offered_specs(image.settings))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The kernels on this database (kernel/nodes.py), live and stale, this one marked."""
+        return self.pickup.list_nodes()
 
     def kernel_stats(self) -> dict[str, Any]:
         return {"processes": self.procs.snapshot(), "cores": self.cores.stats()} | (

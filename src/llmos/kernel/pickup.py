@@ -183,6 +183,29 @@ class Pickup:
                 log.warning("listening for work failed (polling meanwhile): %r", err)
                 await asyncio.sleep(self.interval)
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every node of the registry (this one too, before its first beat)."""
+        with self.db.connect() as conn:
+            listed = self.nodes.list(conn)
+        if not any(n["this"] for n in listed):
+            now = time.time()
+            listed.append(
+                {
+                    "id": self.me,
+                    "host": self.nodes.host,
+                    "pid": self.nodes.pid,
+                    "version": self.nodes.version,
+                    "started_at": self.nodes.started_at,
+                    "last_seen": now,
+                    "seconds_since_seen": 0.0,
+                    "status": "live",
+                    "this": True,
+                    "agents": sorted(p.agent_id for p in self.procs.running()),
+                    "images": self.procs.loaded_images,
+                }
+            )
+        return listed
+
     # --- handing work over ---------------------------------------------------------------
 
     def elsewhere(self, agent_id: str) -> str | None:
