@@ -139,3 +139,21 @@ async def test_a_handover_nobody_finishes_times_out_clearly_and_stays_pending(
     with pytest.raises(HandoverTimeout, match="stays pending"):
         await b.messenger.deliver_decision(image, "[system event] hello", "appr-x", timeout=0.3)
     assert len(b.messenger.pending.all()) == 1
+
+
+async def test_a_message_that_cannot_be_delivered_here_is_kept_and_retried_later(
+    home: Path,
+) -> None:
+    a = node(home, "A")
+    await a.create_agent("cy", model="scripted/p", embedder="test/hash")
+    pid = await a.messenger.pending.add(a.image("cy"), "hello", 1)
+    await a.close()
+    b = Kernel.open(home, embedders={"test/hash": HashEmbedder()}, shared=True)
+    try:  # b has no core for cy's model
+        assert b.messenger.resume_pending() == 1
+        await b.settle_agent_messages(10)
+        assert b.messenger.backoff[pid][0] == 1
+        assert b.messenger.resume_pending() == 0  # not again at once: later, then rarer
+        assert [r.id for r in b.messenger.pending.all()] == [pid]  # kept, not lost
+    finally:
+        await b.close()

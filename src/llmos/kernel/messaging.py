@@ -120,6 +120,8 @@ class AgentMessenger:
         self.mark_pending = mark_pending
         # pending message ids with a delivery task in this kernel
         self.delivering: set[str] = set()
+        # pending message id -> (failures, monotonic time before which not to retry)
+        self.backoff: dict[str, tuple[int, float]] = {}
         self.max_hops = MAX_HOPS
         self.reply_timeout = REPLY_TIMEOUT
         # caller agent id -> the agent id whose reply it is waiting for
@@ -345,6 +347,12 @@ class AgentMessenger:
             turn = await self.waker.wake(agent_id, owner, events, on_event)
         except (AlreadyDelivered, AgentNotFound):
             turn = None
+        except Exception:
+            # e.g. the agent's model is not configured here: retried, less and less often
+            n = self.backoff.get(pid, (0, 0.0))[0] + 1
+            self.backoff[pid] = (n, time.monotonic() + min(300.0, 2.0**n))
+            raise
+        self.backoff.pop(pid, None)
         # No await between the turn's end and this write: a cancel (the process
         # ending) cannot fall between them.
         self.pending.done_now(pid, turn)
@@ -358,6 +366,8 @@ class AgentMessenger:
         started = 0
         for row in self.pending.all():
             if only is not None and row.id not in only:
+                continue
+            if self.backoff.get(row.id, (0, 0.0))[1] > time.monotonic():
                 continue
             if row.id not in self.delivering:
                 self._spawn(row.agent_id, row.owner, row.id, row.hops)

@@ -112,6 +112,7 @@ class Pickup:
         self.passes = 0
         self.notified = 0  # wake-ups received for this node
         self.recovering: set[str] = set()  # agent ids with a recovery task here
+        self._retry_at: dict[str, float] = {}  # agent id -> when to try a failed recovery again
         self._last_beat = 0.0
         self._poked = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -234,6 +235,8 @@ class Pickup:
             live = self.nodes.live(conn) if pending else set()
         started = 0
         for row in lapsed:
+            if self._retry_at.get(row.agent_id, 0.0) > time.monotonic():
+                continue
             if row.agent_id not in self.recovering:
                 self._recover(row.agent_id, row.owner)
                 started += 1
@@ -263,8 +266,9 @@ class Pickup:
         async def recover() -> None:
             try:
                 await self.waker.recover(agent_id, owner)
-            except Exception as err:  # the agent deleted, its core failing, ...
+            except Exception as err:  # its model not configured here, ...: later
                 log.warning("recovering agent %s failed: %r", agent_id, err)
+                self._retry_at[agent_id] = time.monotonic() + 30 * self.interval
             finally:
                 self.recovering.discard(agent_id)
 
