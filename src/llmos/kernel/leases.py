@@ -20,10 +20,10 @@ A lease lives `ttl` seconds (60 by default; `LLMOS_LEASE_TTL` sets it), and
 while a kernel holds any, it renews them every third of that: a long turn
 keeps its agent, and a kernel that dies (SIGKILL, a lost machine) frees its
 agents within one lifetime. A kernel waits for another kernel's turn on an
-agent at most 300 s (then LeaseTimeout, a 503 over HTTP). A lease taken over from a holder that neither
-released it nor renewed it in time marks the agent *interrupted*: a turn may
-have been left half done there, and the waker finishes it first
-(`kernel/wake.py`).
+agent at most 300 s (then LeaseTimeout, a 503 over HTTP). A lease taken over
+from a holder that neither released it nor renewed it in time marks the
+agent *interrupted*: a turn may have been left half done there, and the
+waker finishes it first (`kernel/wake.py`).
 
 Acquiring, renewing and releasing go through the group commit, so with many
 agents in flight they cost a statement each, not a commit each. A single
