@@ -88,7 +88,7 @@ def replies(req: ChatRequest) -> ChatResponse:
 
 
 #: Tables later revisions added: a database from before migrations lacks them.
-ADDED_AFTER_BASELINE = ("pending_messages", "tool_versions")
+ADDED_AFTER_BASELINE = ("pending_messages", "tool_versions", "nodes")
 
 
 def _as_before_migrations(home: Path) -> None:
@@ -141,3 +141,32 @@ def test_a_revision_from_a_newer_llmos_is_refused(home: Path) -> None:
     db.close()
     with pytest.raises(schema.SchemaMismatch, match="does not know"):
         open_database(home)
+
+
+def test_a_0002_database_with_a_pending_message_upgrades_and_keeps_it(home: Path) -> None:
+    """0003 adds the nodes table and four columns of pending_messages: a message
+    pending when the old llmos stopped is still there, waiting, after the upgrade."""
+    open_database(home).close()
+    old = _bare(home)
+    with old.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE nodes")
+        for column in ("approval_id", "waiter", "result", "done_at"):
+            conn.exec_driver_sql(f"ALTER TABLE pending_messages DROP COLUMN {column}")
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+        conn.execute(
+            text(
+                "INSERT INTO pending_messages (id, agent_id, owner, content, hops, created_at) "
+                "VALUES ('p1', 'agent-x', 'local', 'hello from before', 1, 1.0)"
+            )
+        )
+    old.close()
+    db = open_database(home)
+    try:
+        with db.connect() as conn:
+            assert schema.current_revision(conn) == "0003"
+            row = conn.execute(text("SELECT * FROM pending_messages")).mappings().one()
+            assert conn.execute(text("SELECT count(*) FROM nodes")).scalar_one() == 0
+        assert row["content"] == "hello from before" and row["hops"] == 1
+        assert row["waiter"] is None and row["result"] is None and row["approval_id"] is None
+    finally:
+        db.close()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from llmos.access.audit import AuditLog
     from llmos.access.grants import Grants
     from llmos.agent.loop import EventSink, Turn
+    from llmos.kernel.messaging import AgentMessenger
     from llmos.kernel.wake import Waker
     from llmos.memory.image import AgentImage
     from llmos.tools.registry import ToolManager
@@ -44,6 +45,7 @@ class AccessVerbs:
     audit_log: AuditLog
     approval_store: Approvals
     waker: Waker
+    messenger: AgentMessenger
 
     if TYPE_CHECKING:
 
@@ -202,11 +204,11 @@ class AccessVerbs:
             )
         self.approval_store.finish(approval_id, outcome, delivered=False)
         self.note_pending_approval(image.id, -1)
-        image = self.image(image.id, owner)
-        event = self.waker.event(image, "user", clip(f"[system event] {text}"))
-        turn = await self.waker.wake(image.id, owner, [event], on_event)
-        self.approval_store.finish(approval_id, outcome, delivered=True)
-        return turn
+        # A pending event, delivered by the node that runs the agent (maybe this
+        # one), which marks the approval delivered (kernel/messaging.py).
+        return await self.messenger.deliver_decision(
+            image, clip(f"[system event] {text}"), approval_id, on_event
+        )
 
     # --- file areas --------------------------------------------------------------------
 

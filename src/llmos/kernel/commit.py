@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmos.kernel.messaging import PendingMessages
+from llmos.kernel.pending import PendingMessages
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

@@ -12,7 +12,9 @@ Beyond wiring, each concern lives in the file named for it:
 - `syscalls.py`: the syscall table; `handlers.py`: the handlers
 - `commit.py`: step commits; `accounting.py`: statistics and usage
 - `agent_verbs.py`, `memory_verbs.py`, `access_verbs.py`: the verb mixins
-- `messaging.py`: agent-to-agent messages; `leases.py`: kernels sharing a database
+- `messaging.py`: agent-to-agent messages (`pending.py`: their table); `leases.py`:
+  kernels sharing a database, `nodes.py`: the registry of kernels, `pickup.py`: the
+  loop that beats in it and finishes what other kernels leave or hand over
 
 The kernel is the `KernelInterface` of `agent/syscalls.py`: all the agent loop sees.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,7 @@ from llmos.kernel.handlers import SyscallHandlers
 from llmos.kernel.leases import AgentLeases
 from llmos.kernel.memory_verbs import MemoryVerbs
 from llmos.kernel.messaging import AgentMessenger
+from llmos.kernel.pickup import Pickup
 from llmos.kernel.process import ProcessTable, ProcState
 from llmos.kernel.syscalls import BLOCKED_IN, Syscall, dispatch_table
 from llmos.kernel.undo import TurnJournal
@@ -125,8 +129,16 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         # A step's messages and effects, written atomically, then applied to the image.
         self.commit_step = committer.commit
         self._committer = committer
-        # Agent messages an earlier kernel accepted: delivered once turns run here.
-        self.waker.on_start = lambda: self.messenger.resume_pending()
+        # While it serves: its row in the nodes registry and, on a shared
+        # database, the work other kernels leave or hand to it (pickup.py).
+        node_id = leases.holder if leases is not None else f"kernel-{uuid.uuid4().hex[:12]}"
+        self.pickup = Pickup(db, node_id, self.procs, self.waker, self._msgr, leases)
+        self.waker.on_start = self._on_start
+
+    def _on_start(self) -> None:
+        if self.leases is None:  # alone: what an earlier kernel accepted is all ours
+            self.messenger.resume_pending()
+        self.pickup.start()
 
     @property
     def leases(self) -> AgentLeases | None:
@@ -152,6 +164,7 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         await self.close()
 
     async def close(self) -> None:
+        await self.pickup.close()
         await self.mcp.aclose()
         if self._messenger is not None:
             await self._messenger.close()
@@ -218,6 +231,7 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
             self._messenger = AgentMessenger(
                 self.waker, self.grants, self.audit_log, c.pending, c.mark_pending
             )
+            self._messenger.nodes = self.pickup if self.leases is not None else None
         return self._messenger
 
     def _msgr(self) -> AgentMessenger:
@@ -232,6 +246,10 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
     def tool_specs(self, image: AgentImage) -> list[ToolSpec]:
         """The functions the agent's requests offer: kernel-provided plus its attached tools."""
         return self.tools.specs_for(image.id, image.owner, offered_specs(image.settings))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The kernels on this database (kernel/nodes.py), live and stale, this one marked."""
+        return self.pickup.list_nodes()
 
     def kernel_stats(self) -> dict[str, Any]:
         return {"processes": self.procs.snapshot(), "cores": self.cores.stats()} | (

@@ -16,20 +16,33 @@ another kernel waits at most about that long, not a lease's lifetime. A
 kernel's leases are released when it closes; a kernel that dies leaves them
 to expire.
 
-Acquiring and releasing go through the group commit, so with many agents in
-flight they cost a statement each, not a commit each. A single kernel (the
-default) takes no leases at all.
+A lease lives `ttl` seconds (60 by default; `LLMOS_LEASE_TTL` sets it), and
+while a kernel holds any, it renews them every third of that: a long turn
+keeps its agent, and a kernel that dies (SIGKILL, a lost machine) frees its
+agents within one lifetime. A kernel waits for another kernel's turn on an
+agent at most 300 s (then LeaseTimeout, a 503 over HTTP). A lease taken over
+from a holder that neither released it nor renewed it in time marks the
+agent *interrupted*: a turn may have been left half done there, and the
+waker finishes it first (`kernel/wake.py`).
 
-Left out: renewing a lease during a turn longer than its lifetime (it is
-generous: 300 s by default), clock skew between machines (expiry times come
-from each kernel's clock), and fairness between kernels waiting for one agent.
+Acquiring, renewing and releasing go through the group commit, so with many
+agents in flight they cost a statement each, not a commit each. A single
+kernel (the default) takes no leases at all.
+
+Left out: clock skew between machines (expiry times come from each kernel's
+clock; keep them in sync, or the TTL well above the skew), a kernel whose
+event loop stalls for longer than a lifetime (its leases may be taken over
+meanwhile), and fairness between kernels waiting for one agent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 import uuid
+from typing import NamedTuple
 
 from sqlalchemy import Connection, text
 
@@ -45,9 +58,43 @@ _ACQUIRE = text(
     "WHERE agent_leases.holder = excluded.holder OR agent_leases.expires < :now"
 )
 _EPOCH = text("SELECT epoch FROM agent_leases WHERE agent_id = :aid")
+_PRIOR = text("SELECT holder, expires FROM agent_leases WHERE agent_id = :aid")
+_RENEW = text("UPDATE agent_leases SET expires = :until WHERE holder = :me AND expires > :now")
 # Released, not deleted: the holder stays, so taking it back is no change of hands.
 _RELEASE = text("UPDATE agent_leases SET expires = 0 WHERE agent_id = :aid AND holder = :me")
 _RELEASE_ALL = text("UPDATE agent_leases SET expires = 0 WHERE holder = :me")
+
+
+log = logging.getLogger(__name__)
+
+#: the lease lifetime unless LLMOS_LEASE_TTL says otherwise (renewed every third of it)
+DEFAULT_TTL = 60.0
+TTL_ENV = "LLMOS_LEASE_TTL"
+#: how long a kernel waits for an agent another kernel holds (then LeaseTimeout)
+DEFAULT_WAIT = 300.0
+
+
+def lease_ttl() -> float:
+    """The lease lifetime in seconds: $LLMOS_LEASE_TTL, else 60. Raises ValueError."""
+    raw = os.environ.get(TTL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TTL
+    try:
+        ttl = float(raw)
+    except ValueError:
+        raise ValueError(f"{TTL_ENV} must be a number of seconds, not {raw!r}") from None
+    if not 0.5 <= ttl <= 86400:
+        raise ValueError(f"{TTL_ENV} must be between 0.5 and 86400 seconds, not {raw}")
+    return ttl
+
+
+class Acquired(NamedTuple):
+    """What taking a lease found."""
+
+    #: another kernel held the agent since this one last did: reload its image
+    changed_hands: bool
+    #: that kernel's lease ran out instead of being released: it may have died mid-turn
+    interrupted: bool
 
 
 class LeaseTimeout(Busy):
@@ -61,46 +108,56 @@ class AgentLeases:
         self,
         writes: GroupCommit,
         *,
-        ttl: float = 300.0,
+        ttl: float | None = None,
         grace: float = 0.5,
         poll: float = 0.02,
         wait: float | None = None,
     ) -> None:
         self.writes = writes
         self.holder = f"kernel-{uuid.uuid4().hex[:12]}"
-        self.ttl = ttl
+        self.ttl = ttl = lease_ttl() if ttl is None else ttl
         self.grace = grace
         self.poll = poll
-        self.wait = ttl if wait is None else wait  # the longest a lease can be held
+        # how long to wait for another kernel's turn: a held lease is renewed,
+        # so this bounds the other turn, not the lease's lifetime
+        self.wait = max(ttl, DEFAULT_WAIT) if wait is None else wait
         self._epochs: dict[str, int] = {}  # the epoch of each lease when we last took it
         self._held: dict[str, float] = {}  # agent id -> expiry of the lease we hold
         self._releases: dict[str, asyncio.TimerHandle] = {}
         self.acquired = 0  # leases taken in the database
         self.kept = 0  # acquisitions served by a lease still held (no database write)
         self.waited = 0  # acquisitions that found another holder first
+        self.renewed = 0  # renewals of the held leases
+        self._renewer: asyncio.Task[None] | None = None
 
-    async def acquire(self, agent_id: str) -> bool:
-        """Hold `agent_id`'s lease; True if another kernel held it since we last
-        did (reload the agent then). Raises LeaseTimeout."""
+    async def acquire(self, agent_id: str) -> Acquired:
+        """Hold `agent_id`'s lease; says whether it changed hands since this kernel
+        last held it (reload the agent then) and whether its last holder left
+        it to expire. Raises LeaseTimeout."""
         pending = self._releases.pop(agent_id, None)
         if pending is not None:
             pending.cancel()
         if self._held.get(agent_id, 0.0) > time.time() + self.ttl / 2:
             self.kept += 1  # still ours: nobody else can have changed the agent
-            return False
+            return Acquired(False, False)
         deadline = time.monotonic() + self.wait
         contended = False
         while True:
             now = time.time()
 
-            def take(conn: Connection, now: float = now) -> int | None:
+            def take(conn: Connection, now: float = now) -> tuple[int, bool] | None:
                 params = {"aid": agent_id, "me": self.holder, "until": now + self.ttl, "now": now}
+                prior = conn.execute(_PRIOR, {"aid": agent_id}).first()
                 if conn.execute(_ACQUIRE, params).rowcount != 1:
                     return None
-                return int(conn.execute(_EPOCH, {"aid": agent_id}).scalar_one())
+                # Taken from another holder, so its lease had run out; it was not
+                # released (expires 0) either: that holder stopped while holding it.
+                lapsed = prior is not None and prior.holder != self.holder and prior.expires > 0
+                return int(conn.execute(_EPOCH, {"aid": agent_id}).scalar_one()), lapsed
 
-            epoch = await self.writes.submit(take)
-            if epoch is not None:
+            taken = await self.writes.submit(take)
+            if taken is not None:
+                epoch, lapsed = taken
                 self._held[agent_id] = now + self.ttl
                 self.acquired += 1
                 self.waited += contended
@@ -108,13 +165,42 @@ class AgentLeases:
                 # so whatever this kernel has loaded is current.
                 changed_hands = self._epochs.get(agent_id, 1) != epoch
                 self._epochs[agent_id] = epoch
-                return changed_hands
+                if self._renewer is None or self._renewer.done():
+                    self._renewer = asyncio.create_task(self._renew_while_held())
+                return Acquired(changed_hands, lapsed)
             contended = True
             if time.monotonic() > deadline:
                 raise LeaseTimeout(
                     f"agent {agent_id} is held by another kernel process (waited {self.wait:g}s)"
                 )
             await asyncio.sleep(self.poll)
+
+    async def _renew_while_held(self) -> None:
+        """Every third of a lifetime, extend every lease this kernel holds (one
+        statement for all), until it holds none."""
+        while self._held:
+            await asyncio.sleep(self.ttl / 3)
+            if not self._held:
+                return
+            now = time.time()
+            until = now + self.ttl
+
+            def renew(conn: Connection, until: float = until, now: float = now) -> None:
+                conn.execute(_RENEW, {"until": until, "me": self.holder, "now": now})
+
+            try:
+                await self.writes.submit(renew)
+            except Exception as err:  # e.g. the database is briefly away: try again
+                log.warning("renewing agent leases failed: %r", err)
+                continue
+            self.renewed += 1
+            for agent_id, expires in self._held.items():
+                if expires > now:  # one that had lapsed meanwhile was not renewed
+                    self._held[agent_id] = until
+
+    def held(self) -> list[str]:
+        """Ids of the agents whose lease this kernel holds now."""
+        return list(self._held)
 
     def release(self, agent_id: str) -> None:
         """Give the lease up `grace` seconds from now, unless this kernel takes the
@@ -143,6 +229,9 @@ class AgentLeases:
         for handle in self._releases.values():
             handle.cancel()
         self._releases.clear()
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None and not renewer.done() and not renewer.get_loop().is_closed():
+            renewer.cancel()
         self._held.clear()
         conn.execute(_RELEASE_ALL, {"me": self.holder})
 

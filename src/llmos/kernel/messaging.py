@@ -27,15 +27,30 @@ served here. In order:
 
 Whichever kernel runs next on the database (this one, a server, a later CLI
 process) finishes what is pending when it starts running turns
-(`resume_pending`): a message not yet stored runs its turn as above; one
+(`resume_pending`; kernels sharing the database also look again while they
+run, `kernel/pickup.py`): a message not yet stored runs its turn as above; one
 stored by a kernel that ended during the turn runs the turn again without a
 new event, unless the agent has had a turn since. Delivery happens at most
 once: the event is taken under the target's lock and lease, and the write
 that stores it fails if the row was already marked by another kernel.
 
+Several nodes (`kernel/pickup.py`): a fire-and-forget message for an agent
+that another live node runs (it last held the agent's lease) is stored and
+that node is woken to deliver it, so the agent keeps running where its image
+is. An owner's decision on an approval goes the same way (`deliver_decision`):
+stored as a pending event naming the approval, delivered by the agent's node
+(or here if there is none, or it is gone), the approval marked delivered in
+the write that ends the row. A kernel that handed a decision over waits for
+the turn: the delivering node leaves it (JSON) in the row, and the waiting
+kernel returns it as a `RemoteTurn`.
+
 Left out: messages between owners, and replies of fire-and-forget messages
 routed back to the sender (the target can message back if granted). The
-waiting form's reply goes only to a caller still waiting in this process.
+waiting form runs the target's turn in the caller's kernel (taking the lease
+from the node that runs it): a wait-for graph spans one process only, so a
+wait handed to another node could deadlock unseen. Its reply goes only to a
+caller still waiting in this process. A turn run on another node is not
+streamed to the decider (`on_event`), only returned whole.
 """
 
 from __future__ import annotations
@@ -43,27 +58,22 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import Connection, delete, insert, select, update
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.agent.functions import FunctionError
-from llmos.errors import Conflict
 from llmos.kernel.agents import AgentNotFound
-from llmos.storage.models import pending_messages
+from llmos.kernel.pending import AlreadyDelivered, HandoverTimeout, PendingMessages, RemoteTurn
 
 if TYPE_CHECKING:
     from llmos.access.audit import AuditLog
     from llmos.access.grants import Grants
-    from llmos.agent.loop import Turn
+    from llmos.agent.loop import EventSink, Turn
     from llmos.agent.syscalls import AgentSyscall
     from llmos.kernel.wake import Waker
     from llmos.memory.image import AgentImage
     from llmos.memory.recall import StoredMessage
-    from llmos.storage.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -78,58 +88,14 @@ REPLY_TIMEOUT = 300.0
 _hops: contextvars.ContextVar[int] = contextvars.ContextVar("llmos_agent_hops", default=0)
 
 
-class AlreadyDelivered(Conflict):
-    """The pending message was delivered by another kernel (or answered) meanwhile."""
+class Nodes(Protocol):
+    """What the messenger needs to know of the other nodes (`kernel/pickup.py`)."""
 
+    me: str
 
-class PendingMessages:
-    """The `pending_messages` rows: agent messages accepted and not yet answered."""
+    def elsewhere(self, agent_id: str) -> str | None: ...
 
-    def __init__(self, group_commit: GroupCommit) -> None:
-        self.group_commit = group_commit
-        self.db = group_commit.db
-
-    async def add(self, target: AgentImage, content: str, hops: int) -> str:
-        """Store a message for `target`; returns its id once the row is committed."""
-        pid = secrets.token_hex(8)
-        row = {
-            "id": pid,
-            "agent_id": target.id,
-            "owner": target.owner,
-            "content": content,
-            "hops": hops,
-            "created_at": time.time(),
-        }
-        await self.group_commit.submit(lambda conn: conn.execute(insert(pending_messages), row))
-        return pid
-
-    def get(self, pid: str) -> Any:
-        with self.db.connect() as conn:
-            return conn.execute(
-                select(pending_messages).where(pending_messages.c.id == pid)
-            ).first()
-
-    def all(self) -> list[Any]:
-        with self.db.connect() as conn:
-            rows = conn.execute(select(pending_messages).order_by(pending_messages.c.created_at))
-            return list(rows)
-
-    @staticmethod
-    def mark_stored(conn: Connection, pid: str, message_id: int) -> None:
-        """In the transaction that stores the message in recall: mark its row, or
-        fail the write if another kernel has already stored it (never twice)."""
-        done = conn.execute(
-            update(pending_messages)
-            .where(pending_messages.c.id == pid, pending_messages.c.message_id.is_(None))
-            .values(message_id=message_id)
-        )
-        if done.rowcount != 1:
-            raise AlreadyDelivered(f"agent message {pid} was already delivered")
-
-    def done_now(self, pid: str) -> None:
-        """The message's turn has ended: forget it (one write, right now)."""
-        with self.db.begin() as conn:
-            conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
+    def notify(self, node_id: str) -> None: ...
 
 
 #: tells the step committer that storing `event` stores pending message `pid`
@@ -154,11 +120,16 @@ class AgentMessenger:
         self.mark_pending = mark_pending
         # pending message ids with a delivery task in this kernel
         self.delivering: set[str] = set()
+        # pending message id -> (failures, monotonic time before which not to retry)
+        self.backoff: dict[str, tuple[int, float]] = {}
         self.max_hops = MAX_HOPS
         self.reply_timeout = REPLY_TIMEOUT
         # caller agent id -> the agent id whose reply it is waiting for
         self.waits_for: dict[str, str] = {}
         self.background: set[asyncio.Task[Any]] = set()
+        # the nodes sharing this database, when it is shared: where agents run
+        self.nodes: Nodes | None = None
+        self.handed_over = 0  # messages and decisions handed to another node
 
     # --- checks ---------------------------------------------------------------
 
@@ -236,12 +207,14 @@ class AgentMessenger:
         # Durable before anyone hears "delivered": a process ending now loses nothing.
         pid = await self.pending.add(target, event.content or "", hops)
         self._audit(caller, target.name, "allowed", f"{call.op}, hop {hops}")
-        task = self._spawn(target.id, target.owner, pid, hops)
         if not wait:
+            if not self._hand_over(target.id):
+                self._spawn(target.id, target.owner, pid, hops)
             return (
                 f"Delivered to {target.name}; it will read it in a turn of its own. Its reply "
                 "does not come back to you unless it messages you."
             )
+        task = self._spawn(target.id, target.owner, pid, hops)
         self.waits_for[caller.id] = target.id
         try:
             # shield: a timeout (or a cancel of the caller) must not cut the
@@ -290,15 +263,61 @@ class AgentMessenger:
             )
         return event
 
-    def _spawn(self, agent_id: str, owner: str, pid: str, hops: int) -> asyncio.Task[Any]:
+    def _hand_over(self, agent_id: str) -> str | None:
+        """Wake the other live node that runs the agent, if one does; its id."""
+        node = self.nodes.elsewhere(agent_id) if self.nodes is not None else None
+        if node is not None and self.nodes is not None:
+            self.nodes.notify(node)
+            self.handed_over += 1
+        return node
+
+    async def deliver_decision(
+        self,
+        target: AgentImage,
+        text: str,
+        approval_id: str,
+        on_event: EventSink | None = None,
+        timeout: float | None = None,
+    ) -> Turn:
+        """Give the agent an owner's decision (`text`) as an event and a turn: on
+        the node that runs it, or here. Raises HandoverTimeout if that node has
+        not finished the turn within `timeout` (the event stays pending)."""
+        me = self.nodes.me if self.nodes is not None else None
+        node = self.nodes.elsewhere(target.id) if self.nodes is not None else None
+        pid = await self.pending.add(
+            target, text, 0, approval_id=approval_id, waiter=me if node else None
+        )
+        if node is None:
+            turn = await self._spawn(target.id, target.owner, pid, 0, on_event)
+            if turn is None:
+                raise AlreadyDelivered(f"the decision on {approval_id} was already delivered")
+            return turn
+        assert self.nodes is not None
+        self.nodes.notify(node)
+        self.handed_over += 1
+        deadline = time.monotonic() + (self.reply_timeout if timeout is None else timeout)
+        while (body := self.pending.collect(pid)) is None:
+            if time.monotonic() > deadline:
+                raise HandoverTimeout(
+                    f"{target.name}'s node did not finish its turn in time; the decision "
+                    "stays pending and reaches the agent when a node runs it"
+                )
+            await asyncio.sleep(0.05)
+        return RemoteTurn.from_body(body)
+
+    def _spawn(
+        self, agent_id: str, owner: str, pid: str, hops: int, on_event: EventSink | None = None
+    ) -> asyncio.Task[Any]:
         self.delivering.add(pid)
-        task = asyncio.create_task(self._deliver(agent_id, owner, pid, hops))
+        task = asyncio.create_task(self._deliver(agent_id, owner, pid, hops, on_event))
         self.background.add(task)
         task.add_done_callback(self._finished)
         task.add_done_callback(lambda _t: self.delivering.discard(pid))
         return task
 
-    async def _deliver(self, agent_id: str, owner: str, pid: str, hops: int) -> Turn | None:
+    async def _deliver(
+        self, agent_id: str, owner: str, pid: str, hops: int, on_event: EventSink | None = None
+    ) -> Turn | None:
         """Run the target's turn on pending message `pid` (in its own task, with
         its hop count); None if it had been delivered and answered elsewhere."""
         _hops.set(hops)  # this task's context is a copy: the caller's count is untouched
@@ -307,7 +326,7 @@ class AgentMessenger:
             # Called with the agent held (its lock and lease): nobody else can
             # be storing this message now.
             row = self.pending.get(pid)
-            if row is None:
+            if row is None or row.result is not None:
                 raise AlreadyDelivered(pid)
             if row.message_id is None:
                 event = self.waker.event(image, "user", row.content)
@@ -325,19 +344,31 @@ class AgentMessenger:
             return []
 
         try:
-            turn = await self.waker.wake(agent_id, owner, events)
+            turn = await self.waker.wake(agent_id, owner, events, on_event)
         except (AlreadyDelivered, AgentNotFound):
             turn = None
+        except Exception:
+            # e.g. the agent's model is not configured here: retried, less and less often
+            n = self.backoff.get(pid, (0, 0.0))[0] + 1
+            self.backoff[pid] = (n, time.monotonic() + min(300.0, 2.0**n))
+            raise
+        self.backoff.pop(pid, None)
         # No await between the turn's end and this write: a cancel (the process
         # ending) cannot fall between them.
-        self.pending.done_now(pid)
+        self.pending.done_now(pid, turn)
         return turn
 
-    def resume_pending(self) -> int:
-        """Start delivering every pending message no task here is delivering;
-        returns how many (called when a kernel starts running turns)."""
+    def resume_pending(self, only: Collection[str] | None = None) -> int:
+        """Start delivering every pending message (of ids in `only`, if given) no
+        task here is delivering; returns how many. A kernel alone on its
+        database calls it when it starts running turns; kernels sharing one
+        choose what to take (`kernel/pickup.py`)."""
         started = 0
         for row in self.pending.all():
+            if only is not None and row.id not in only:
+                continue
+            if self.backoff.get(row.id, (0, 0.0))[1] > time.monotonic():
+                continue
             if row.id not in self.delivering:
                 self._spawn(row.agent_id, row.owner, row.id, row.hops)
                 started += 1

@@ -83,6 +83,10 @@ class ProcessTable:
         self._procs.pop(agent_id, None)
         self._loaded.pop(agent_id, None)
 
+    def running(self) -> list[Process]:
+        """Processes holding their agent now (a turn or an edit in progress)."""
+        return [p for p in self._procs.values() if p.lock.locked()]
+
     @property
     def loaded_images(self) -> int:
         return sum(1 for p in self._loaded.values() if p.image is not None)

@@ -12,6 +12,14 @@ the kernel hands it the delivery of agent messages an earlier kernel accepted
 (`kernel/messaging.py`), so work accepted by a process that ended is finished
 by whichever kernel runs turns next.
 
+When kernels share the database, holding an agent may take over a lease its
+last holder left to expire (it died, e.g. SIGKILL, mid-turn). The waker then
+finishes that turn first, before any new events: the rest of the turn runs on
+what the window holds (`turn_left_open` says whether a turn was left open:
+its last message is an unanswered event or the result of a call that asked
+to go on). `recover` does only that, for a kernel that noticed the expired
+lease without having anything new for the agent (`kernel/pickup.py`).
+
 The waker also keeps the images: an agent is found by name or id within its
 owner through a small cache, and loaded from the agent store on a miss.
 """
@@ -19,15 +27,20 @@ owner through a small cache, and loaded from the agent store on a miss.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
+
+from sqlalchemy import select
 
 from llmos.agent.loop import Turn, run_turn
 from llmos.kernel.agents import AgentNotFound, AgentStore, MessageTooLong
 from llmos.kernel.process import Process, ProcessTable, ProcState
 from llmos.memory.recall import StoredMessage
 from llmos.memory.window import message_tokens
+from llmos.storage.models import approvals as approvals_table
 
 if TYPE_CHECKING:
     from llmos.access.approvals import Approvals
@@ -38,8 +51,52 @@ if TYPE_CHECKING:
     from llmos.llm.core import Core
     from llmos.memory.image import AgentImage
 
+log = logging.getLogger(__name__)
+
 #: the events of a turn, or a function of the freshly loaded image that makes them
 Events = list[StoredMessage] | Callable[["AgentImage"], list[StoredMessage]]
+
+
+def turn_left_open(window: list[StoredMessage], awaiting_approval: set[str]) -> bool:
+    """Whether the last turn in `window` stopped before its end: its last message is
+    an event nothing answered, a plain reply that said nothing, or the results of a
+    step whose calls asked to go on (a heartbeat, or a failure) and none of which
+    waits for approval (ids in `awaiting_approval`; the decision comes as an event).
+
+    What the messages do not show counts as ended: a turn stopped by its step limit
+    or a repeated call looks like one that asked to go on and is run on."""
+    if not window:
+        return False
+    last = window[-1]
+    if last.role == "assistant":
+        return not last.tool_calls and not (last.content or "").strip()
+    if last.role != "tool":
+        return True  # the turn's events were stored, then nothing
+    results: list[StoredMessage] = []
+    for m in reversed(window):
+        if m.role != "tool":
+            break
+        results.append(m)
+    step = window[-1 - len(results)] if len(results) < len(window) else None
+    if step is None or step.role != "assistant":
+        return False
+    if any(c.id in awaiting_approval for c in step.tool_calls):
+        return False
+    for call in step.tool_calls:
+        try:
+            args = json.loads(call.arguments or "{}")
+        except ValueError:
+            return True  # a malformed call failed: the loop goes on after a failure
+        if isinstance(args, dict) and args.get("request_heartbeat") is True:
+            return True
+    for r in results:
+        try:
+            status = json.loads(r.content or "{}").get("status")
+        except (ValueError, AttributeError):
+            status = None
+        if status == "Failed":
+            return True
+    return False
 
 
 class Waker:
@@ -67,6 +124,10 @@ class Waker:
         self.awaiting: dict[str, int] = {}
         self.on_start: Callable[[], object] | None = None
         self.started = False
+        # agents whose lease this kernel took over from a holder that let it
+        # lapse: their last turn may be half done (finished on the next hold)
+        self.interrupted: set[str] = set()
+        self.resumed = 0  # interrupted turns finished here
 
     def start(self) -> None:
         """Run `on_start` once (needs a running event loop: it may start tasks)."""
@@ -156,8 +217,11 @@ class Waker:
         leased = False
         try:
             if self.leases is not None:
-                if await self.leases.acquire(proc.agent_id):
+                taken = await self.leases.acquire(proc.agent_id)
+                if taken.changed_hands:
                     proc.image = None  # another kernel ran it since: reload
+                if taken.interrupted:
+                    self.interrupted.add(proc.agent_id)
                 leased = True
             yield
         finally:
@@ -204,6 +268,7 @@ class Waker:
             turn = Turn(agent=image.name)
             proc.set(ProcState.RUNNING)
             try:
+                image = await self._finish_interrupted(image, core)
                 await run_turn(self.kernel, image, core, events, turn, on_event)
             except asyncio.CancelledError:
                 if not proc.cancel_requested:
@@ -215,6 +280,50 @@ class Waker:
                 proc.image = None
                 turn.stop_reason = "cancelled"
             return turn
+
+    async def recover(self, agent_id: str, owner: str) -> bool:
+        """Hold the agent and finish a turn its last holder left open, if any;
+        True if one ran here."""
+        proc, image = self.process(agent_id, owner)
+        core = self.core_of(image)
+        async with self._running(proc):
+            image = self.image(agent_id, owner)
+            proc.core = core.name
+            before = self.resumed
+            proc.set(ProcState.RUNNING)
+            await self._finish_interrupted(image, core)
+            return self.resumed > before
+
+    async def _finish_interrupted(self, image: AgentImage, core: Core) -> AgentImage:
+        """With the agent held: if its lease was taken over from a holder that
+        let it lapse and the turn there was left open, run the rest of it now."""
+        if image.id not in self.interrupted:
+            return image
+        self.interrupted.discard(image.id)
+        if not turn_left_open(image.window, self._awaiting_ids(image)):
+            return image
+        turn = Turn(agent=image.name)
+        await run_turn(self.kernel, image, core, [], turn)
+        self.resumed += 1
+        log.info(
+            "finished %s's turn left open by a kernel that stopped (%s, %d steps)",
+            image.name, turn.stop_reason, turn.steps,
+        )  # fmt: skip
+        return self.image(image.id, image.owner)
+
+    def _awaiting_ids(self, image: AgentImage) -> set[str]:
+        """Call ids of the agent's calls that wait for (or got) an owner's decision."""
+        step = next((m for m in reversed(image.window) if m.role == "assistant"), None)
+        ids = {c.id for c in step.tool_calls} if step is not None else set()
+        if not ids:
+            return set()
+        with self.store.db.connect() as conn:
+            rows = conn.execute(
+                select(approvals_table.c.call_id).where(
+                    approvals_table.c.agent_id == image.id, approvals_table.c.call_id.in_(ids)
+                )
+            )
+            return {r.call_id for r in rows}
 
     def cancel(self, name_or_id: str, owner: str) -> bool:
         """Cancel the agent's running turn; False if it was idle."""

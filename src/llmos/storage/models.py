@@ -14,7 +14,8 @@ totals, for its prompt-cache hit rate), `tools`, `tool_versions` and
 them), `grants`, `approvals` and `audit_log` (the access manager), `files`
 and `file_versions` (versioned files), `load_sources` (documents loaded into
 archival memory), `pending_messages` (agent messages accepted and not yet
-answered; kernel/messaging.py).
+answered; kernel/messaging.py), `nodes` (the kernels running on the database;
+kernel/nodes.py).
 """
 
 from __future__ import annotations
@@ -170,6 +171,30 @@ pending_messages = Table(
     Column("hops", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("message_id", Integer, nullable=True),
+    # an owner's decision on a call (access/approvals.py) delivered as this event:
+    # the approval is marked delivered in the write that ends the row
+    Column("approval_id", String(40), nullable=True),
+    # a kernel that handed the event to the agent's node and waits for the turn:
+    # the turn (JSON) is left in `result` for it instead of the row being deleted
+    Column("waiter", String(64), nullable=True),
+    Column("result", Text, nullable=True),
+    Column("done_at", Float, nullable=True),
+)
+
+# The kernels running on this database (kernel/nodes.py): each writes its row
+# every few seconds while it runs and deletes it when it closes; a row not
+# written for a while is a kernel that stopped without closing.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the kernel's lease holder name
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("agents", JSON, nullable=False),  # ids of the agents it holds now
+    Column("images", Integer, nullable=False, default=0),  # agent images in its memory
 )
 
 # --- tools (tools/registry.py) ------------------------------------------------

@@ -5,6 +5,13 @@ process-table entries of their own agents, the run queues of the cores those
 agents are on (a core's queue length and totals are shared by every user of
 it, like a machine's load average), and per-agent syscall usage.
 
+It also lists the nodes: every kernel on this database (`kernel/nodes.py`:
+the `llmos serve` nodes behind a load balancer, a local kernel service), live
+or stale (no beat for three intervals: stopped without closing), with host,
+pid, version, start and last beat. Of the agents a node holds, a caller sees
+the names of their own only, and how many it holds in all (a load figure,
+like a core's queue length).
+
 Left out: the kernel-wide syscall totals and other users' processes (an
 operator's view, for a later admin role), and changing scheduling policies.
 """
@@ -25,7 +32,7 @@ async def me(user: CurrentUser) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "created_at": user.created_at}
 
 
-@router.get("/kernel", summary="Kernel status for your agents: processes, cores, usage")
+@router.get("/kernel", summary="Kernel status for your agents: processes, cores, usage, nodes")
 async def status(user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
     mine = {a["id"]: a for a in kernel.list_agents(user.owner)}
     stats = kernel.kernel_stats()
@@ -41,4 +48,16 @@ async def status(user: CurrentUser, kernel: KernelDep) -> dict[str, Any]:
             "seconds": round(s.seconds, 4),
             "tokens": s.tokens,
         }
-    return {"agents": len(mine), "processes": processes, "cores": cores, "usage": usage}
+    nodes = []
+    for node in kernel.nodes():
+        held = node.pop("agents")
+        node["agents"] = sorted(mine[a]["name"] for a in held if a in mine)
+        node["agents_held"] = len(held)
+        nodes.append(node)
+    return {
+        "agents": len(mine),
+        "processes": processes,
+        "cores": cores,
+        "usage": usage,
+        "nodes": nodes,
+    }

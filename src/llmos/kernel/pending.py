@@ -1,0 +1,159 @@
+"""Pending messages: agent messages and owners' decisions accepted and not yet delivered.
+
+A row of `pending_messages` is written (one committed write) before anyone is
+told a message was delivered, marked stored (`mark_stored`) in the transaction
+that puts the event in the target's recall, and ended (`done_now`) when the
+target's turn has: deleted, or, for a kernel that handed the event to another
+node and waits for the turn, left holding the turn as JSON until that kernel
+`collect`s it (a `RemoteTurn`). A row carrying an owner's decision marks its
+approval delivered in the write that ends it. `kernel/messaging.py` decides
+who delivers what; this module is the table.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from llmos.agent.loop import Turn
+from llmos.errors import Busy, Conflict
+from llmos.storage.models import approvals, pending_messages
+
+if TYPE_CHECKING:
+    from llmos.memory.image import AgentImage
+    from llmos.storage.group_commit import GroupCommit
+
+
+class AlreadyDelivered(Conflict):
+    """The pending message was delivered by another kernel (or answered) meanwhile."""
+
+
+class HandoverTimeout(Busy):
+    """The node that runs the agent did not finish the handed-over turn in time."""
+
+    code = "handover_timeout"
+
+
+@dataclass
+class RemoteTurn(Turn):
+    """A turn another node ran for this kernel: its `as_dict()` as that node sent it."""
+
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> RemoteTurn:
+        return cls(
+            agent=str(body.get("agent", "")),
+            replies=list(body.get("replies") or []),
+            steps=int(body.get("steps") or 0),
+            stop_reason=str(body.get("stop_reason") or ""),
+            error=body.get("error"),
+            body=body,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.body)
+
+
+class PendingMessages:
+    """The `pending_messages` rows: agent messages accepted and not yet answered."""
+
+    def __init__(self, group_commit: GroupCommit) -> None:
+        self.group_commit = group_commit
+        self.db = group_commit.db
+
+    async def add(
+        self,
+        target: AgentImage,
+        content: str,
+        hops: int,
+        approval_id: str | None = None,
+        waiter: str | None = None,
+    ) -> str:
+        """Store a message for `target`; returns its id once the row is committed."""
+        pid = secrets.token_hex(8)
+        row = {
+            "id": pid,
+            "agent_id": target.id,
+            "owner": target.owner,
+            "content": content,
+            "hops": hops,
+            "created_at": time.time(),
+            "approval_id": approval_id,
+            "waiter": waiter,
+        }
+        await self.group_commit.submit(lambda conn: conn.execute(insert(pending_messages), row))
+        return pid
+
+    def get(self, pid: str) -> Any:
+        with self.db.connect() as conn:
+            return conn.execute(
+                select(pending_messages).where(pending_messages.c.id == pid)
+            ).first()
+
+    def all(self) -> list[Any]:
+        """The rows still to deliver (not those holding a finished turn for a waiter)."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(pending_messages)
+                .where(pending_messages.c.result.is_(None))
+                .order_by(pending_messages.c.created_at)
+            )
+            return list(rows)
+
+    @staticmethod
+    def mark_stored(conn: Connection, pid: str, message_id: int) -> None:
+        """In the transaction that stores the message in recall: mark its row, or
+        fail the write if another kernel has already stored it (never twice)."""
+        done = conn.execute(
+            update(pending_messages)
+            .where(pending_messages.c.id == pid, pending_messages.c.message_id.is_(None))
+            .values(message_id=message_id)
+        )
+        if done.rowcount != 1:
+            raise AlreadyDelivered(f"agent message {pid} was already delivered")
+
+    def done_now(self, pid: str, turn: Turn | None) -> None:
+        """The message's turn has ended (None: it had ended elsewhere): forget the
+        row, or leave the turn in it for a kernel waiting for it; mark an
+        approval it carried delivered. One write, right now."""
+        now = time.time()
+        with self.db.begin() as conn:
+            row = conn.execute(
+                select(pending_messages.c.approval_id, pending_messages.c.waiter).where(
+                    pending_messages.c.id == pid
+                )
+            ).first()
+            if row is None:
+                return
+            if row.approval_id is not None:
+                conn.execute(
+                    update(approvals)
+                    .where(approvals.c.id == row.approval_id, approvals.c.delivered_at.is_(None))
+                    .values(delivered_at=now)
+                )
+            if row.waiter is None:
+                conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
+                return
+            body = turn.as_dict() if turn is not None else {"stop_reason": "", "replies": []}
+            conn.execute(
+                update(pending_messages)
+                .where(pending_messages.c.id == pid, pending_messages.c.result.is_(None))
+                .values(result=json.dumps(body, default=str), done_at=now)
+            )
+
+    def collect(self, pid: str) -> dict[str, Any] | None:
+        """A handed-over turn's result, once its node has left it (the row goes)."""
+        row = self.get(pid)
+        if row is None:
+            raise AlreadyDelivered(f"pending event {pid} is gone")
+        if row.result is None:
+            return None
+        with self.db.begin() as conn:
+            conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
+        return dict(json.loads(row.result))
