@@ -144,7 +144,7 @@ def test_a_revision_from_a_newer_llmos_is_refused(home: Path) -> None:
 
 
 def test_a_0002_database_with_a_pending_message_upgrades_and_keeps_it(home: Path) -> None:
-    """0003 adds the nodes table and four columns of pending_messages: a message
+    """0004 adds the nodes table and four columns of pending_messages: a message
     pending when the old llmos stopped is still there, waiting, after the upgrade."""
     open_database(home).close()
     old = _bare(home)
@@ -163,7 +163,7 @@ def test_a_0002_database_with_a_pending_message_upgrades_and_keeps_it(home: Path
     db = open_database(home)
     try:
         with db.connect() as conn:
-            assert schema.current_revision(conn) == "0003"
+            assert schema.current_revision(conn) == schema.HEAD == "0004"
             row = conn.execute(text("SELECT * FROM pending_messages")).mappings().one()
             assert conn.execute(text("SELECT count(*) FROM nodes")).scalar_one() == 0
         assert row["content"] == "hello from before" and row["hops"] == 1
