@@ -151,19 +151,23 @@ def _paths(ctx: typer.Context) -> Any:
     return Paths((state.home or default_home()).expanduser().absolute())
 
 
+#: `--idle` of `kernel start` and `kernel restart`
+IdleOption = Annotated[
+    float | None,
+    typer.Option(
+        "--idle",
+        min=1,
+        envvar="LLMOS_IDLE",
+        help="Seconds to stay up with nothing to do. \\[default: 900]",
+        show_default=False,
+    ),
+]
+
+
 @kernel_app.command("start")
 def start(
     ctx: typer.Context,
-    idle: Annotated[
-        float | None,
-        typer.Option(
-            "--idle",
-            min=1,
-            envvar="LLMOS_IDLE",
-            help="Seconds to stay up with nothing to do. \\[default: 900]",
-            show_default=False,
-        ),
-    ] = None,
+    idle: IdleOption = None,
 ) -> None:
     """Start the local kernel service in the background (other commands start it too).
 
@@ -205,16 +209,7 @@ def stop(ctx: typer.Context) -> None:
 @kernel_app.command("restart")
 def restart(
     ctx: typer.Context,
-    idle: Annotated[
-        float | None,
-        typer.Option(
-            "--idle",
-            min=1,
-            envvar="LLMOS_IDLE",
-            help="Seconds to stay up with nothing to do. \\[default: 900]",
-            show_default=False,
-        ),
-    ] = None,
+    idle: IdleOption = None,
 ) -> None:
     """Stop the local kernel service (turns in flight finish first) and start a new one
     with this command's environment: its provider keys, base URLs and llmos settings."""
