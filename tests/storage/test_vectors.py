@@ -309,3 +309,42 @@ def test_a_search_before_any_vector_finds_nothing_and_creates_nothing(db: Databa
     with db.connect() as conn:
         assert db.vectors.search(conn, "a", 48, np.ones(48, dtype=np.float32), 5) == []
         assert db.vectors.tables(conn) == []
+
+
+def test_hnsw_searches_a_small_table_narrower(
+    home: Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ef_search follows the table's size (PostgreSQL's estimate): SMALL_EF while it
+    holds at most SMALL_TABLE vectors, EF_SEARCH above or when it was never analysed;
+    LLMOS_HNSW_EF_SEARCH overrides both."""
+    if engine != "postgresql":
+        pytest.skip("HNSW's ef_search is PostgreSQL's")
+    monkeypatch.delenv("LLMOS_HNSW_EF_SEARCH", raising=False)
+    monkeypatch.setattr(vec, "SMALL_TABLE", 30)
+    monkeypatch.setattr(vec, "ROWS_TTL", 0.0)
+    db = open_database(home)
+    try:
+        add_agent(db, "a")
+        data = clustered(20, 21)
+        add(db, "a", data)
+        table = f"passages_vec_{DIM}"
+
+        def ef_used() -> int:
+            with db.begin() as conn:
+                db.vectors.search(conn, "a", DIM, data[0], 5)
+                return int(conn.exec_driver_sql("SHOW hnsw.ef_search").scalar_one())
+
+        with db.begin() as conn:  # a fresh table has no estimate yet: the wide search
+            conn.exec_driver_sql(f"UPDATE pg_class SET reltuples = -1 WHERE relname = '{table}'")
+        assert ef_used() == vec.EF_SEARCH
+        with db.begin() as conn:
+            conn.exec_driver_sql(f"ANALYZE {table}")
+        assert ef_used() == vec.SMALL_EF  # 20 rows
+        add(db, "a", clustered(20, 22))
+        with db.begin() as conn:
+            conn.exec_driver_sql(f"ANALYZE {table}")
+        assert ef_used() == vec.EF_SEARCH  # 40 rows > 30
+        monkeypatch.setenv("LLMOS_HNSW_EF_SEARCH", "123")
+        assert ef_used() == 123
+    finally:
+        db.close()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -63,11 +64,17 @@ _NAME = re.compile(r"^passages_vec_([0-9]+)$")
 # ef_search 100 / 200 / 400 / 1000: 100k 0.95 / 0.98 / 0.99 / -, 1M 0.77 /
 # 0.84 / 0.90 / 0.951 (p50 60 ms on 2 busy cores). A denser graph (m 24-32,
 # ef_construction 128+) would leave more margin at 1M but builds about twice
-# as long as the 25 min measured here: not measured. Agents far below 1M can
-# set LLMOS_HNSW_EF_SEARCH=400 (0.99 at 100k, p50 20 against ~35 ms).
+# as long as the 25 min measured here: not measured. A table of at most
+# SMALL_TABLE vectors (all agents of that dimension: they share one graph) is
+# searched with SMALL_EF instead: at 100k, ef 400 gives 0.99 in 7.8 ms p50
+# against 23 ms at 1000 (a quiet machine). LLMOS_HNSW_EF_SEARCH overrides both.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 EF_SEARCH = 1000
+SMALL_TABLE = 100_000
+SMALL_EF = 400
+#: seconds a table's row estimate is reused before pg_class is read again
+ROWS_TTL = 60.0
 
 #: SQLite: passages per block of binary codes (a block is rewritten when a
 #: passage joins or leaves it: 4,096 codes of 384 bits are 192 KB; smaller blocks
@@ -81,12 +88,14 @@ OVERSAMPLE = 8
 RESCORE_SHARE = 500  # one code in this many: recall holds as an agent grows
 
 
-def ef_search() -> int:
-    """HNSW's search breadth: LLMOS_HNSW_EF_SEARCH, else EF_SEARCH (more: better recall, slower)."""
+def ef_search(rows: int | None = None) -> int:
+    """HNSW's search breadth (more: better recall, slower): LLMOS_HNSW_EF_SEARCH, else
+    SMALL_EF for a table known to hold at most SMALL_TABLE vectors, else EF_SEARCH."""
+    default = SMALL_EF if rows is not None and 0 <= rows <= SMALL_TABLE else EF_SEARCH
     try:
-        return max(10, int(os.environ.get("LLMOS_HNSW_EF_SEARCH", str(EF_SEARCH))))
+        return max(10, int(os.environ.get("LLMOS_HNSW_EF_SEARCH", str(default))))
     except ValueError:
-        return EF_SEARCH
+        return default
 
 
 def candidates(k: int, n: int) -> int:
@@ -135,6 +144,7 @@ class VectorIndex:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._known: dict[int, Table] = {}  # dimension -> table, seen committed
+        self._rows: dict[str, tuple[float, int | None]] = {}  # table -> (when, estimate)
         self._lock = threading.Lock()
         self._meta = MetaData()
 
@@ -284,7 +294,7 @@ class VectorIndex:
                 "SELECT set_config('hnsw.ef_search', :ef, true), "
                 "set_config('hnsw.iterative_scan', 'strict_order', true)"
             ),
-            {"ef": str(min(1000, max(ef_search(), 2 * k)))},
+            {"ef": str(min(1000, max(ef_search(self._row_estimate(conn, table.name)), 2 * k)))},
         )
         import numpy as np
 
@@ -297,6 +307,20 @@ class VectorIndex:
             .limit(k)
         ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
+
+    def _row_estimate(self, conn: Connection, name: str) -> int | None:
+        """PostgreSQL's estimate of the table's rows (from its last ANALYZE), reused for
+        ROWS_TTL seconds; None when it has none (never analysed: assume it is large)."""
+        now = time.monotonic()
+        cached = self._rows.get(name)
+        if cached is not None and now - cached[0] < ROWS_TTL:
+            return cached[1]
+        found = conn.execute(
+            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"), {"name": name}
+        ).scalar()
+        rows = int(found) if found is not None and found >= 0 else None
+        self._rows[name] = (now, rows)
+        return rows
 
     def delete(self, conn: Connection, passage_id: int) -> None:
         for table in self._all(conn):
