@@ -59,6 +59,9 @@ def _send(agent: str, message: str, as_json: bool) -> int:
             raise
         print_error(error_text(exc))
         return 1
+    except KeyboardInterrupt:  # before the turn began (during it, send_turn cancels it)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     return 0
 
 
