@@ -121,6 +121,9 @@ class LiveServer:
                 log_config=None,  # records propagate to the root logger (caplog)
                 lifespan="on",
                 ws="none",
+                # uvicorn's 5 s default races a client (schemathesis' requests session)
+                # that reuses a connection after a pause: reset by peer, a flaky failure
+                timeout_keep_alive=300,
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -85,7 +85,9 @@ class AiosServer:
         self.keys = {name: access.create_user(name)[1] for name in ("alice", "bob")}
         main = create_app(self.kernel, CONFIG)
         app, aios_sock, self.aios_url = listener.front(main, "alice", "127.0.0.1", 0)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, ws="none")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, ws="none", timeout_keep_alive=300
+        )
         main_sock = config.bind_socket()
         self.url = f"http://127.0.0.1:{main_sock.getsockname()[1]}"
         self.server = uvicorn.Server(config)

@@ -186,6 +186,10 @@ async def run_kernel(
             lifespan="on",
             timeout_graceful_shutdown=30,
             access_log=False,
+            # A chat keeps one connection while its user types: with uvicorn's 5 s the
+            # server closes it between messages, and a message sent as it closes is
+            # reset. Local clients are few; idle connections may stay.
+            timeout_keep_alive=600,
         )
         server = _Server(config)
         if on_server is not None:
