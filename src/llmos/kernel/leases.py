@@ -74,18 +74,24 @@ TTL_ENV = "LLMOS_LEASE_TTL"
 DEFAULT_WAIT = 300.0
 
 
+def seconds_from_env(name: str, default: float, low: float, high: float) -> float:
+    """Seconds from the environment variable `name` (unset or empty: `default`), which
+    must lie in [low, high]. Raises ValueError naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g} seconds, not {raw}")
+    return value
+
+
 def lease_ttl() -> float:
     """The lease lifetime in seconds: $LLMOS_LEASE_TTL, else 60. Raises ValueError."""
-    raw = os.environ.get(TTL_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TTL
-    try:
-        ttl = float(raw)
-    except ValueError:
-        raise ValueError(f"{TTL_ENV} must be a number of seconds, not {raw!r}") from None
-    if not 0.5 <= ttl <= 86400:
-        raise ValueError(f"{TTL_ENV} must be between 0.5 and 86400 seconds, not {raw}")
-    return ttl
+    return seconds_from_env(TTL_ENV, DEFAULT_TTL, 0.5, 86400)
 
 
 class Acquired(NamedTuple):

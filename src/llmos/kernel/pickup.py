@@ -39,13 +39,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from llmos.kernel.leases import seconds_from_env
 from llmos.kernel.nodes import NodeRegistry
 
 if TYPE_CHECKING:
@@ -78,14 +78,7 @@ _PURGE = text("DELETE FROM pending_messages WHERE result IS NOT NULL AND done_at
 
 def pickup_interval() -> float:
     """Seconds between passes: $LLMOS_PICKUP_INTERVAL, else 2. Raises ValueError."""
-    raw = os.environ.get(INTERVAL_ENV, "").strip()
-    try:
-        value = float(raw) if raw else 2.0
-    except ValueError:
-        raise ValueError(f"{INTERVAL_ENV} must be a number of seconds, not {raw!r}") from None
-    if not 0.05 <= value <= 3600:
-        raise ValueError(f"{INTERVAL_ENV} must be between 0.05 and 3600 seconds, not {raw}")
-    return value
+    return seconds_from_env(INTERVAL_ENV, 2.0, 0.05, 3600)
 
 
 class Pickup:
