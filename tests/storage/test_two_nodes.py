@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +17,7 @@ from sqlalchemy import text
 from llmos.access.policy import AccessManager
 from llmos.storage.db import Database
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.storage.serve_nodes import Node
 
 AGENTS = 3
 PER_SIDE = 6  # messages per agent through each node
@@ -33,26 +30,6 @@ def echo(request: dict[str, Any]) -> dict[str, Any]:
     users = [m for m in request["messages"] if m["role"] == "user"]
     said = users[-1]["content"] if users else ""
     return {"tool_calls": [{"name": "send_message", "arguments": {"message": f"echo {said}"}}]}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, key: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited"
-        try:
-            r = httpx.get(f"{url}/v1/agents", headers={"Authorization": f"Bearer {key}"})
-            if r.status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never came up")
 
 
 def test_two_nodes_on_one_postgres_process_each_message_once(
@@ -68,21 +45,13 @@ def test_two_nodes_on_one_postgres_process_each_message_once(
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_API_KEY": "test",
     }
-    procs, urls, logs = [], [], []
+    nodes: list[Node] = []
     try:
         for i in range(2):
-            port = _port()
-            logs.append((tmp_path / f"node{i}.log").open("wb"))
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "llmos.cli.main", "serve", "--port", str(port),
-                     "--rate-limit", "0"],
-                    env=env, stdout=logs[-1], stderr=subprocess.STDOUT,
-                )
-            )  # fmt: skip
-            urls.append(f"http://127.0.0.1:{port}")
-        for url, proc in zip(urls, procs, strict=True):
-            _wait_ready(url, key, proc)
+            nodes.append(Node(env, tmp_path / f"node{i}.log"))
+        for node in nodes:
+            node.wait_ready(key)
+        urls = [node.url for node in nodes]
         auth = {"Authorization": f"Bearer {key}"}
         for i in range(AGENTS):
             r = httpx.post(
@@ -109,13 +78,9 @@ def test_two_nodes_on_one_postgres_process_each_message_once(
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(send, jobs))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+        for node in nodes:
+            node.stop()
         fake.stop()
-        for log in logs:
-            log.close()
 
     assert all(reply == f"echo {said}" for said, reply in answers), answers
     with db.connect() as conn:
