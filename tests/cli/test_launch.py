@@ -180,3 +180,17 @@ def test_an_error_answer_carries_the_servers_message(sock_path: Path) -> None:
     assert (info.value.status, str(info.value), info.value.type) == (
         404, "no agent named a", "not_found")  # fmt: skip
     assert server.requests == [b"GET /v1/agents/a?limit=5&deep=true HTTP/1.1"]
+
+
+def test_a_stream_cut_off_midway_is_an_error(sock_path: Path) -> None:
+    cut = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+           b"transfer-encoding: chunked\r\n\r\n"
+           b'1c\r\ndata: {"type": "token", "te')  # fmt: skip
+    server = RawServer(sock_path, cut, one_per_connection=True)
+    try:
+        with UnixClient(str(sock_path)) as client, pytest.raises(ServerFailed) as info:
+            list(client.stream("/agents/a/messages", {"text": "hi"}))
+    finally:
+        server.close()
+    assert str(info.value).startswith("lost the llmos kernel at")
+    assert server.requests == [b"POST /v1/agents/a/messages HTTP/1.1"]

@@ -96,16 +96,10 @@ class Client(BaseClient):
         headers = {"content-type": "application/json"}
         try:
             with self.http.stream("POST", target, content=content, headers=headers) as resp:
-                yield resp.status_code, _lines(resp, self.where), resp.read
+                # a transport error while the caller reads the lines lands here too
+                yield resp.status_code, resp.iter_lines(), resp.read
         except httpx.TransportError as exc:
             raise ServerFailed(None, f"lost {self.where}: {_why(exc)}") from None
-
-
-def _lines(resp: httpx.Response, where: str) -> Iterator[str]:
-    try:
-        yield from resp.iter_lines()
-    except httpx.TransportError as exc:
-        raise ServerFailed(None, f"lost {where}: {_why(exc)}") from None
 
 
 def _why(exc: httpx.TransportError) -> str:

@@ -86,19 +86,15 @@ class UnixClient(BaseClient):
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()
             raise ServerFailed(None, f"cannot reach {self.where}: {_why(exc)}") from None
+        lines = (line.decode("utf-8").rstrip("\r\n") for line in iter(resp.readline, b""))
         try:
-            yield resp.status, self._lines(resp), resp.read
+            # an error while the caller reads the lines or the rest lands here too
+            yield resp.status, lines, resp.read
+        except (OSError, http.client.HTTPException) as exc:
+            raise ServerFailed(None, f"lost {self.where}: {_why(exc)}") from None
         finally:
             if not resp.isclosed():
-                self._conn.close()  # the stream was left early: the connection is spent
-
-    def _lines(self, resp: http.client.HTTPResponse) -> Iterator[str]:
-        try:
-            while line := resp.readline():
-                yield line.decode("utf-8").rstrip("\r\n")
-        except (OSError, http.client.HTTPException) as exc:
-            self._conn.close()
-            raise ServerFailed(None, f"lost {self.where}: {_why(exc)}") from None
+                self._conn.close()  # left early or cut off: the connection is spent
 
 
 def _why(exc: BaseException) -> str:
