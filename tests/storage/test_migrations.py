@@ -163,7 +163,7 @@ def test_a_0002_database_with_a_pending_message_upgrades_and_keeps_it(home: Path
     db = open_database(home)
     try:
         with db.connect() as conn:
-            assert schema.current_revision(conn) == schema.HEAD == "0004"
+            assert schema.current_revision(conn) == schema.HEAD
             row = conn.execute(text("SELECT * FROM pending_messages")).mappings().one()
             assert conn.execute(text("SELECT count(*) FROM nodes")).scalar_one() == 0
         assert row["content"] == "hello from before" and row["hops"] == 1

@@ -348,3 +348,38 @@ def test_hnsw_searches_a_small_table_narrower(
         assert ef_used() == 123
     finally:
         db.close()
+
+
+def _hnsw_options(db: Database) -> list[str]:
+    with db.connect() as conn:
+        sql = f"SELECT reloptions FROM pg_class WHERE relname = 'ix_passages_vec_{DIM}_hnsw'"
+        return sorted(conn.exec_driver_sql(sql).scalar_one())
+
+
+def test_migration_0005_rebuilds_an_old_graph_denser(home: Path, engine: str) -> None:
+    """A table indexed with pgvector's default graph (m 16, before 0005) gets
+    llmos's denser one, and searches the same vectors after."""
+    if engine != "postgresql":
+        pytest.skip("HNSW is PostgreSQL's")
+    db = open_database(home)
+    add_agent(db, "a")
+    data = clustered(200, 31)
+    ids = add(db, "a", data)
+    q = clustered(1, 32)[0]
+    denser = sorted([f"m={vec.HNSW_M}", f"ef_construction={vec.HNSW_EF_CONSTRUCTION}"])
+    assert _hnsw_options(db) == denser  # a new table has the new graph at once
+    with db.begin() as conn:
+        conn.exec_driver_sql(
+            f"ALTER INDEX ix_passages_vec_{DIM}_hnsw SET (m = 16, ef_construction = 64)"
+        )
+        conn.exec_driver_sql(f"REINDEX INDEX ix_passages_vec_{DIM}_hnsw")
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    db.close()
+    db = open_database(home)
+    try:
+        with db.connect() as conn:
+            assert schema.current_revision(conn) == schema.HEAD
+        assert _hnsw_options(db) == denser
+        assert search(db, "a", q) == exact(ids, data, q, 10)
+    finally:
+        db.close()

@@ -68,8 +68,8 @@ _NAME = re.compile(r"^passages_vec_([0-9]+)$")
 # SMALL_TABLE vectors (all agents of that dimension: they share one graph) is
 # searched with SMALL_EF instead: at 100k, ef 400 gives 0.99 in 7.8 ms p50
 # against 23 ms at 1000 (a quiet machine). LLMOS_HNSW_EF_SEARCH overrides both.
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
 EF_SEARCH = 1000
 SMALL_TABLE = 100_000
 SMALL_EF = 400
