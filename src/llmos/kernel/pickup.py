@@ -72,7 +72,8 @@ MIN_AGE = 1.0
 RESULT_TTL = 600.0
 
 _LAPSED = text(
-    "SELECT l.agent_id, a.owner, l.holder, l.expires FROM agent_leases l JOIN agents a ON a.id = l.agent_id "
+    "SELECT l.agent_id, a.owner, l.holder, l.expires "
+    "FROM agent_leases l JOIN agents a ON a.id = l.agent_id "
     "WHERE l.expires > 0 AND l.expires < :now AND l.holder <> :me"
 )
 _PENDING = text(
