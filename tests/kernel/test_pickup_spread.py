@@ -131,8 +131,10 @@ def test_assignment_is_even_and_stable() -> None:
     by_rank = Counter(assign(a, "dead", listed, live) for a in listed)
     assert sorted(by_rank.values()) == [10, 10, 10]
     # the same answer whoever asks and whatever else has been claimed meanwhile
-    assert all(assign(a, "dead", listed, list(reversed(live))) == assign(a, "dead", listed, live)
-               for a in listed)
+    assert all(
+        assign(a, "dead", listed, list(reversed(live))) == assign(a, "dead", listed, live)
+        for a in listed
+    )
     # not listed by the dead node (it took them after its last beat): by hashing
     hashed = Counter(assign(f"x{i}", "dead", listed, live) for i in range(900))
     assert min(hashed.values()) > 200
