@@ -44,6 +44,9 @@ class Process:
     image: AgentImage | None = None
     task: asyncio.Task[Any] | None = None  # the task running its turn, if any
     cancel_requested: bool = False
+    # its last turn ended where its window does not show it (the step limit, an
+    # error, a cancel): its lease is released at once, making the end durable
+    ended_unseen: bool = False
 
     def set(self, state: ProcState) -> None:
         self.state = state
