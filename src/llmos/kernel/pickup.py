@@ -216,6 +216,11 @@ class Pickup:
             runner = self.nodes.runner(conn, agent_id)
         return runner if runner != self.me else None
 
+    def live(self) -> set[str]:
+        """Ids of the live nodes, this one included."""
+        with self.db.connect() as conn:
+            return self.nodes.live(conn) | {self.me}
+
     def notify(self, node_id: str) -> None:
         """Wake `node_id` (PostgreSQL; on SQLite it finds the work in its next pass)."""
         if not self.db.is_postgres:
