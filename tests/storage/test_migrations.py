@@ -144,7 +144,7 @@ def test_a_revision_from_a_newer_llmos_is_refused(home: Path) -> None:
 
 
 def test_a_0002_database_with_a_pending_message_upgrades_and_keeps_it(home: Path) -> None:
-    """0004 adds the nodes table and four columns of pending_messages, 0005 one more: a
+    """0004 adds the nodes table and four columns of pending_messages, 0006 one more: a
     message pending when the old llmos stopped is still there, waiting, after the upgrade."""
     open_database(home).close()
     old = _bare(home)

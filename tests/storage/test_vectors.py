@@ -197,9 +197,9 @@ def _as_0002_with_vec0(db: Database, dims: dict[int, dict[str, np.ndarray]]) -> 
         for name in db.vectors.tables(conn):
             conn.exec_driver_sql(f"DROP TABLE {name}_bits")
             conn.exec_driver_sql(f"DROP TABLE {name}")
-        # and without what 0004 (the nodes registry) and 0005 (waiting calls) add
+        # and without what 0004 (the nodes registry) adds
         conn.exec_driver_sql("DROP TABLE nodes")
-        for column in ("approval_id", "waiter", "result", "done_at", "caller_id"):
+        for column in ("approval_id", "waiter", "result", "done_at"):
             conn.exec_driver_sql(f"ALTER TABLE pending_messages DROP COLUMN {column}")
         conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
         for dim, by_agent in dims.items():
