@@ -139,6 +139,11 @@ def test_first_command_starts_the_service_and_later_ones_use_it(home: Home) -> N
     assert status["version"] == llmos.__version__ and status["agents_in_memory"] == 1
     assert "openai/fake" in status["models_loaded"]
     assert status["uptime_seconds"] > 0 and status["socket"] == str(sock)
+    # the nodes on its database: the service itself, live
+    (node,) = status["nodes"]
+    assert node["this"] and node["status"] == "live" and node["pid"] == pid
+    shown = home.ok("kernel", "status")
+    assert "nodes" in shown and node["id"] in shown and "live" in shown
     assert "kernel service pid" in home.paths.log.read_text()
     # the whole turn as JSON, and a failed command's one-line error
     turn = json.loads(home.ok("send", "bob", "again", "--json"))
@@ -234,7 +239,8 @@ def test_two_terminals_at_once_share_one_kernel(home: Home) -> None:
     sends = [home.start("send", name, "hi") for name in ("ann", "ben")]
     assert [home.finish(p).stdout.strip() for p in sends] == ["echo: hi", "echo: hi"]
     ps = json.loads(home.ok("ps", "--json"))
-    assert {p["name"] for p in ps} == {"ann", "ben"}
+    assert {p["name"] for p in ps["processes"]} == {"ann", "ben"}
+    assert [n["this"] for n in ps["nodes"]] == [True]
 
 
 def test_idle_service_exits(home: Home) -> None:

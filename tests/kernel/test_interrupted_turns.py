@@ -21,7 +21,7 @@ from sqlalchemy import text
 from llmos import ChatRequest, ChatResponse, Kernel
 from llmos.kernel.leases import lease_ttl
 from llmos.kernel.wake import turn_left_open
-from llmos.llm.core import ToolCall
+from llmos.llm.core import CoreError, ToolCall
 from llmos.llm.replay import ScriptedCore, call
 from llmos.memory.recall import StoredMessage
 from tests.conftest import HashEmbedder, both_engines
@@ -167,3 +167,53 @@ def test_which_turns_were_left_open() -> None:
     said = StoredMessage("assistant", "a plain answer")
     assert not turn_left_open([user, said], set())
     assert turn_left_open([user, StoredMessage("assistant", "")], set())
+
+
+def going_on(fail_after: int | None = None):
+    """A core whose every step asks for another (a different search each time), and
+    that fails from step `fail_after` + 1 on, if given."""
+    seen: list[int] = []
+
+    async def respond(req: ChatRequest) -> ChatResponse:
+        seen.append(1)
+        if fail_after is not None and len(seen) > fail_after:
+            raise CoreError("the backend went away")
+        return call("archival_memory_search", query=f"q{len(seen)}", request_heartbeat=True)
+
+    return respond, seen
+
+
+@pytest.mark.parametrize("ending", ["max_steps", "error"])
+async def test_a_turn_ended_just_before_its_kernel_died_is_not_run_on(
+    home: Path, ending: str
+) -> None:
+    # The turn ends (on its step limit, or on a failed step after one that asked to
+    # go on: its window looks open), and the kernel dies within the lease's grace.
+    respond, seen = going_on(fail_after=1 if ending == "error" else None)
+    a = open_kernel(home, ScriptedCore(respond, name="scripted/on"), ttl=60.0)
+    await a.create_agent("cy", model="scripted/on", embedder="test/hash", settings={"max_steps": 2})
+    turn = await a.send("cy", "go")
+    assert turn.stop_reason == ending
+    assert a.leases is not None
+    for handle in a.leases._releases.values():  # SIGKILL: no release, no renewal
+        handle.cancel()
+    if a.leases._renewer is not None:
+        a.leases._renewer.cancel()
+    with a.db.begin() as conn:  # ... so a lease it still held lapses
+        conn.execute(
+            text("UPDATE agent_leases SET expires = :t WHERE holder = :me AND expires > 0"),
+            {"t": time.time() - 1, "me": a.pickup.me},
+        )
+    steps = len(seen)
+    b_core, b_seen = going_on()
+    b = open_kernel(home, ScriptedCore(b_core, name="scripted/on"), ttl=60.0)
+    try:
+        b.pickup.sweep(min_age=0.0)
+        deadline = time.monotonic() + 5
+        while b.pickup.recovering and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert b_seen == [] and b.waker.resumed == 0  # the ended turn was not run on
+        assert len(seen) == steps
+    finally:
+        await b.close()
+        await a.close()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from llmos.cli.main import app
+from llmos.kernel.nodes import NodeRegistry
+from llmos.storage.models import nodes
 from tests.server.conftest import LiveServer, unique
 
 
@@ -22,7 +26,7 @@ def test_ps_and_stats_from_a_live_server(live: LiveServer, alice: httpx.Client, 
     key = live.users["alice"]
     ps = run("ps", "--url", live.url, "--key", key, "--json")
     assert ps.exit_code == 0, ps.output
-    rows = json.loads(ps.stdout)
+    rows = json.loads(ps.stdout)["processes"]
     mine = [r for r in rows if r["name"] == agent]
     assert mine and mine[0]["state"] == "ready"
     stats = run("kernel", "stats", "--url", live.url, "--key", key, "--json")
@@ -30,7 +34,7 @@ def test_ps_and_stats_from_a_live_server(live: LiveServer, alice: httpx.Client, 
     assert agent in data["usage"] and data["cores"]
     # bob's key shows none of alice's agents
     other = json.loads(run("ps", "--url", live.url, "--key", live.users["bob"], "--json").stdout)
-    assert all(r["name"] != agent for r in other)
+    assert all(r["name"] != agent for r in other["processes"])
     bad = run("ps", "--url", live.url, "--key", "llmos-wrong")
     assert bad.exit_code == 1 and "rejected" in bad.stderr
 
@@ -57,7 +61,7 @@ def test_ps_locally_shows_the_agents_in_memory(
     assert created.exit_code == 0, created.output
     ps = run("--home", str(tmp_path), "ps", "--json")
     assert ps.exit_code == 0, ps.output
-    assert json.loads(ps.stdout) == []
+    assert json.loads(ps.stdout)["processes"] == []
     stats = json.loads(run("--home", str(tmp_path), "kernel", "stats", "--json").stdout)
     assert stats["agents"] == 1 and "solo" in stats["usage"]
     table = run("--home", str(tmp_path), "kernel", "stats")
@@ -135,3 +139,44 @@ def test_tools_and_approvals_from_the_cli_over_the_api(live: LiveServer, tmp_pat
     assert again.exit_code == 1 and again.stderr.startswith("error: ")
     audit = json.loads(run(*remote, "audit", "--agent", agent, "--json").stdout)
     assert any(e["target"] == name for e in audit)
+
+
+def test_ps_lists_the_nodes_scoped_to_the_caller(tmp_path: Path) -> None:
+    """`llmos ps` shows every node on the database (a table, and in --json), with the
+    caller's own agents a node holds by name and only a count of everyone's."""
+    server = LiveServer(tmp_path)
+    try:
+        keys = {}
+        with server.client("alice") as alice, server.client("bob") as bob:
+            ids = {}
+            for who, client in (("alice", alice), ("bob", bob)):
+                r = client.post(
+                    "/v1/agents", json={"name": f"{who}-secret", "model": "scripted/echo"}
+                )
+                assert r.status_code == 201, r.text
+                ids[who] = r.json()["id"]
+            keys = dict(server.users)
+        other, gone = NodeRegistry("kernel-other", 1.0), NodeRegistry("kernel-gone", 1.0)
+        with server.kernel.db.begin() as conn:
+            other.beat(conn, [ids["alice"], ids["bob"]], images=2)
+            gone.beat(conn, [ids["bob"]], images=1)
+            conn.execute(
+                update(nodes).where(nodes.c.id == "kernel-gone").values(last_seen=time.time() - 60)
+            )
+        remote = ("--url", server.url, "--key", keys["alice"])
+        listed = json.loads(run("ps", *remote, "--json").stdout)["nodes"]
+        by_id = {n["id"]: n for n in listed}
+        assert by_id["kernel-other"]["agents"] == ["alice-secret"]
+        assert by_id["kernel-other"]["agents_held"] == 2
+        assert by_id["kernel-gone"]["status"] == "stale" and by_id["kernel-gone"]["agents"] == []
+        assert sum(n["this"] for n in listed) == 1
+        table = run("ps", *remote)
+        assert table.exit_code == 0, table.output
+        text = table.stdout
+        assert "nodes" in text and "kernel-other" in text and "kernel-gone" in text
+        assert "alice-secret" in text and "stale" in text
+        assert "bob-secret" not in text and ids["bob"] not in text
+        bobs = run("ps", "--url", server.url, "--key", keys["bob"])
+        assert "bob-secret" in bobs.stdout and "alice-secret" not in bobs.stdout
+    finally:
+        server.stop()

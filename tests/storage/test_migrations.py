@@ -144,13 +144,13 @@ def test_a_revision_from_a_newer_llmos_is_refused(home: Path) -> None:
 
 
 def test_a_0002_database_with_a_pending_message_upgrades_and_keeps_it(home: Path) -> None:
-    """0004 adds the nodes table and four columns of pending_messages: a message
-    pending when the old llmos stopped is still there, waiting, after the upgrade."""
+    """0004 adds the nodes table and four columns of pending_messages, 0006 one more: a
+    message pending when the old llmos stopped is still there, waiting, after the upgrade."""
     open_database(home).close()
     old = _bare(home)
     with old.begin() as conn:
         conn.exec_driver_sql("DROP TABLE nodes")
-        for column in ("approval_id", "waiter", "result", "done_at"):
+        for column in ("approval_id", "waiter", "result", "done_at", "caller_id"):
             conn.exec_driver_sql(f"ALTER TABLE pending_messages DROP COLUMN {column}")
         conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
         conn.execute(
@@ -168,5 +168,6 @@ def test_a_0002_database_with_a_pending_message_upgrades_and_keeps_it(home: Path
             assert conn.execute(text("SELECT count(*) FROM nodes")).scalar_one() == 0
         assert row["content"] == "hello from before" and row["hops"] == 1
         assert row["waiter"] is None and row["result"] is None and row["approval_id"] is None
+        assert row["caller_id"] is None
     finally:
         db.close()

@@ -3,8 +3,8 @@
     llmos kernel start [--idle S]      start the local kernel service (if it is not running)
     llmos kernel stop                  stop it (turns in flight finish first)
     llmos kernel restart [--idle S]    stop it and start one with this command's settings
-    llmos kernel status [--json]       pid, uptime, socket, version, models, agents in memory
-    llmos ps [--json]                  the process table
+    llmos kernel status [--json]       pid, uptime, socket, version, models, agents in memory, nodes
+    llmos ps [--json]                  the process table and the nodes on the database
     llmos kernel stats [--json]        per-core and per-agent totals
 
 `ps` and `stats` ask the kernel the other commands use (`GET /v1/kernel`):
@@ -12,6 +12,11 @@ the local service, a remote `llmos serve` with `--url`/`--key`, or an
 in-process one with `--no-daemon` (where every agent is idle: it was just
 booted). `start`, `stop` and `status` are about this machine's service for
 `--home`.
+
+`ps` and `status` also list the nodes: every kernel on the database (the
+`llmos serve` nodes sharing a PostgreSQL, the local service), live or stale,
+as `GET /v1/kernel` reports them to the caller: of the agents a node holds,
+your own by name and a count of all.
 
 Left out: watching (`--watch`) — the web console refreshes live.
 """
@@ -59,13 +64,46 @@ def _state(ctx: typer.Context) -> State:
     return ctx.obj if isinstance(ctx.obj, State) else State(home=None)
 
 
+def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    """The nodes as `GET /v1/kernel` lists them (the caller's agents by name); the
+    version and start time are in --json."""
+    table = Table(
+        title="nodes",
+        caption="*: the node that answered; held: agents it holds",
+        collapse_padding=True,
+    )
+    table.add_column("node", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("host:pid", overflow="fold", min_width=4)
+    table.add_column("seen", justify="right")
+    table.add_column("held", justify="right")
+    # your agents' names whole (unless they alone are too wide); the host folds
+    longest = max((len(a) for n in nodes for a in n.get("agents") or []), default=1)
+    table.add_column("yours", min_width=min(longest, 24))
+    for n in nodes:
+        seen = n.get("seconds_since_seen")
+        status = escape(str(n.get("status", "?")))
+        if status != "live":
+            status = f"[yellow]{status}[/]"
+        table.add_row(
+            escape(str(n.get("id"))) + (" *" if n.get("this") else ""),
+            status,
+            escape(f"{n.get('host', '')}:{n.get('pid', '')}"),
+            "-" if seen is None else f"{_ago(float(seen))} ago",
+            str(n.get("agents_held", len(n.get("agents") or []))),
+            escape("\n".join(n.get("agents") or [])) or "-",
+        )
+    return table
+
+
 def ps(
     ctx: typer.Context, url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """The process table: each agent's state, core, queued events and time in state."""
+    """The process table (each agent's state, core, queued events and time in state) and
+    the nodes on the database (your agents on each by name, a count of all)."""
     status = _status(ctx, url, key)
     if as_json:
-        dump(status["processes"])
+        dump({"processes": status["processes"], "nodes": status.get("nodes", [])})
         return
     table = Table(title="processes")
     for col in ("pid", "agent", "state", "core", "queued", "in state"):
@@ -83,6 +121,8 @@ def ps(
     out.print(table)
     if not status["processes"]:
         out.print(f"[dim]no agent is in memory ({status.get('agents', 0)} agents in all)[/]")
+    if status.get("nodes"):
+        out.print(_nodes_table(status["nodes"]))
 
 
 @kernel_app.command("stats")
@@ -230,7 +270,8 @@ def restart(
 @kernel_app.command("status")
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Whether the local kernel service runs: pid, uptime, socket, version, loaded models,
-    agents in memory, idle limit. Exits 3 when it is not running."""
+    agents in memory, idle limit, and the nodes on its database. Exits 3 when it is not
+    running."""
     from llmos.client.local import probe, read_state, running
 
     paths = _paths(ctx)
@@ -261,6 +302,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         "models_loaded": sorted({str(c.get("core")) for c in kernel.get("cores", [])}),
         "agents_in_memory": len(kernel.get("processes", [])),
         "agents": kernel.get("agents"),
+        "nodes": kernel.get("nodes", []),
     }
     if as_json:
         dump(info)
@@ -272,6 +314,15 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print(f"  agents in memory: {info['agents_in_memory']} of {info['agents']}")
     if info["idle_seconds"]:
         out.print(f"  exits after {_span(float(info['idle_seconds']))} with nothing to do")
+    if info["nodes"]:
+        out.print(_nodes_table(info["nodes"]))
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes = int(seconds // 60)
+    return f"{minutes}m{int(seconds % 60)}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60}m"
 
 
 def _span(seconds: float) -> str:

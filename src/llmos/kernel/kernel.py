@@ -86,7 +86,7 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         *,
         cores: dict[str, Core] | None = None,
         embedders: dict[str, Embedder] | None = None,
-        max_images: int = 256,
+        max_images: int | None = None,
         policy: str | None = None,
         quantum: int | None = None,
         shared: bool | None = None,

@@ -12,7 +12,11 @@ lease that another kernel held since it last did (the row's epoch changed)
 reloads the agent's image, since the agent may have changed meanwhile.
 A lease is given up `grace` (0.5 s) after the turn ends unless the same
 kernel takes the agent again first, which then costs no database write; so
-another kernel waits at most about that long, not a lease's lifetime. A
+another kernel waits at most about that long, not a lease's lifetime. A turn
+whose end its messages do not show (it stopped on its step limit, an error
+or a cancel, after a step that asked to go on) gives its lease up at once
+instead (`release_now`, before the turn returns): a lease released, unlike
+one left to lapse, says the turn ended, and it is never run on elsewhere. A
 kernel's leases are released when it closes; a kernel that dies leaves them
 to expire.
 
@@ -218,6 +222,20 @@ class AgentLeases:
             old.cancel()
         loop = asyncio.get_running_loop()
         self._releases[agent_id] = loop.call_later(self.grace, self._release_now, agent_id)
+
+    async def release_now(self, agent_id: str) -> None:
+        """Give the lease up now and wait until that is committed: whoever takes
+        the agent next sees it released, not lapsed (`Acquired.interrupted`)."""
+        pending = self._releases.pop(agent_id, None)
+        if pending is not None:
+            pending.cancel()
+        if self._held.pop(agent_id, None) is None:
+            return
+
+        def drop(conn: Connection) -> None:
+            conn.execute(_RELEASE, {"aid": agent_id, "me": self.holder})
+
+        await self.writes.submit(drop)
 
     def _release_now(self, agent_id: str) -> None:
         self._releases.pop(agent_id, None)

@@ -44,13 +44,19 @@ the write that ends the row. A kernel that handed a decision over waits for
 the turn: the delivering node leaves it (JSON) in the row, and the waiting
 kernel returns it as a `RemoteTurn`.
 
+A waiting call goes the same way when nodes share the database: its row
+names the calling agent while it waits (`PendingMessages.add_wait`), so the
+rows are a wait-for graph of every node, and a wait that would close a cycle
+in it (A waits on node 1 for B, whose turn on node 2 asks A) is refused at
+once, as within one kernel. The target's turn runs on the node that runs it;
+the caller's kernel collects the turn from the row.
+
 Left out: messages between owners, and replies of fire-and-forget messages
-routed back to the sender (the target can message back if granted). The
-waiting form runs the target's turn in the caller's kernel (taking the lease
-from the node that runs it): a wait-for graph spans one process only, so a
-wait handed to another node could deadlock unseen. Its reply goes only to a
-caller still waiting in this process. A turn run on another node is not
-streamed to the decider (`on_event`), only returned whole.
+routed back to the sender (the target can message back if granted). A
+waiting call's reply goes only to a caller still waiting (a node that dies
+while waiting leaves its wait out of the graph once it is stale). A turn run
+on another node is not streamed to the decider (`on_event`), only returned
+whole.
 """
 
 from __future__ import annotations
@@ -96,6 +102,8 @@ class Nodes(Protocol):
     def elsewhere(self, agent_id: str) -> str | None: ...
 
     def notify(self, node_id: str) -> None: ...
+
+    def live(self) -> set[str]: ...
 
 
 #: tells the step committer that storing `event` stores pending message `pid`
@@ -197,36 +205,27 @@ class AgentMessenger:
                 "you have."
             )
         if wait and self._would_deadlock(caller.id, target.id):
-            self._audit(caller, target.name, "failed", "would deadlock")
-            raise FunctionError(
-                f"{target.name} is waiting for your reply, so it cannot answer a question "
-                "now. Reply to it with send_message instead (or use send_message_to_agent, "
-                "which does not wait)."
-            )
+            self._deadlock(caller, target)
         event = self._event(target, self._event_text(caller, message, hops, wait))
-        # Durable before anyone hears "delivered": a process ending now loses nothing.
-        pid = await self.pending.add(target, event.content or "", hops)
-        self._audit(caller, target.name, "allowed", f"{call.op}, hop {hops}")
-        if not wait:
-            if not self._hand_over(target.id):
-                self._spawn(target.id, target.owner, pid, hops)
-            return (
-                f"Delivered to {target.name}; it will read it in a turn of its own. Its reply "
-                "does not come back to you unless it messages you."
-            )
-        task = self._spawn(target.id, target.owner, pid, hops)
-        self.waits_for[caller.id] = target.id
-        try:
-            # shield: a timeout (or a cancel of the caller) must not cut the
-            # target's turn short; it finishes in the background.
-            turn = await asyncio.wait_for(asyncio.shield(task), self.reply_timeout)
-        except TimeoutError:
-            raise FunctionError(
-                f"{target.name} did not reply within {self.reply_timeout:g} s; its turn goes "
-                "on, but its reply will not reach you"
-            ) from None
-        finally:
-            self.waits_for.pop(caller.id, None)
+        if wait and self.nodes is not None:
+            turn = await self._ask_across_nodes(caller, target, event.content or "", hops)
+        else:
+            # Durable before anyone hears "delivered": a process ending now loses nothing.
+            pid = await self.pending.add(target, event.content or "", hops)
+            self._audit(caller, target.name, "allowed", f"{call.op}, hop {hops}")
+            if not wait:
+                if not self._hand_over(target.id):
+                    self._spawn(target.id, target.owner, pid, hops)
+                return (
+                    f"Delivered to {target.name}; it will read it in a turn of its own. Its "
+                    "reply does not come back to you unless it messages you."
+                )
+            task = self._spawn(target.id, target.owner, pid, hops)
+            self.waits_for[caller.id] = target.id
+            try:
+                turn = await self._reply(target, task)
+            finally:
+                self.waits_for.pop(caller.id, None)
         if turn is None:
             raise FunctionError(f"{target.name} had already answered this message")
         if turn.error:
@@ -236,6 +235,61 @@ class AgentMessenger:
                 f"{target.name} ended its turn without replying (stop reason {turn.stop_reason})"
             )
         return f"{target.name} replied: {turn.reply}"
+
+    def _deadlock(self, caller: AgentImage, target: AgentImage) -> None:
+        self._audit(caller, target.name, "failed", "would deadlock")
+        raise FunctionError(
+            f"{target.name} is waiting for your reply, so it cannot answer a question "
+            "now. Reply to it with send_message instead (or use send_message_to_agent, "
+            "which does not wait)."
+        )
+
+    async def _reply(self, target: AgentImage, task: asyncio.Future[Any]) -> Turn | None:
+        """The target's turn (run by `task`), waited for at most `reply_timeout`."""
+        try:
+            # shield: a timeout (or a cancel of the caller) must not cut the
+            # target's turn short; it finishes in the background.
+            return await asyncio.wait_for(asyncio.shield(task), self.reply_timeout)
+        except TimeoutError:
+            raise FunctionError(
+                f"{target.name} did not reply within {self.reply_timeout:g} s; its turn goes "
+                "on, but its reply will not reach you"
+            ) from None
+
+    async def _ask_across_nodes(
+        self, caller: AgentImage, target: AgentImage, content: str, hops: int
+    ) -> Turn | None:
+        """A waiting call when nodes share the database: the wait is an edge of the
+        graph in the database (`PendingMessages.add_wait`), so a cycle through
+        other nodes is refused too; the target's turn runs on the node that runs
+        it (handed over, its turn collected from the row), else here."""
+        assert self.nodes is not None
+        pid = await self.pending.add_wait(
+            target, content, hops, caller.id, self.nodes.me, self.nodes.live()
+        )
+        if pid is None:
+            self._deadlock(caller, target)
+        assert pid is not None
+        self._audit(caller, target.name, "allowed", f"ask, hop {hops}")
+        try:
+            if not self._hand_over(target.id):
+                return await self._reply(target, self._spawn(target.id, target.owner, pid, hops))
+            collect = asyncio.get_running_loop().create_task(self._collect(pid))
+            try:
+                return await self._reply(target, collect)
+            finally:
+                collect.cancel()
+        finally:
+            self.pending.end_wait(pid)
+
+    async def _collect(self, pid: str, deadline: float | None = None) -> RemoteTurn:
+        """The turn another node ran on pending event `pid`, once it has left it in
+        the row (polled). Raises HandoverTimeout past `deadline` (monotonic)."""
+        while (body := self.pending.collect(pid)) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise HandoverTimeout(pid)
+            await asyncio.sleep(0.05)
+        return RemoteTurn.from_body(body)
 
     def _event_text(self, caller: AgentImage, message: str, hops: int, wait: bool) -> str:
         if wait:
@@ -296,14 +350,13 @@ class AgentMessenger:
         self.nodes.notify(node)
         self.handed_over += 1
         deadline = time.monotonic() + (self.reply_timeout if timeout is None else timeout)
-        while (body := self.pending.collect(pid)) is None:
-            if time.monotonic() > deadline:
-                raise HandoverTimeout(
-                    f"{target.name}'s node did not finish its turn in time; the decision "
-                    "stays pending and reaches the agent when a node runs it"
-                )
-            await asyncio.sleep(0.05)
-        return RemoteTurn.from_body(body)
+        try:
+            return await self._collect(pid, deadline)
+        except HandoverTimeout:
+            raise HandoverTimeout(
+                f"{target.name}'s node did not finish its turn in time; the decision "
+                "stays pending and reaches the agent when a node runs it"
+            ) from None
 
     def _spawn(
         self, agent_id: str, owner: str, pid: str, hops: int, on_event: EventSink | None = None

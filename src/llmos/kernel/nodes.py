@@ -14,12 +14,23 @@ The node that *runs* an agent is the last holder of its lease, if that node
 is live (`runner`): work for the agent (an agent message, an owner's
 decision) is handed to it, so an agent keeps running where its image is.
 
+When a node dies, its agents' leases lapse and the live nodes' pickup passes
+take them over (`kernel/pickup.py`); `assign` says which live node takes
+which, so they spread instead of all going to the first node that looks.
+Every node computes the same answer from the registry alone: the agents the
+dead node listed at its last beat are dealt out by rank (the split is even to
+one agent), and anything else (an agent it took after its last beat, a
+message for an agent that never ran) goes by rendezvous hashing, stable
+however many of the others have been claimed meanwhile.
+
 Left out: electing a node for an agent that has never run (the first one to
-take its lease runs it) and draining a node on purpose.
+take its lease runs it), weighing nodes by their load, and draining a node on
+purpose.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -40,6 +51,24 @@ def _version() -> str:
         return metadata.version("llmos")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _weight(*parts: str) -> bytes:
+    return hashlib.blake2b("/".join(parts).encode(), digest_size=8).digest()
+
+
+def assign(agent_id: str, holder: str | None, listed: list[str], live: list[str]) -> str:
+    """The node of `live` that takes over `agent_id` from `holder` (a node that
+    stopped, or None: nobody ran it). `listed` is what `holder` held at its last
+    beat: dealt out by rank, starting at a node the holder's name picks; other
+    agents go to the node of the highest hash of (node, agent). `holder` takes
+    nothing back unless it is all there is; `live` must not be empty."""
+    nodes = sorted(set(live) - {holder}) or sorted(live)
+    if agent_id in listed:
+        ranked = sorted(listed)
+        start = int.from_bytes(_weight(holder or ""), "big")
+        return nodes[(start + ranked.index(agent_id)) % len(nodes)]
+    return max(nodes, key=lambda node: _weight(node, agent_id))
 
 
 class NodeRegistry:
@@ -86,6 +115,13 @@ class NodeRegistry:
         """Ids of the nodes that beat recently (this one counts once it has)."""
         cut = time.time() - self.stale_after
         return set(conn.scalars(select(nodes.c.id).where(nodes.c.last_seen >= cut)))
+
+    def listed(self, conn: Connection, ids: set[str]) -> dict[str, list[str]]:
+        """The agents each of the nodes `ids` held at its last beat (those with a row)."""
+        if not ids:
+            return {}
+        rows = conn.execute(select(nodes.c.id, nodes.c.agents).where(nodes.c.id.in_(ids)))
+        return {r.id: list(r.agents or []) for r in rows}
 
     def runner(self, conn: Connection, agent_id: str) -> str | None:
         """The live node that last held the agent's lease; None if none is (or never)."""

@@ -6,7 +6,10 @@ that puts the event in the target's recall, and ended (`done_now`) when the
 target's turn has: deleted, or, for a kernel that handed the event to another
 node and waits for the turn, left holding the turn as JSON until that kernel
 `collect`s it (a `RemoteTurn`). A row carrying an owner's decision marks its
-approval delivered in the write that ends it. `kernel/messaging.py` decides
+approval delivered in the write that ends it. A row of a waiting agent call
+names the calling agent (`caller_id`) while it waits: those rows are the
+wait-for graph of every node on the database, and `add_wait` refuses the row
+that would close a cycle in it. `kernel/messaging.py` decides
 who delivers what; this module is the table.
 """
 
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from llmos.agent.loop import Turn
 from llmos.errors import Busy, Conflict
@@ -27,6 +30,10 @@ from llmos.storage.models import approvals, pending_messages
 if TYPE_CHECKING:
     from llmos.memory.image import AgentImage
     from llmos.storage.group_commit import GroupCommit
+
+
+#: the PostgreSQL advisory lock that serialises changes to the wait-for graph
+_WAITS_LOCK = 0x6C6C6D6F7377  # "llmosw"
 
 
 class AlreadyDelivered(Conflict):
@@ -89,6 +96,68 @@ class PendingMessages:
         }
         await self.group_commit.submit(lambda conn: conn.execute(insert(pending_messages), row))
         return pid
+
+    async def add_wait(
+        self, target: AgentImage, content: str, hops: int, caller_id: str, waiter: str,
+        live: set[str],
+    ) -> str | None:  # fmt: skip
+        """Store a waiting call's message (`caller_id` waits on node `waiter` for the
+        target's reply): an edge of the wait-for graph all nodes share. None, and
+        nothing stored, if the edge would close a cycle of waits whose nodes are in
+        `live` (a deadlock: every agent on it holds its turn while it waits)."""
+        pid = secrets.token_hex(8)
+        row = {
+            "id": pid,
+            "agent_id": target.id,
+            "owner": target.owner,
+            "content": content,
+            "hops": hops,
+            "created_at": time.time(),
+            "waiter": waiter,
+            "caller_id": caller_id,
+        }
+
+        def write(conn: Connection) -> str | None:
+            if conn.dialect.name == "postgresql":  # one change to the graph at a time
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WAITS_LOCK})
+            # inserted first: on SQLite that takes the write lock, so no other
+            # process changes the graph between this check and the commit
+            conn.execute(insert(pending_messages), row)
+            edges = dict(
+                conn.execute(
+                    select(pending_messages.c.caller_id, pending_messages.c.agent_id).where(
+                        pending_messages.c.caller_id.is_not(None),
+                        pending_messages.c.result.is_(None),
+                        pending_messages.c.waiter.in_(live | {waiter}),
+                    )
+                ).all()
+            )
+            seen: set[str] = set()
+            node: str | None = target.id
+            while node is not None and node not in seen:
+                if node == caller_id:
+                    conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
+                    return None
+                seen.add(node)
+                node = edges.get(node)
+            return pid
+
+        return await self.group_commit.submit(write)
+
+    def end_wait(self, pid: str) -> None:
+        """The caller stopped waiting (answered, timed out, failed): drop its edge of
+        the wait-for graph, and the row with it if it holds the answer already."""
+        with self.db.begin() as conn:
+            conn.execute(
+                delete(pending_messages).where(
+                    pending_messages.c.id == pid, pending_messages.c.result.is_not(None)
+                )
+            )
+            conn.execute(
+                update(pending_messages)
+                .where(pending_messages.c.id == pid)
+                .values(caller_id=None, waiter=None)
+            )
 
     def get(self, pid: str) -> Any:
         with self.db.connect() as conn:

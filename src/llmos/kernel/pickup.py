@@ -30,8 +30,15 @@ Exactly once holds whatever the timing: the agent's lease lets one kernel
 run it at a time, and storing a pending message is a conditional write
 (`kernel/messaging.py`); a kernel that arrives second finds nothing to do.
 
-Left out: spreading the recovered agents over the surviving kernels (the
-first kernel to look takes them all).
+The work a dead node left is spread over the live ones: a pass takes only
+the lapsed agents, and the messages nobody will deliver, that `assign`
+(`kernel/nodes.py`) gives to this node, so the first node to look does not
+take them all; each node computes the same split from the registry. What has
+stayed unclaimed for `stale_after` (three intervals) past its due time is
+anybody's: the node it fell to may have died too before it looked stale, or
+cannot run the agent. A node alone takes everything in its first pass.
+
+Left out: weighing the split by the nodes' load.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from llmos.kernel.leases import seconds_from_env
-from llmos.kernel.nodes import NodeRegistry
+from llmos.kernel.nodes import NodeRegistry, assign
 
 if TYPE_CHECKING:
     from llmos.kernel.leases import AgentLeases
@@ -65,11 +72,12 @@ MIN_AGE = 1.0
 RESULT_TTL = 600.0
 
 _LAPSED = text(
-    "SELECT l.agent_id, a.owner FROM agent_leases l JOIN agents a ON a.id = l.agent_id "
+    "SELECT l.agent_id, a.owner, l.holder, l.expires "
+    "FROM agent_leases l JOIN agents a ON a.id = l.agent_id "
     "WHERE l.expires > 0 AND l.expires < :now AND l.holder <> :me"
 )
 _PENDING = text(
-    "SELECT p.id, p.created_at, p.result, p.done_at, l.holder, l.expires "
+    "SELECT p.id, p.agent_id, p.created_at, p.result, p.done_at, l.holder, l.expires "
     "FROM pending_messages p LEFT JOIN agent_leases l ON l.agent_id = p.agent_id "
     "ORDER BY p.created_at"
 )
@@ -208,6 +216,11 @@ class Pickup:
             runner = self.nodes.runner(conn, agent_id)
         return runner if runner != self.me else None
 
+    def live(self) -> set[str]:
+        """Ids of the live nodes, this one included."""
+        with self.db.connect() as conn:
+            return self.nodes.live(conn) | {self.me}
+
     def notify(self, node_id: str) -> None:
         """Wake `node_id` (PostgreSQL; on SQLite it finds the work in its next pass)."""
         if not self.db.is_postgres:
@@ -225,16 +238,33 @@ class Pickup:
         with self.db.connect() as conn:
             lapsed = conn.execute(_LAPSED, {"now": now, "me": self.me}).fetchall()
             pending = conn.execute(_PENDING).fetchall()
-            live = self.nodes.live(conn) if pending else set()
+            live = self.nodes.live(conn) | {self.me} if lapsed or pending else set()
+            gone = ({r.holder for r in lapsed} | {p.holder for p in pending}) - live - {None}
+            listed = self.nodes.listed(conn, gone)
+        ranked = sorted(live)
+        # unclaimed this long after it fell due: the node it fell to is not taking it
+        overdue = now - self.nodes.stale_after
+
+        def mine(agent_id: str, holder: str | None) -> bool:
+            return assign(agent_id, holder, listed.get(holder or "", []), ranked) == self.me
+
         started = 0
         for row in lapsed:
             if self._retry_at.get(row.agent_id, 0.0) > time.monotonic():
                 continue
-            if row.agent_id not in self.recovering:
+            if row.agent_id in self.recovering:
+                continue
+            if row.expires < overdue or mine(row.agent_id, row.holder):
                 self._recover(row.agent_id, row.owner)
                 started += 1
         messenger = self.messenger()
-        due = now - min_age
+        due = now - min_age  # the accepting kernel has had its moment to deliver it
+
+        def nobodys(p: Any) -> bool:
+            return p.created_at <= due and (
+                p.created_at < due - self.nodes.stale_after or mine(p.agent_id, p.holder)
+            )
+
         ids = [
             p.id
             for p in pending
@@ -242,8 +272,8 @@ class Pickup:
             and p.id not in messenger.delivering
             and (
                 p.holder == self.me
-                or (p.holder is None and p.created_at <= due)
-                or (p.holder not in live and p.expires < now and p.created_at <= due)
+                or (p.holder is None and nobodys(p))
+                or (p.holder not in live and p.expires < now and nobodys(p))
             )
         ]
         if ids:

@@ -17,8 +17,10 @@ last holder left to expire (it died, e.g. SIGKILL, mid-turn). The waker then
 finishes that turn first, before any new events: the rest of the turn runs on
 what the window holds (`turn_left_open` says whether a turn was left open:
 its last message is an unanswered event or the result of a call that asked
-to go on). `recover` does only that, for a kernel that noticed the expired
-lease without having anything new for the agent (`kernel/pickup.py`).
+to go on; a turn that ended where its messages do not show it released its
+lease at once, so it was not left open). `recover` does only that, for a
+kernel that noticed the expired lease without having anything new for the
+agent (`kernel/pickup.py`).
 
 The waker also keeps the images: an agent is found by name or id within its
 owner through a small cache, and loaded from the agent store on a miss.
@@ -63,8 +65,9 @@ def turn_left_open(window: list[StoredMessage], awaiting_approval: set[str]) -> 
     step whose calls asked to go on (a heartbeat, or a failure) and none of which
     waits for approval (ids in `awaiting_approval`; the decision comes as an event).
 
-    What the messages do not show counts as ended: a turn stopped by its step limit
-    or a repeated call looks like one that asked to go on and is run on."""
+    The messages do not show a turn stopped by its step limit, a repeated call, an
+    error or a cancel after a step that asked to go on: such a turn gives its lease
+    up at once (`Waker.hold`), so it is not taken for unfinished."""
     if not window:
         return False
     last = window[-1]
@@ -97,6 +100,13 @@ def turn_left_open(window: list[StoredMessage], awaiting_approval: set[str]) -> 
         if status == "Failed":
             return True
     return False
+
+
+def _ended_unseen(turn: Turn, image: AgentImage) -> bool:
+    """Whether the turn ended where `turn_left_open` would take it for unfinished."""
+    if turn.stop_reason == "cancelled":
+        return True  # its image may be a step ahead of what was committed
+    return turn.stop_reason != "waiting_approval" and turn_left_open(image.window, set())
 
 
 class Waker:
@@ -227,9 +237,20 @@ class Waker:
         finally:
             try:
                 if leased and self.leases is not None:
-                    self.leases.release(proc.agent_id)
+                    if proc.ended_unseen:
+                        await self._release_now(proc.agent_id)
+                    else:
+                        self.leases.release(proc.agent_id)
             finally:
+                proc.ended_unseen = False
                 proc.lock.release()
+
+    async def _release_now(self, agent_id: str) -> None:
+        assert self.leases is not None
+        try:
+            await self.leases.release_now(agent_id)
+        except Exception as err:  # the lease lapses instead: the turn may be run on
+            log.warning("releasing agent %s's lease failed: %r", agent_id, err)
 
     @asynccontextmanager
     async def _running(self, proc: Process) -> AsyncIterator[None]:
@@ -279,6 +300,7 @@ class Waker:
                 # The step in flight is dropped whole: it had committed nothing.
                 proc.image = None
                 turn.stop_reason = "cancelled"
+            proc.ended_unseen = _ended_unseen(turn, image)
             return turn
 
     async def recover(self, agent_id: str, owner: str) -> bool:
@@ -304,6 +326,9 @@ class Waker:
             return image
         turn = Turn(agent=image.name)
         await run_turn(self.kernel, image, core, [], turn)
+        proc = self.procs.peek(image.id)
+        if proc is not None:
+            proc.ended_unseen = _ended_unseen(turn, image)
         self.resumed += 1
         log.info(
             "finished %s's turn left open by a kernel that stopped (%s, %d steps)",

@@ -179,6 +179,9 @@ pending_messages = Table(
     Column("waiter", String(64), nullable=True),
     Column("result", Text, nullable=True),
     Column("done_at", Float, nullable=True),
+    # the agent whose turn waits for this message's reply (a waiting agent call):
+    # the edges of the wait-for graph that spans the nodes (kernel/messaging.py)
+    Column("caller_id", String(40), nullable=True),
 )
 
 # The kernels running on this database (kernel/nodes.py): each writes its row
