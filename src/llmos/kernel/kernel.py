@@ -168,6 +168,8 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         await self.mcp.aclose()
         if self._messenger is not None:
             await self._messenger.close()
+        await self.group_commit.drain()  # writes in flight commit before the pool goes
+        self.group_commit.close()
         if self.leases is not None:
             with contextlib.suppress(Exception), self.db.begin() as conn:
                 self.leases.release_all(conn)
