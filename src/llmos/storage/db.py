@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.pool import QueuePool
 
 from llmos.errors import BackendError, InvalidRequest
@@ -79,6 +80,13 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect: str = engine.dialect.name  # "sqlite" or "postgresql"
+        # Reads on PostgreSQL run in autocommit: a plain read is then one round
+        # trip instead of three (BEGIN, the query, ROLLBACK). Under READ
+        # COMMITTED each statement of a transaction takes its own snapshot
+        # anyway, so a read sees what it would have seen in one.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else engine
+        )
         from llmos.storage.vectors import VectorIndex
 
         self.vectors = VectorIndex(engine)
@@ -118,9 +126,8 @@ class Database:
         if parsed.get_driver_name() != "psycopg":
             # psycopg 3 is the driver llmos depends on; others may be absent.
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(
-            parsed, poolclass=QueuePool, pool_size=4, max_overflow=8, pool_pre_ping=True
-        )
+        engine = create_engine(parsed, poolclass=QueuePool, pool_size=4, max_overflow=8)
+        _ping_when_idle(engine)
         return cls._ready(engine, migrate)
 
     @classmethod
@@ -160,7 +167,8 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        """A connection for reads (autocommit on PostgreSQL: write with `begin`)."""
+        with self._reader.connect() as conn:
             yield conn
 
     def close(self) -> None:
@@ -175,6 +183,37 @@ def open_database(
     if url:
         return Database.from_url(url, migrate=migrate)
     return Database.open(Path(home) / "llmos.db", migrate=migrate)
+
+
+#: a pooled connection unused this long is pinged before it is handed out
+IDLE_PING_SECONDS = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled PostgreSQL connection before use only if it sat idle a while.
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout: a round trip per
+    read, a quarter of a node's database time under load. A connection in use
+    moments ago is alive; one that idled (through a restart of the server, a
+    proxy's idle timeout) is pinged and, if dead, replaced before the caller
+    sees it. A server that goes away mid-burst still fails the statements
+    already on its connections, which SQLAlchemy then drops from the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception:
+            alive = False
+        if not alive:  # the pool replaces it with a fresh connection
+            raise DisconnectionError("the pooled connection is gone")
 
 
 def _sqlite_engine(path: Path) -> Engine:
