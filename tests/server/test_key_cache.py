@@ -33,7 +33,7 @@ def key_lookups(db: Database) -> list[str]:
     seen: list[str] = []
 
     @event.listens_for(db.engine, "before_cursor_execute")
-    def _seen(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+    def _seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         if "api_keys" in statement and statement.lstrip().upper().startswith("SELECT"):
             seen.append(statement)
 
