@@ -1,14 +1,18 @@
-"""The PostgreSQL connection pool: reads without a transaction, and a connection
-that died while it idled in the pool replaced before anyone uses it."""
+"""The PostgreSQL connection pool: reads without a transaction, reads off the event
+loop (`Database.read`), and a connection that died while it idled in the pool
+replaced before anyone uses it."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from psycopg.pq import TransactionStatus
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 import llmos.storage.db as dbmod
 from llmos.storage.db import Database
@@ -62,3 +66,33 @@ def test_a_connection_used_moments_ago_is_not_pinged(
     with pytest.raises(OperationalError):
         _backend_pid(pg)
     assert _backend_pid(pg) != pid  # and the pool dropped the dead one
+
+
+async def test_a_read_waits_for_postgresql_in_a_thread_while_the_loop_runs(pg: Database) -> None:
+    ticks = 0
+
+    async def other_agent() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(other_agent())
+    try:
+        slept = await pg.read(lambda conn: conn.execute(text("SELECT pg_sleep(0.4), 7")).one())
+    finally:
+        ticker.cancel()
+    assert slept[1] == 7
+    assert ticks >= 10, ticks  # on the loop itself the read would have left it none
+    # and a read's errors reach the caller
+    with pytest.raises(ProgrammingError):
+        await pg.read(lambda conn: conn.execute(text("SELECT * FROM no_such_table")).all())
+
+
+async def test_a_sqlite_read_runs_on_the_loop(home: Path) -> None:
+    db = Database.open(home / "llmos.db")
+    try:
+        thread = await db.read(lambda _conn: threading.current_thread())
+        assert thread is threading.current_thread()
+    finally:
+        db.close()

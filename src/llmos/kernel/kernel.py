@@ -275,7 +275,7 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         and reply as it happens (for streaming). Raises MessageTooLong for a
         message over half the agent's budget (nothing is stored).
         """
-        image = self.image(name_or_id, owner)
+        image = await self.waker.load(name_or_id, owner)
         event = self.waker.message(image, role, text)
         return await self.waker.wake(image.id, owner, self.journal.starting([event]), on_event)
 

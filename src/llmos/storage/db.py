@@ -16,14 +16,16 @@ search: FTS5 or tsvector) and `vectors.py` (binary codes or pgvector).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -33,6 +35,9 @@ from sqlalchemy.pool import QueuePool
 from llmos.errors import BackendError, InvalidRequest
 
 DATABASE_URL_ENV = "LLMOS_DATABASE_URL"
+#: threads that run `Database.read` on PostgreSQL
+READ_THREADS = 4
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(BackendError, OSError):
@@ -87,6 +92,7 @@ class Database:
         self._reader = (
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else engine
         )
+        self._readers: ThreadPoolExecutor | None = None  # for `read`, made on first use
         from llmos.storage.vectors import VectorIndex
 
         self.vectors = VectorIndex(engine)
@@ -126,7 +132,12 @@ class Database:
         if parsed.get_driver_name() != "psycopg":
             # psycopg 3 is the driver llmos depends on; others may be absent.
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed, poolclass=QueuePool, pool_size=4, max_overflow=8)
+        # The pool holds a connection for each thread that may use one at once
+        # (the loop's, the reader threads, the group commit's), so none is
+        # opened and closed again under load; overflow covers bursts.
+        engine = create_engine(
+            parsed, poolclass=QueuePool, pool_size=READ_THREADS + 4, max_overflow=8
+        )
         _ping_when_idle(engine)
         return cls._ready(engine, migrate)
 
@@ -171,7 +182,25 @@ class Database:
         with self._reader.connect() as conn:
             yield conn
 
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` on a read connection; on PostgreSQL in a worker thread, so
+        the event loop goes on while the server answers (a local SQLite read is
+        quicker than the hop to a thread). `work` may only read."""
+        if not self.is_postgres:
+            with self.connect() as conn:
+                return work(conn)
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="llmos-read")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        with self.connect() as conn:
+            return work(conn)
+
     def close(self) -> None:
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            readers.shutdown(wait=True)
         self.engine.dispose()
 
 
