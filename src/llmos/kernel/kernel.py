@@ -116,7 +116,9 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         self.approval_store = Approvals(db)
         self.files = FileStore(db)
         self.journal = TurnJournal()  # where each turn began, for a retry's undo
-        self.waker = Waker(self, self.procs, self.store, self.cores, self.approval_store, leases)
+        self.waker = Waker(
+            self, self.procs, self.store, self.cores, self.approval_store, leases, self.tools
+        )
         self._messenger: AgentMessenger | None = None
         run_user_tool = partial(execute_user_tool, self, builtins=BUILTINS, result=FunctionResult)
         handlers = SyscallHandlers(

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from llmos.kernel.leases import AgentLeases
     from llmos.llm.core import Core
     from llmos.memory.image import AgentImage
+    from llmos.tools.registry import ToolManager
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class Waker:
         cores: CoreTable,
         approvals: Approvals,
         leases: AgentLeases | None,
+        tools: ToolManager | None = None,
     ) -> None:
         self.kernel = kernel
         self.procs = procs
@@ -119,6 +121,7 @@ class Waker:
         self.cores = cores
         self.approvals = approvals
         self.leases = leases
+        self.tools = tools
         # (owner, name or id) -> agent id, so a loaded agent is found without SQL
         self._ids: dict[tuple[str, str], str] = {}
         # agent id -> calls waiting for approval that this kernel saw made or
@@ -164,6 +167,8 @@ class Waker:
         def read(conn: Connection) -> tuple[Any, AgentImage, int]:
             row = self._find(conn, name_or_id, owner)
             image = self.store.load(conn, row)
+            if self.tools is not None:  # its attached tools, which its turn reads next
+                self.tools.attached(row.id, row.owner)
             return row, image, self.approvals.pending_count(image.id)
 
         row, image, pending = await self.store.db.read(read)
