@@ -10,6 +10,12 @@ opens either engine from a SQLAlchemy URL (`sqlite:///path` or
 user asked for: `LLMOS_DATABASE_URL` when set, else `home/llmos.db`. Every
 open brings the schema to the current revision (`schema.py`).
 
+On PostgreSQL, where every statement is a network round trip: `connect`
+gives a read connection without a transaction (no BEGIN or ROLLBACK around
+a read), `read` runs a read in a worker thread so the event loop is not held
+while the server answers, and a pooled connection is pinged only after it
+idled (`_ping_when_idle`), not on every use.
+
 The engine-specific SQL lives beside this module: `search.py` (full-text
 search: FTS5 or tsvector) and `vectors.py` (binary codes or pgvector).
 """
