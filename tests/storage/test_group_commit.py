@@ -4,6 +4,7 @@ and writes whose submitter was cancelled."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,96 @@ async def test_a_cancelled_submitter_still_gets_its_write_and_callback(db: Datab
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0)
+    await group.drain()
     assert rows(db) == [7] and done == [7]
+
+
+def sleeper(seconds: float, log: list[str]):
+    """A write that holds its transaction open for `seconds` (the database is slow)."""
+
+    def work(conn: Connection) -> str:
+        log.append("write started")
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_sleep({seconds})")
+        else:
+            time.sleep(seconds)
+        conn.execute(text("INSERT INTO t (x) VALUES (0)"))
+        log.append("write done")
+        return "slept"
+
+    return work
+
+
+async def test_the_loop_runs_other_coroutines_while_a_batch_waits_on_the_database(
+    db: Database,
+) -> None:
+    group = GroupCommit(db)
+    log: list[str] = []
+    ticks = 0
+
+    async def other_agent() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(other_agent())
+    try:
+        assert await group.submit(sleeper(0.5, log)) == "slept"
+    finally:
+        ticker.cancel()
+    assert log == ["write started", "write done"]
+    # On the loop, the sleep would have left the other coroutine no tick at all.
+    assert ticks >= 10, ticks
+    assert rows(db) == [0]
+
+
+async def test_the_same_write_on_the_loop_blocks_it(db: Database) -> None:
+    """The check above can fail: unthreaded, the batch holds the loop."""
+    group = GroupCommit(db, threaded=False)
+    ticks = 0
+
+    async def other_agent() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(other_agent())
+    await asyncio.sleep(0)
+    try:
+        await group.submit(sleeper(0.3, []))
+    finally:
+        ticker.cancel()
+    assert ticks <= 1
+
+
+async def test_writes_submitted_during_a_batch_commit_after_it_in_order(db: Database) -> None:
+    group = GroupCommit(db)
+    log: list[str] = []
+    committed: list[object] = []
+    first = group.submit(sleeper(0.3, log), committed.append)
+    while log != ["write started"]:  # the first batch is in the database now
+        await asyncio.sleep(0.005)
+    later = [group.submit(insert(i), committed.append) for i in range(1, 6)]
+    assert not any(f.done() for f in later)
+    assert await first == "slept"
+    assert not any(f.done() for f in later)  # answered only once their own commit is done
+    assert await asyncio.gather(*later) == [1, 2, 3, 4, 5]
+    assert committed == ["slept", 1, 2, 3, 4, 5]
+    assert group.batches == 2  # the five formed one batch behind the first
+    assert rows(db) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_drain_waits_and_a_closed_group_still_commits_on_the_loop(db: Database) -> None:
+    group = GroupCommit(db)
+    log: list[str] = []
+    pending = group.submit(sleeper(0.2, log))
+    await group.drain()
+    assert pending.done() and log == ["write started", "write done"]
+    group.close()
+    assert await group.submit(insert(3)) == 3
+    assert rows(db) == [0, 3]
 
 
 async def test_many_agents_commit_in_shared_batches(kernel: Kernel) -> None:
@@ -135,3 +224,25 @@ def test_a_flush_left_behind_by_an_ended_loop_does_not_block_the_next(db: Databa
 
     assert asyncio.run(next_command()) == 2
     assert rows(db) == [1, 2]  # the orphaned write was committed too, by the next flush
+
+
+def test_a_batch_in_flight_when_its_loop_ends_still_runs_its_callbacks(db: Database) -> None:
+    """A CLI command's loop can end while its batch is in the database: the batch
+    commits, its callbacks run, and the next command's writes go on."""
+    group = GroupCommit(db)
+    log: list[str] = []
+    done: list[object] = []
+
+    async def leave_mid_batch() -> None:
+        group.submit(sleeper(0.3, log), done.append)
+        while log != ["write started"]:
+            await asyncio.sleep(0.005)
+
+    asyncio.run(leave_mid_batch())
+
+    async def next_command() -> int:
+        return await asyncio.wait_for(group.submit(insert(2)), 5)
+
+    assert asyncio.run(next_command()) == 2
+    assert done == ["slept"]
+    assert rows(db) == [0, 2]

@@ -13,6 +13,14 @@ average, bursts of up to `burst`. `redact()` (from `llmos/redact.py`, kept
 importable here) blanks anything that looks like a secret (llmos keys,
 provider keys, bearer tokens) in text bound for a response or a log.
 
+A verified key is remembered for a few seconds (`KeyCache`, shared by the
+access managers of one `Database` in a process), so a request does not cost a
+database round trip for its key. Revocation through an access manager of this
+process takes effect at once (it forgets the user's keys); a key revoked by
+another process — another node, or `llmos user key --revoke-old` — is still
+accepted by a node that verified it until its entry expires:
+`LLMOS_KEY_CACHE_SECONDS` (default 5, 0 turns the cache off).
+
 Per-agent grants, approvals of irreversible tools and the audit log live
 next door in `grants.py`, `approvals.py` and `audit.py`. Left out:
 roles/admins, key expiry, and sharing agents between users. Rate-limit
@@ -26,11 +34,15 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +65,8 @@ USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 RESERVED_NAMES = frozenset({"local"})
 # Longer than any key we issue: reject before hashing attacker-sized input.
 _MAX_KEY_CHARS = 128
+KEY_CACHE_ENV = "LLMOS_KEY_CACHE_SECONDS"
+DEFAULT_KEY_CACHE_SECONDS = 5.0
 
 
 class UserExists(Conflict):
@@ -92,11 +106,87 @@ _BY_DIGEST = (
 )
 
 
+def key_cache_seconds() -> float:
+    """$LLMOS_KEY_CACHE_SECONDS (unset: 5; 0: no cache). Raises ValueError naming it."""
+    raw = os.environ.get(KEY_CACHE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_KEY_CACHE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{KEY_CACHE_ENV} must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value <= 3600:
+        raise ValueError(f"{KEY_CACHE_ENV} must be between 0 and 3600 seconds, not {raw}")
+    return value
+
+
+class KeyCache:
+    """Users of keys verified in the last `ttl` seconds, by the key's sha256 (never
+    the key). At most `size` entries: the oldest go first. Refusals are not kept:
+    random keys would then push out the good ones. Thread-safe (a test or the CLI
+    may revoke from another thread than the server's)."""
+
+    def __init__(
+        self, ttl: float, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[User, float]] = OrderedDict()  # digest -> ...
+        self._lock = threading.Lock()
+        #: bumped by every `forget_user`: a lookup that began before it is not kept
+        self.generation = 0
+
+    def get(self, digest: str) -> User | None:
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[1] <= self.clock():
+                del self._entries[digest]
+                return None
+            return entry[0]
+
+    def put(self, digest: str, user: User, generation: int) -> None:
+        """Keep `user` for `digest`, unless a revocation came since `generation` was read."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            self._entries[digest] = (user, self.clock() + self.ttl)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def forget_user(self, user_id: str) -> None:
+        with self._lock:
+            self.generation += 1
+            for digest in [d for d, (u, _) in self._entries.items() if u.id == user_id]:
+                del self._entries[digest]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# One cache per database object, so every access manager of a process on it
+# (the server's, a test's) sees the others' revocations at once.
+_CACHES: weakref.WeakKeyDictionary[Database, KeyCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
 class AccessManager:
     """Users and API keys on the kernel's database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        with _CACHES_LOCK:
+            cache = _CACHES.get(db)
+            if cache is None:
+                cache = _CACHES[db] = KeyCache(key_cache_seconds())
+        self.verified = cache
 
     def create_user(self, name: str) -> tuple[User, str]:
         """Create a user and their first key; returns (user, key). Raises UserExists, ValueError."""
@@ -135,11 +225,13 @@ class AccessManager:
             row = conn.execute(select(users).where(users.c.name == name)).first()
             if row is None:
                 raise UserNotFound(f"no user named {name!r}")
-            return conn.execute(
+            revoked = conn.execute(
                 update(api_keys)
                 .where(api_keys.c.user_id == row.id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             ).rowcount
+        self.verified.forget_user(row.id)  # after the commit: no lookup re-adds them
+        return revoked
 
     @staticmethod
     def _insert_key(conn: Any, user_id: str, key: str) -> None:
@@ -176,6 +268,10 @@ class AccessManager:
         if not key or len(key) > _MAX_KEY_CHARS or not key.startswith(KEY_PREFIX):
             return None
         digest = hash_key(key)
+        user = self.verified.get(digest)
+        if user is not None:
+            return user
+        generation = self.verified.generation
         with self.db.connect() as conn:
             row = conn.execute(_BY_DIGEST, {"digest": digest}).first()
         # The lookup is by digest; the constant-time comparison keeps the final
@@ -185,7 +281,9 @@ class AccessManager:
         if row.name.lower() in RESERVED_NAMES:  # made before the name was reserved
             log.warning("refused a key of user %r: the name is reserved", row.name)
             return None
-        return User(row.id, row.name, row.created_at)
+        user = User(row.id, row.name, row.created_at)
+        self.verified.put(digest, user, generation)
+        return user
 
 
 class WorkQueueFull(Busy):

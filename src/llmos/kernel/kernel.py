@@ -116,7 +116,9 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         self.approval_store = Approvals(db)
         self.files = FileStore(db)
         self.journal = TurnJournal()  # where each turn began, for a retry's undo
-        self.waker = Waker(self, self.procs, self.store, self.cores, self.approval_store, leases)
+        self.waker = Waker(
+            self, self.procs, self.store, self.cores, self.approval_store, leases, self.tools
+        )
         self._messenger: AgentMessenger | None = None
         run_user_tool = partial(execute_user_tool, self, builtins=BUILTINS, result=FunctionResult)
         handlers = SyscallHandlers(
@@ -168,6 +170,8 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         await self.mcp.aclose()
         if self._messenger is not None:
             await self._messenger.close()
+        await self.group_commit.drain()  # writes in flight commit before the pool goes
+        self.group_commit.close()
         if self.leases is not None:
             with contextlib.suppress(Exception), self.db.begin() as conn:
                 self.leases.release_all(conn)
@@ -273,7 +277,7 @@ class Kernel(AgentVerbs, MemoryVerbs, AccessVerbs):
         and reply as it happens (for streaming). Raises MessageTooLong for a
         message over half the agent's budget (nothing is stored).
         """
-        image = self.image(name_or_id, owner)
+        image = await self.waker.load(name_or_id, owner)
         event = self.waker.message(image, role, text)
         return await self.waker.wake(image.id, owner, self.journal.starting([event]), on_event)
 

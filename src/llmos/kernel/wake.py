@@ -33,7 +33,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -45,6 +45,8 @@ from llmos.memory.window import message_tokens
 from llmos.storage.models import approvals as approvals_table
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from llmos.access.approvals import Approvals
     from llmos.agent.loop import EventSink
     from llmos.agent.syscalls import KernelInterface
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from llmos.kernel.leases import AgentLeases
     from llmos.llm.core import Core
     from llmos.memory.image import AgentImage
+    from llmos.tools.registry import ToolManager
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class Waker:
         cores: CoreTable,
         approvals: Approvals,
         leases: AgentLeases | None,
+        tools: ToolManager | None = None,
     ) -> None:
         self.kernel = kernel
         self.procs = procs
@@ -127,6 +131,7 @@ class Waker:
         self.cores = cores
         self.approvals = approvals
         self.leases = leases
+        self.tools = tools
         # (owner, name or id) -> agent id, so a loaded agent is found without SQL
         self._ids: dict[tuple[str, str], str] = {}
         # agent id -> calls waiting for approval that this kernel saw made or
@@ -150,26 +155,63 @@ class Waker:
 
     def image(self, name_or_id: str, owner: str) -> AgentImage:
         """The agent's in-memory image, loaded from the database if needed."""
-        agent_id = self._ids.get((owner, name_or_id))
-        if agent_id is not None:  # the hot path: no database round trip
-            proc = self.procs.peek(agent_id)
-            if proc is not None and proc.image is not None:
-                self.procs.touch(proc)
-                return proc.image
+        cached = self._cached(name_or_id, owner)
+        if cached is not None:  # the hot path: no database round trip
+            return cached
         with self.store.db.connect() as conn:
-            row = self.store.find(conn, name_or_id, owner)
-            if row is None:
-                raise AgentNotFound(f"no agent named {name_or_id!r}")
-            self._ids[(owner, row.name)] = self._ids[(owner, row.id)] = row.id
-            proc = self.procs.get(row.id, row.name)
+            row = self._find(conn, name_or_id, owner)
+            proc = self._proc(row, owner)
             if proc.image is not None:
                 self.procs.touch(proc)
                 return proc.image
             image = self.store.load(conn, row)
+        return self._keep(proc, image, self.approvals.pending_count(image.id))
+
+    async def load(self, name_or_id: str, owner: str) -> AgentImage:
+        """`image`, with a load's reads off the event loop (`Database.read`): on
+        PostgreSQL the loop runs other agents while the server answers."""
+        cached = self._cached(name_or_id, owner)
+        if cached is not None:
+            return cached
+
+        def read(conn: Connection) -> tuple[Any, AgentImage, int]:
+            row = self._find(conn, name_or_id, owner)
+            image = self.store.load(conn, row)
+            if self.tools is not None:  # its attached tools, which its turn reads next
+                self.tools.attached(row.id, row.owner)
+            return row, image, self.approvals.pending_count(image.id)
+
+        row, image, pending = await self.store.db.read(read)
+        proc = self._proc(row, owner)
+        if proc.image is not None:  # loaded by someone else meanwhile: keep that one
+            self.procs.touch(proc)
+            return proc.image
+        return self._keep(proc, image, pending)
+
+    def _cached(self, name_or_id: str, owner: str) -> AgentImage | None:
+        agent_id = self._ids.get((owner, name_or_id))
+        if agent_id is not None:
+            proc = self.procs.peek(agent_id)
+            if proc is not None and proc.image is not None:
+                self.procs.touch(proc)
+                return proc.image
+        return None
+
+    def _find(self, conn: Connection, name_or_id: str, owner: str) -> Any:
+        row = self.store.find(conn, name_or_id, owner)
+        if row is None:
+            raise AgentNotFound(f"no agent named {name_or_id!r}")
+        return row
+
+    def _proc(self, row: Any, owner: str) -> Process:
+        self._ids[(owner, row.name)] = self._ids[(owner, row.id)] = row.id
+        return self.procs.get(row.id, row.name)
+
+    def _keep(self, proc: Process, image: AgentImage, pending: int) -> AgentImage:
         proc.image = image
         self.procs.touch(proc)
         # calls left waiting for approval by an earlier kernel (a restart)
-        self.awaiting[image.id] = self.approvals.pending_count(image.id)
+        self.awaiting[image.id] = pending
         if self.awaiting[image.id] and not proc.lock.locked():
             proc.set(ProcState.WAITING_APPROVAL)
         return image
@@ -282,7 +324,7 @@ class Waker:
         proc, image = self.process(name_or_id, owner)
         core = self.core_of(image)
         async with self._running(proc):
-            image = self.image(image.id, owner)  # it may have been reloaded meanwhile
+            image = await self.load(image.id, owner)  # it may have been reloaded meanwhile
             proc.core = core.name
             if callable(events):
                 events = events(image)
@@ -309,7 +351,7 @@ class Waker:
         proc, image = self.process(agent_id, owner)
         core = self.core_of(image)
         async with self._running(proc):
-            image = self.image(agent_id, owner)
+            image = await self.load(agent_id, owner)
             proc.core = core.name
             before = self.resumed
             proc.set(ProcState.RUNNING)

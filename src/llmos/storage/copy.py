@@ -86,7 +86,8 @@ def copy_database(
     """Copy everything from `source` into the empty `target`; verify; return what was copied."""
     report = CopyReport()
     tell = progress or (lambda _label, _done, _total: None)
-    with source.connect() as src, target.begin() as dst:
+    # A transaction on the source too: streaming its rows needs one on PostgreSQL.
+    with source.engine.connect() as src, target.begin() as dst:
         for table in ("agents", "users", "files", "tools"):
             if _count(dst, metadata.tables[table]):
                 raise TargetNotEmpty(

@@ -10,28 +10,40 @@ opens either engine from a SQLAlchemy URL (`sqlite:///path` or
 user asked for: `LLMOS_DATABASE_URL` when set, else `home/llmos.db`. Every
 open brings the schema to the current revision (`schema.py`).
 
+On PostgreSQL, where every statement is a network round trip: `connect`
+gives a read connection without a transaction (no BEGIN or ROLLBACK around
+a read), `read` runs a read in a worker thread so the event loop is not held
+while the server answers, and a pooled connection is pinged only after it
+idled (`_ping_when_idle`), not on every use.
+
 The engine-specific SQL lives beside this module: `search.py` (full-text
 search: FTS5 or tsvector) and `vectors.py` (binary codes or pgvector).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.pool import QueuePool
 
 from llmos.errors import BackendError, InvalidRequest
 
 DATABASE_URL_ENV = "LLMOS_DATABASE_URL"
+#: threads that run `Database.read` on PostgreSQL
+READ_THREADS = 4
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(BackendError, OSError):
@@ -79,6 +91,14 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect: str = engine.dialect.name  # "sqlite" or "postgresql"
+        # Reads on PostgreSQL run in autocommit: a plain read is then one round
+        # trip instead of three (BEGIN, the query, ROLLBACK). Under READ
+        # COMMITTED each statement of a transaction takes its own snapshot
+        # anyway, so a read sees what it would have seen in one.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else engine
+        )
+        self._readers: ThreadPoolExecutor | None = None  # for `read`, made on first use
         from llmos.storage.vectors import VectorIndex
 
         self.vectors = VectorIndex(engine)
@@ -118,9 +138,13 @@ class Database:
         if parsed.get_driver_name() != "psycopg":
             # psycopg 3 is the driver llmos depends on; others may be absent.
             parsed = parsed.set(drivername="postgresql+psycopg")
+        # The pool holds a connection for each thread that may use one at once
+        # (the loop's, the reader threads, the group commit's), so none is
+        # opened and closed again under load; overflow covers bursts.
         engine = create_engine(
-            parsed, poolclass=QueuePool, pool_size=4, max_overflow=8, pool_pre_ping=True
+            parsed, poolclass=QueuePool, pool_size=READ_THREADS + 4, max_overflow=8
         )
+        _ping_when_idle(engine)
         return cls._ready(engine, migrate)
 
     @classmethod
@@ -160,10 +184,29 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        """A connection for reads (autocommit on PostgreSQL: write with `begin`)."""
+        with self._reader.connect() as conn:
             yield conn
 
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` on a read connection; on PostgreSQL in a worker thread, so
+        the event loop goes on while the server answers (a local SQLite read is
+        quicker than the hop to a thread). `work` may only read."""
+        if not self.is_postgres:
+            with self.connect() as conn:
+                return work(conn)
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="llmos-read")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        with self.connect() as conn:
+            return work(conn)
+
     def close(self) -> None:
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            readers.shutdown(wait=True)
         self.engine.dispose()
 
 
@@ -175,6 +218,37 @@ def open_database(
     if url:
         return Database.from_url(url, migrate=migrate)
     return Database.open(Path(home) / "llmos.db", migrate=migrate)
+
+
+#: a pooled connection unused this long is pinged before it is handed out
+IDLE_PING_SECONDS = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled PostgreSQL connection before use only if it sat idle a while.
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout: a round trip per
+    read, a quarter of a node's database time under load. A connection in use
+    moments ago is alive; one that idled (through a restart of the server, a
+    proxy's idle timeout) is pinged and, if dead, replaced before the caller
+    sees it. A server that goes away mid-burst still fails the statements
+    already on its connections, which SQLAlchemy then drops from the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception:
+            alive = False
+        if not alive:  # the pool replaces it with a fresh connection
+            raise DisconnectionError("the pooled connection is gone")
 
 
 def _sqlite_engine(path: Path) -> Engine:

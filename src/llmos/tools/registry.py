@@ -151,6 +151,9 @@ class ToolManager:
         # (agent id, owner) -> attached tools: read on every step, changed rarely.
         # Every change made through this process clears it (`invalidate`).
         self._attached: dict[tuple[str, str], list[UserTool]] = {}
+        # bumped by `invalidate`: a lookup that began before it keeps nothing
+        # (the kernel may look one up in a reader thread, see kernel/wake.py)
+        self._generation = 0
         self.db = db
         self.limits = limits or sandbox.Limits()
         self.allow_unsafe = allow_unsafe
@@ -378,6 +381,7 @@ class ToolManager:
         return bool(gone)
 
     def invalidate(self) -> None:
+        self._generation += 1
         self._attached.clear()
 
     def attached(self, agent_id: str, owner: str) -> list[UserTool]:
@@ -385,6 +389,7 @@ class ToolManager:
         cached = self._attached.get((agent_id, owner))
         if cached is not None:
             return cached
+        generation = self._generation
         with self.db.connect() as conn:
             rows = conn.execute(
                 select(tools)
@@ -401,7 +406,8 @@ class ToolManager:
             ).fetchall()
         found = [_row_tool(r) for r in rows]
         found += [t for (n,) in names if (t := builtin_tool(owner, n)) is not None]
-        self._attached[(agent_id, owner)] = found
+        if generation == self._generation:
+            self._attached[(agent_id, owner)] = found
         return found
 
     def attached_tool(self, agent_id: str, owner: str, name: str) -> UserTool | None:

@@ -1,0 +1,34 @@
+"""The cache of an agent's attached tools: a lookup that an invalidation overtook (the
+kernel may look one up in a reader thread while a tool is attached on the loop) keeps
+nothing, so the next turn sees the new tool."""
+
+from __future__ import annotations
+
+from sqlalchemy import event
+
+from llmos import Kernel
+from llmos.llm.replay import ScriptedCore, call
+from llmos.tools.registry import ToolManager
+
+
+async def test_a_lookup_overtaken_by_an_invalidation_is_not_kept(kernel: Kernel) -> None:
+    async def instant(_request):
+        return call("send_message", message="ok")
+
+    kernel.add_core(ScriptedCore(instant, name="scripted/instant"))
+    await kernel.create_agent("helper", model="scripted/instant", embedder="test/hash")
+    agent_id = kernel.image("helper").id
+    tools = ToolManager(kernel.db)
+    queries: list[bool] = []
+
+    # After the lookup's second (last) query, before it keeps the answer, a tool
+    # is attached.
+    @event.listens_for(kernel.db.engine, "after_cursor_execute")
+    def _attach_meanwhile(*_args: object) -> None:
+        queries.append(True)
+        if len(queries) == 2:
+            tools.attach(agent_id, "local", "calculate")
+
+    assert tools.attached(agent_id, "local") == []  # what it read before the attach
+    event.remove(kernel.db.engine, "after_cursor_execute", _attach_meanwhile)
+    assert [t.name for t in tools.attached(agent_id, "local")] == ["calculate"]
