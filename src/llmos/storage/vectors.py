@@ -47,8 +47,10 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    func,
     select,
     text,
+    true,
 )
 
 from llmos.storage.models import passages
@@ -59,20 +61,21 @@ if TYPE_CHECKING:
 
 _PREFIX = "passages_vec_"
 _NAME = re.compile(r"^passages_vec_([0-9]+)$")
-# HNSW: pgvector's default graph (m 16, ef_construction 64) and the widest
-# search pgvector allows. benchmarks/archival_scale.py, one agent, recall@10 at
-# ef_search 100 / 200 / 400 / 1000: 100k 0.95 / 0.98 / 0.99 / -, 1M 0.77 /
-# 0.84 / 0.90 / 0.951 (p50 60 ms on 2 busy cores). A denser graph (m 24-32,
-# ef_construction 128+) would leave more margin at 1M but builds about twice
-# as long as the 25 min measured here: not measured. A table of at most
-# SMALL_TABLE vectors (all agents of that dimension: they share one graph) is
-# searched with SMALL_EF instead: at 100k, ef 400 gives 0.99 in 7.8 ms p50
-# against 23 ms at 1000 (a quiet machine). LLMOS_HNSW_EF_SEARCH overrides both.
+# HNSW: a denser graph than pgvector's default (m 16, ef_construction 64),
+# which at 1M passages needed ef_search 1000 for recall@10 0.95 (p50 60 ms).
+# benchmarks/archival_scale.py, one agent, PostgreSQL with shared_buffers
+# holding the graph, load 1.3 on 2 cores: at 1M, ef_search 100 / 400 / 500 /
+# 600 give recall@10 0.87 / 0.94 / 0.966 / 0.971 at p50 10.3 / 13.8 / 14.9 /
+# 15.5 ms; at 100k, ef_search 40 / 100 give 0.99 / 1.0 at 4.9 / 5.3 ms. The
+# price is at insert: about 3x the work per vector (migration 0005 rebuilds
+# older indexes). A table of at most SMALL_TABLE vectors (all agents of that
+# dimension: they share one graph) is searched with SMALL_EF, larger ones with
+# EF_SEARCH. LLMOS_HNSW_EF_SEARCH overrides both.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 128
-EF_SEARCH = 1000
+EF_SEARCH = 500
 SMALL_TABLE = 100_000
-SMALL_EF = 400
+SMALL_EF = 100
 #: seconds a table's row estimate is reused before pg_class is read again
 ROWS_TTL = 60.0
 
@@ -288,23 +291,29 @@ class VectorIndex:
             return _sqlite_search(conn, table.name, agent_id, query, k)
         # HNSW keeps ef_search candidates (recall: see EF_SEARCH; pgvector's
         # default of 40 gives 0.81 at 100k). The iterative scan goes on until k
-        # rows of this agent are found (pgvector 0.8).
-        conn.execute(
-            text(
-                "SELECT set_config('hnsw.ef_search', :ef, true), "
-                "set_config('hnsw.iterative_scan', 'strict_order', true)"
-            ),
-            {"ef": str(min(1000, max(ef_search(self._row_estimate(conn, table.name)), 2 * k)))},
-        )
+        # rows of this agent are found (pgvector 0.8). Both are set by the
+        # statement that searches: reads run in autocommit (storage/db.py),
+        # where a setting local to a transaction lasts one statement. The
+        # search is LATERAL to the settings' row, so it runs after them.
+        ef = min(1000, max(ef_search(self._row_estimate(conn, table.name)), 2 * k))
+        settings = select(
+            func.set_config("hnsw.ef_search", str(ef), True).label("ef"),
+            func.set_config("hnsw.iterative_scan", "strict_order", True).label("scan"),
+        ).subquery("settings")
         import numpy as np
 
-        q = np.asarray(query, dtype=np.float32)
-        distance = table.c.embedding.cosine_distance(q)
-        rows = conn.execute(
-            select(table.c.passage_id, distance)
-            .where(table.c.agent_id == agent_id)
+        distance = table.c.embedding.cosine_distance(np.asarray(query, dtype=np.float32))
+        nearest = (
+            select(table.c.passage_id, distance.label("distance"))
+            .where(table.c.agent_id == agent_id, settings.c.ef.is_not(None))
             .order_by(distance)
             .limit(k)
+            .lateral("nearest")
+        )
+        rows = conn.execute(
+            select(nearest.c.passage_id, nearest.c.distance)
+            .select_from(settings.join(nearest, true()))
+            .order_by(nearest.c.distance)
         ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 
