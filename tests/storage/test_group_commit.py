@@ -16,6 +16,7 @@ from llmos.llm.replay import ScriptedCore, call
 from llmos.storage.db import Database, open_database
 from llmos.storage.group_commit import GroupCommit
 from tests.conftest import both_engines
+from tests.fakes.ticker import ticking
 
 engine = both_engines()
 
@@ -115,43 +116,20 @@ async def test_the_loop_runs_other_coroutines_while_a_batch_waits_on_the_databas
 ) -> None:
     group = GroupCommit(db)
     log: list[str] = []
-    ticks = 0
-
-    async def other_agent() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(other_agent())
-    try:
+    async with ticking() as ticks:
         assert await group.submit(sleeper(0.5, log)) == "slept"
-    finally:
-        ticker.cancel()
     assert log == ["write started", "write done"]
     # On the loop, the sleep would have left the other coroutine no tick at all.
-    assert ticks >= 10, ticks
+    assert ticks.count >= 10, ticks.count
     assert rows(db) == [0]
 
 
 async def test_the_same_write_on_the_loop_blocks_it(db: Database) -> None:
     """The check above can fail: unthreaded, the batch holds the loop."""
     group = GroupCommit(db, threaded=False)
-    ticks = 0
-
-    async def other_agent() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(other_agent())
-    await asyncio.sleep(0)
-    try:
+    async with ticking() as ticks:
         await group.submit(sleeper(0.3, []))
-    finally:
-        ticker.cancel()
-    assert ticks <= 1
+    assert ticks.count <= 1
 
 
 async def test_writes_submitted_during_a_batch_commit_after_it_in_order(db: Database) -> None:

@@ -4,7 +4,6 @@ replaced before anyone uses it."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 import llmos.storage.db as dbmod
 from llmos.storage.db import Database
+from tests.fakes.ticker import ticking
 
 
 @pytest.fixture
@@ -69,21 +69,10 @@ def test_a_connection_used_moments_ago_is_not_pinged(
 
 
 async def test_a_read_waits_for_postgresql_in_a_thread_while_the_loop_runs(pg: Database) -> None:
-    ticks = 0
-
-    async def other_agent() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(other_agent())
-    try:
+    async with ticking() as ticks:
         slept = await pg.read(lambda conn: conn.execute(text("SELECT pg_sleep(0.4), 7")).one())
-    finally:
-        ticker.cancel()
     assert slept[1] == 7
-    assert ticks >= 10, ticks  # on the loop itself the read would have left it none
+    assert ticks.count >= 10, ticks.count  # on the loop itself the read would have left it none
     # and a read's errors reach the caller
     with pytest.raises(ProgrammingError):
         await pg.read(lambda conn: conn.execute(text("SELECT * FROM no_such_table")).all())

@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import threading
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from llmos.environ import seconds_from_env
 from llmos.errors import Busy, Conflict, NotFound
 from llmos.redact import redact as redact  # the server imports it from here
 from llmos.storage.models import api_keys, users
@@ -108,16 +108,7 @@ _BY_DIGEST = (
 
 def key_cache_seconds() -> float:
     """$LLMOS_KEY_CACHE_SECONDS (unset: 5; 0: no cache). Raises ValueError naming it."""
-    raw = os.environ.get(KEY_CACHE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_KEY_CACHE_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{KEY_CACHE_ENV} must be a number of seconds, not {raw!r}") from None
-    if not 0 <= value <= 3600:
-        raise ValueError(f"{KEY_CACHE_ENV} must be between 0 and 3600 seconds, not {raw}")
-    return value
+    return seconds_from_env(KEY_CACHE_ENV, DEFAULT_KEY_CACHE_SECONDS, 0, 3600)
 
 
 class KeyCache:

@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from typing import NamedTuple
 
 from sqlalchemy import Connection, text
 
+from llmos.environ import seconds_from_env
 from llmos.errors import Busy
 from llmos.storage.group_commit import GroupCommit
 
@@ -76,21 +76,6 @@ DEFAULT_TTL = 60.0
 TTL_ENV = "LLMOS_LEASE_TTL"
 #: how long a kernel waits for an agent another kernel holds (then LeaseTimeout)
 DEFAULT_WAIT = 300.0
-
-
-def seconds_from_env(name: str, default: float, low: float, high: float) -> float:
-    """Seconds from the environment variable `name` (unset or empty: `default`), which
-    must lie in [low, high]. Raises ValueError naming the variable."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g} seconds, not {raw}")
-    return value
 
 
 def lease_ttl() -> float:

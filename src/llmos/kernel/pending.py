@@ -83,19 +83,9 @@ class PendingMessages:
         waiter: str | None = None,
     ) -> str:
         """Store a message for `target`; returns its id once the row is committed."""
-        pid = secrets.token_hex(8)
-        row = {
-            "id": pid,
-            "agent_id": target.id,
-            "owner": target.owner,
-            "content": content,
-            "hops": hops,
-            "created_at": time.time(),
-            "approval_id": approval_id,
-            "waiter": waiter,
-        }
+        row = _row(target, content, hops, approval_id=approval_id, waiter=waiter)
         await self.group_commit.submit(lambda conn: conn.execute(insert(pending_messages), row))
-        return pid
+        return row["id"]
 
     async def add_wait(
         self, target: AgentImage, content: str, hops: int, caller_id: str, waiter: str,
@@ -105,17 +95,8 @@ class PendingMessages:
         target's reply): an edge of the wait-for graph all nodes share. None, and
         nothing stored, if the edge would close a cycle of waits whose nodes are in
         `live` (a deadlock: every agent on it holds its turn while it waits)."""
-        pid = secrets.token_hex(8)
-        row = {
-            "id": pid,
-            "agent_id": target.id,
-            "owner": target.owner,
-            "content": content,
-            "hops": hops,
-            "created_at": time.time(),
-            "waiter": waiter,
-            "caller_id": caller_id,
-        }
+        row = _row(target, content, hops, waiter=waiter, caller_id=caller_id)
+        pid = row["id"]
 
         def write(conn: Connection) -> str | None:
             if conn.dialect.name == "postgresql":  # one change to the graph at a time
@@ -226,3 +207,16 @@ class PendingMessages:
         with self.db.begin() as conn:
             conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
         return dict(json.loads(row.result))
+
+
+def _row(target: AgentImage, content: str, hops: int, **more: str | None) -> dict[str, Any]:
+    """A new pending message for `target` (a fresh id), with the columns in `more`."""
+    return {
+        "id": secrets.token_hex(8),
+        "agent_id": target.id,
+        "owner": target.owner,
+        "content": content,
+        "hops": hops,
+        "created_at": time.time(),
+        **more,
+    }

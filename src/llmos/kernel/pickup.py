@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from llmos.kernel.leases import seconds_from_env
+from llmos.environ import seconds_from_env
 from llmos.kernel.nodes import NodeRegistry, assign
 
 if TYPE_CHECKING:

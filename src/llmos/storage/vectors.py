@@ -61,23 +61,19 @@ if TYPE_CHECKING:
 
 _PREFIX = "passages_vec_"
 _NAME = re.compile(r"^passages_vec_([0-9]+)$")
-# HNSW: a denser graph than pgvector's default (m 16, ef_construction 64),
-# which at 1M passages needed ef_search 1000 for recall@10 0.95 (p50 60 ms).
-# benchmarks/archival_scale.py, one agent, PostgreSQL with shared_buffers
-# holding the graph, load 1.3 on 2 cores: at 1M, ef_search 100 / 400 / 500 /
-# 600 give recall@10 0.87 / 0.94 / 0.966 / 0.971 at p50 10.3 / 13.8 / 14.9 /
-# 15.5 ms; at 100k, ef_search 40 / 100 give 0.99 / 1.0 at 4.9 / 5.3 ms. The
-# price is at insert: about 3x the work per vector (migration 0005 rebuilds
-# older indexes). A table of at most SMALL_TABLE vectors (all agents of that
-# dimension: they share one graph) is searched with SMALL_EF, larger ones with
-# EF_SEARCH. LLMOS_HNSW_EF_SEARCH overrides both.
+# HNSW: denser than pgvector's default graph (m 16, ef_construction 64), which
+# needed ef_search 1000 for recall@10 0.95 at 1M (60 ms). archival_scale.py,
+# one agent, the graph in shared_buffers, 2 cores: 1M, ef_search 400 / 500 /
+# 600: recall@10 0.94 / 0.966 / 0.971, p50 13.8 / 14.9 / 15.5 ms; 100k, ef 100:
+# 1.0, 5.3 ms. Inserts do about 3x the work (0005 rebuilds older indexes).
+# Tables (all agents of a dimension share one) of at most SMALL_TABLE vectors
+# use SMALL_EF, others EF_SEARCH; LLMOS_HNSW_EF_SEARCH overrides both.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 128
 EF_SEARCH = 500
 SMALL_TABLE = 100_000
 SMALL_EF = 100
-#: seconds a table's row estimate is reused before pg_class is read again
-ROWS_TTL = 60.0
+ROWS_TTL = 60.0  # seconds a table's row estimate is reused before pg_class is read again
 
 #: SQLite: passages per block of binary codes (a block is rewritten when a
 #: passage joins or leaves it: 4,096 codes of 384 bits are 192 KB; smaller blocks
@@ -289,12 +285,10 @@ class VectorIndex:
         table = self.table(dim, conn)
         if not self.is_postgres:
             return _sqlite_search(conn, table.name, agent_id, query, k)
-        # HNSW keeps ef_search candidates (recall: see EF_SEARCH; pgvector's
-        # default of 40 gives 0.81 at 100k). The iterative scan goes on until k
-        # rows of this agent are found (pgvector 0.8). Both are set by the
-        # statement that searches: reads run in autocommit (storage/db.py),
-        # where a setting local to a transaction lasts one statement. The
-        # search is LATERAL to the settings' row, so it runs after them.
+        # ef_search: see EF_SEARCH; the iterative scan goes on until k rows of this
+        # agent are found. The statement that searches sets both (LATERAL to their
+        # row, so after them): reads run in autocommit, where a setting local to
+        # a transaction would last only the statement that set it.
         ef = min(1000, max(ef_search(self._row_estimate(conn, table.name)), 2 * k))
         settings = select(
             func.set_config("hnsw.ef_search", str(ef), True).label("ef"),
