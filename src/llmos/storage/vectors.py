@@ -64,8 +64,8 @@ _NAME = re.compile(r"^passages_vec_([0-9]+)$")
 # HNSW: denser than pgvector's default graph (m 16, ef_construction 64), which
 # needed ef_search 1000 for recall@10 0.95 at 1M (60 ms). archival_scale.py,
 # one agent, the graph in shared_buffers, 2 cores: 1M, ef_search 400 / 500 /
-# 600: recall@10 0.94 / 0.966 / 0.971, p50 13.8 / 14.9 / 15.5 ms; 100k, ef 100:
-# 1.0, 5.3 ms. Inserts do about 3x the work (0005 rebuilds older indexes).
+# 600: recall@10 0.94 / 0.966 / 0.971, p50 12.9 / 14.9 / 14.5 ms; 100k, ef 100:
+# 1.0, 6.5 ms. Inserts do about 3x the work (0005 rebuilds older indexes).
 # Tables (all agents of a dimension share one) of at most SMALL_TABLE vectors
 # use SMALL_EF, others EF_SEARCH; LLMOS_HNSW_EF_SEARCH overrides both.
 HNSW_M = 32
