@@ -31,9 +31,9 @@ overrides. Irreversible tools need their owner's approval per call (see
 
 Each agent's attached set is cached in this process (it is read at every
 step) and dropped on every change made through this manager, or through the
-MCP manager (`invalidate`). A change made by another process (a `llmos tool
-attach` while `llmos serve` runs) reaches this one when its cache is next
-dropped, or at its restart.
+MCP manager (`invalidate`). A change made by another process (another node,
+or a `llmos tool attach` while `llmos serve` runs) reaches this one within
+ATTACHED_TTL seconds, when its cached set expires.
 
 Left out: tool dependencies (a tool can import what the kernel's Python has,
 nothing else), and sharing tools between owners.
@@ -144,13 +144,19 @@ def _row_tool(r: Any) -> UserTool:
     )
 
 
+#: seconds an agent's attached set is reused before it is read again: how long a
+#: tool attached or changed through another node takes to reach this one
+ATTACHED_TTL = 5.0
+
+
 class ToolManager:
     def __init__(
         self, db: Database, limits: sandbox.Limits | None = None, *, allow_unsafe: bool = True
     ) -> None:
-        # (agent id, owner) -> attached tools: read on every step, changed rarely.
-        # Every change made through this process clears it (`invalidate`).
-        self._attached: dict[tuple[str, str], list[UserTool]] = {}
+        # (agent id, owner) -> (when read, attached tools): read on every step,
+        # changed rarely. Every change made through this process clears it
+        # (`invalidate`); other processes' changes arrive as entries expire.
+        self._attached: dict[tuple[str, str], tuple[float, list[UserTool]]] = {}
         # bumped by `invalidate`: a lookup that began before it keeps nothing
         # (the kernel may look one up in a reader thread, see kernel/wake.py)
         self._generation = 0
@@ -387,8 +393,9 @@ class ToolManager:
     def attached(self, agent_id: str, owner: str) -> list[UserTool]:
         """The agent's attached tools (owned by its owner), by name."""
         cached = self._attached.get((agent_id, owner))
-        if cached is not None:
-            return cached
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < ATTACHED_TTL:
+            return cached[1]
         generation = self._generation
         with self.db.connect() as conn:
             rows = conn.execute(
@@ -407,7 +414,7 @@ class ToolManager:
         found = [_row_tool(r) for r in rows]
         found += [t for (n,) in names if (t := builtin_tool(owner, n)) is not None]
         if generation == self._generation:
-            self._attached[(agent_id, owner)] = found
+            self._attached[(agent_id, owner)] = (now, found)
         return found
 
     def attached_tool(self, agent_id: str, owner: str, name: str) -> UserTool | None:
