@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from llmos.client.unix import UnixClient
 from llmos.llm.kvstore import persisted_path
 from tests.cli import test_service
@@ -140,3 +142,16 @@ def test_deleting_an_agent_deletes_its_saved_prompt_states(home: Home) -> None:
     assert files[0] == persisted_path(states, f"agent:{ids['fay']}")
     home.ok("agent", "delete", "fay", "--yes")
     assert [f.exists() for f in files] == [False, True]
+
+
+def test_a_bad_idle_limit_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmos.client.local import DEFAULT_IDLE_SECONDS, ServiceError, idle_from_env
+
+    monkeypatch.delenv("LLMOS_IDLE", raising=False)
+    assert idle_from_env() == DEFAULT_IDLE_SECONDS
+    monkeypatch.setenv("LLMOS_IDLE", "90")
+    assert idle_from_env() == 90.0
+    for bad, why in (("soon", "a number of seconds"), ("0", "between"), ("-5", "between")):
+        monkeypatch.setenv("LLMOS_IDLE", bad)
+        with pytest.raises(ServiceError, match=f"LLMOS_IDLE must be .*{why}"):
+            idle_from_env()

@@ -42,6 +42,7 @@ import llmos
 from llmos.client import environment
 from llmos.client.base import ServerFailed
 from llmos.client.unix import UnixClient
+from llmos.environ import seconds_from_env
 
 #: the service exits after this long without a request or a running turn
 DEFAULT_IDLE_SECONDS = 15 * 60
@@ -65,16 +66,10 @@ def default_home() -> Path:
 
 def idle_from_env() -> float:
     """The idle limit from `LLMOS_IDLE` (seconds), else the default."""
-    raw = os.environ.get("LLMOS_IDLE")
-    if not raw:
-        return DEFAULT_IDLE_SECONDS
     try:
-        value = float(raw)
-    except ValueError:
-        raise ServiceError(f"LLMOS_IDLE must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ServiceError("LLMOS_IDLE must be more than 0 seconds")
-    return value
+        return seconds_from_env("LLMOS_IDLE", DEFAULT_IDLE_SECONDS, 0.1, 366 * 86400)
+    except ValueError as e:
+        raise ServiceError(str(e)) from None
 
 
 @dataclass(frozen=True, slots=True)
