@@ -45,7 +45,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, text
 
@@ -206,32 +206,33 @@ class AgentLeases:
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._releases[agent_id] = loop.call_later(self.grace, self._release_now, agent_id)
+        self._releases[agent_id] = loop.call_later(self.grace, self._grace_over, agent_id)
 
     async def release_now(self, agent_id: str) -> None:
         """Give the lease up now and wait until that is committed: whoever takes
         the agent next sees it released, not lapsed (`Acquired.interrupted`)."""
-        pending = self._releases.pop(agent_id, None)
-        if pending is not None:
-            pending.cancel()
+        dropped = self._give_up(agent_id)
+        if dropped is not None:
+            await dropped
+
+    def _grace_over(self, agent_id: str) -> None:
+        dropped = self._give_up(agent_id)
+        if dropped is not None:  # nobody waits for it; a failure leaves the lease to expire
+            dropped.add_done_callback(_ignore_outcome)
+
+    def _give_up(self, agent_id: str) -> asyncio.Future[Any] | None:
+        """Stop holding the lease (and any release timer); the write that drops its
+        row, or None if this kernel did not hold it."""
+        timer = self._releases.pop(agent_id, None)
+        if timer is not None:
+            timer.cancel()
         if self._held.pop(agent_id, None) is None:
-            return
+            return None
 
         def drop(conn: Connection) -> None:
             conn.execute(_RELEASE, {"aid": agent_id, "me": self.holder})
 
-        await self.writes.submit(drop)
-
-    def _release_now(self, agent_id: str) -> None:
-        self._releases.pop(agent_id, None)
-        if self._held.pop(agent_id, None) is None:
-            return
-
-        def drop(conn: Connection) -> None:
-            conn.execute(_RELEASE, {"aid": agent_id, "me": self.holder})
-
-        # Nobody waits for it; a failure leaves the lease to expire.
-        self.writes.submit(drop).add_done_callback(_ignore_outcome)
+        return self.writes.submit(drop)
 
     def release_all(self, conn: Connection) -> None:
         """At close: give every lease up now (in `conn`'s transaction)."""

@@ -66,7 +66,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from llmos.agent.functions import FunctionError
 from llmos.kernel.agents import AgentNotFound
@@ -236,7 +236,7 @@ class AgentMessenger:
             )
         return f"{target.name} replied: {turn.reply}"
 
-    def _deadlock(self, caller: AgentImage, target: AgentImage) -> None:
+    def _deadlock(self, caller: AgentImage, target: AgentImage) -> NoReturn:
         self._audit(caller, target.name, "failed", "would deadlock")
         raise FunctionError(
             f"{target.name} is waiting for your reply, so it cannot answer a question "
@@ -269,7 +269,6 @@ class AgentMessenger:
         )
         if pid is None:
             self._deadlock(caller, target)
-        assert pid is not None
         self._audit(caller, target.name, "allowed", f"ask, hop {hops}")
         try:
             if not self._hand_over(target.id):

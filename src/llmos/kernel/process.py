@@ -150,17 +150,19 @@ class ProcessTable:
 
     def _drop(self, agent_id: str, proc: Process) -> None:
         proc.image = None
-        del self._loaded[agent_id]
-        self.image_bytes -= proc.bytes
-        proc.bytes = 0
+        self._unload(agent_id)
         self.dropped += 1
 
-    def forget(self, agent_id: str) -> None:
-        self._procs.pop(agent_id, None)
+    def _unload(self, agent_id: str) -> None:
+        """Take the agent off the LRU and its image's bytes off the count."""
         proc = self._loaded.pop(agent_id, None)
         if proc is not None:
             self.image_bytes -= proc.bytes
             proc.bytes = 0
+
+    def forget(self, agent_id: str) -> None:
+        self._procs.pop(agent_id, None)
+        self._unload(agent_id)
 
     def running(self) -> list[Process]:
         """Processes holding their agent now (a turn or an edit in progress)."""

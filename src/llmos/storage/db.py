@@ -193,8 +193,7 @@ class Database:
         the event loop goes on while the server answers (a local SQLite read is
         quicker than the hop to a thread). `work` may only read."""
         if not self.is_postgres:
-            with self.connect() as conn:
-                return work(conn)
+            return self._read(work)
         if self._readers is None:
             self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="llmos-read")
         return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
