@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert, text
 
+from llmos.storage import hnsw
 from llmos.storage import vectors as vec
 from llmos.storage.db import Database
 from llmos.storage.models import agents, passages
@@ -355,7 +356,7 @@ def run_engine(engine: str, n: int, args: argparse.Namespace, tmp: Path) -> dict
             out.update(ordinary_inserts(db, n, args.dim, args.pg_inserts))
             with db.connect() as conn:
                 out["shared_buffers"] = conn.execute(text("SHOW shared_buffers")).scalar_one()
-            out["hnsw"] = {"m": vec.HNSW_M, "ef_construction": vec.HNSW_EF_CONSTRUCTION}
+            out["hnsw"] = {"m": hnsw.HNSW_M, "ef_construction": hnsw.HNSW_EF_CONSTRUCTION}
             prewarm(db, args.dim)
             out["search"] = {}
             for ef in args.efs:
@@ -388,7 +389,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--ef",
-        default=f"100,200,{vec.SMALL_EF},{vec.EF_SEARCH}",
+        default=f"100,200,{hnsw.SMALL_EF},{hnsw.EF_SEARCH}",
         help="HNSW ef_search values (PostgreSQL)",
     )
     ap.add_argument(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert, text
 
-from llmos.storage import schema
+from llmos.storage import hnsw, schema
 from llmos.storage import vectors as vec
 from llmos.storage.db import Database, open_database
 from llmos.storage.models import agents, passages
@@ -320,7 +320,7 @@ def test_hnsw_searches_a_small_table_narrower(
     if engine != "postgresql":
         pytest.skip("HNSW's ef_search is PostgreSQL's")
     monkeypatch.delenv("LLMOS_HNSW_EF_SEARCH", raising=False)
-    monkeypatch.setattr(vec, "SMALL_TABLE", 30)
+    monkeypatch.setattr(hnsw, "SMALL_TABLE", 30)
     monkeypatch.setattr(vec, "ROWS_TTL", 0.0)
     db = open_database(home)
     try:
@@ -336,14 +336,14 @@ def test_hnsw_searches_a_small_table_narrower(
 
         with db.begin() as conn:  # a fresh table has no estimate yet: the wide search
             conn.exec_driver_sql(f"UPDATE pg_class SET reltuples = -1 WHERE relname = '{table}'")
-        assert ef_used() == vec.EF_SEARCH
+        assert ef_used() == hnsw.EF_SEARCH
         with db.begin() as conn:
             conn.exec_driver_sql(f"ANALYZE {table}")
-        assert ef_used() == vec.SMALL_EF  # 20 rows
+        assert ef_used() == hnsw.SMALL_EF  # 20 rows
         add(db, "a", clustered(20, 22))
         with db.begin() as conn:
             conn.exec_driver_sql(f"ANALYZE {table}")
-        assert ef_used() == vec.EF_SEARCH  # 40 rows > 30
+        assert ef_used() == hnsw.EF_SEARCH  # 40 rows > 30
         monkeypatch.setenv("LLMOS_HNSW_EF_SEARCH", "123")
         assert ef_used() == 123
     finally:
@@ -366,7 +366,7 @@ def test_migration_0005_rebuilds_an_old_graph_denser(home: Path, engine: str) ->
     data = clustered(200, 31)
     ids = add(db, "a", data)
     q = clustered(1, 32)[0]
-    denser = sorted([f"m={vec.HNSW_M}", f"ef_construction={vec.HNSW_EF_CONSTRUCTION}"])
+    denser = sorted([f"m={hnsw.HNSW_M}", f"ef_construction={hnsw.HNSW_EF_CONSTRUCTION}"])
     assert _hnsw_options(db) == denser  # a new table has the new graph at once
     with db.begin() as conn:
         conn.exec_driver_sql(
@@ -412,5 +412,42 @@ def test_a_read_without_a_transaction_searches_with_llmos_settings(
             conn.exec_driver_sql("SET enable_seqscan = off")  # this session's plans only
             got = db.vectors.search(conn, "few", DIM, q, 5)
         assert [pid for pid, _ in got] == exact(ids, far, q, 5)
+    finally:
+        db.close()
+
+
+def test_searches_send_the_query_in_binary_on_every_connection(home: Path, engine: str) -> None:
+    """The query vector goes as a binary parameter (hnsw.py teaches each pooled
+    connection once): a connection lost and replaced is taught again, and vectors
+    written and read through SQLAlchemy on a taught connection are unchanged."""
+    if engine != "postgresql":
+        pytest.skip("the binary parameter is PostgreSQL's")
+    db = open_database(home)
+    try:
+        add_agent(db, "a")
+        data = clustered(31, 51)
+        ids = add(db, "a", data[:30])
+        q = clustered(1, 52)[0]
+        with db.connect() as conn:
+            first = [pid for pid, _ in db.vectors.search(conn, "a", DIM, q, 5)]
+            assert conn.connection.info.get(hnsw._DUMPER)
+            conn.invalidate()  # as when the server drops the connection
+        with db.connect() as conn:
+            assert not conn.connection.info.get(hnsw._DUMPER)
+            again = db.vectors.search(conn, "a", DIM, q, 5)
+            assert conn.connection.info.get(hnsw._DUMPER)
+            # write and read a vector through SQLAlchemy on this taught connection
+            row = {"agent_id": "a", "text": "p", "created_at": 0.0}
+            new = conn.execute(insert(passages).returning(passages.c.id), [row]).scalar_one()
+            db.vectors.insert(conn, "a", DIM, [new], data[30:31])
+            conn.commit()
+            stored = conn.exec_driver_sql(
+                f"SELECT embedding::text FROM passages_vec_{DIM} WHERE passage_id = {new}"
+            ).scalar_one()
+        assert first == [pid for pid, _ in again] == exact(ids, data[:30], q, 5)
+        want = 1 - data[:30] @ q / (np.linalg.norm(data[:30], axis=1) * np.linalg.norm(q))
+        assert [d for _, d in again] == pytest.approx(sorted(want)[:5], abs=1e-5)
+        assert np.fromstring(stored.strip("[]"), sep=",") == pytest.approx(data[30], abs=1e-6)
+        assert search(db, "a", q, 5) == exact([*ids, new], data[:31], q, 5)
     finally:
         db.close()

@@ -25,12 +25,12 @@ nearest first, by cosine distance.
   Databases made with the `vec0` tables are converted by migration 0003.
 - PostgreSQL: a table with a pgvector `vector(dim)` column, a B-tree index on
   the agent id and an HNSW index (cosine); searches use pgvector's iterative
-  index scan, so filtering by agent still returns the k nearest.
+  index scan, so filtering by agent still returns the k nearest. The index's
+  settings and the search itself are `hnsw.py`'s.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -47,12 +47,10 @@ from sqlalchemy import (
     String,
     Table,
     delete,
-    func,
-    select,
     text,
-    true,
 )
 
+from llmos.storage import hnsw
 from llmos.storage.models import passages
 
 if TYPE_CHECKING:
@@ -61,18 +59,6 @@ if TYPE_CHECKING:
 
 _PREFIX = "passages_vec_"
 _NAME = re.compile(r"^passages_vec_([0-9]+)$")
-# HNSW: denser than pgvector's default graph (m 16, ef_construction 64), which
-# needed ef_search 1000 for recall@10 0.95 at 1M (60 ms). archival_scale.py,
-# one agent, the graph in shared_buffers, 2 cores: 1M, ef_search 400 / 500 /
-# 600: recall@10 0.94 / 0.966 / 0.971, p50 12.9 / 14.9 / 14.5 ms; 100k, ef 100:
-# 1.0, 6.5 ms. Inserts do about 3x the work (0005 rebuilds older indexes).
-# Tables (all agents of a dimension share one) of at most SMALL_TABLE vectors
-# use SMALL_EF, others EF_SEARCH; LLMOS_HNSW_EF_SEARCH overrides both.
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 128
-EF_SEARCH = 500
-SMALL_TABLE = 100_000
-SMALL_EF = 100
 ROWS_TTL = 60.0  # seconds a table's row estimate is reused before pg_class is read again
 
 #: SQLite: passages per block of binary codes (a block is rewritten when a
@@ -85,16 +71,6 @@ EXACT_UP_TO = 2000
 RESCORE_MIN = 300
 OVERSAMPLE = 8
 RESCORE_SHARE = 500  # one code in this many: recall holds as an agent grows
-
-
-def ef_search(rows: int | None = None) -> int:
-    """HNSW's search breadth (more: better recall, slower): LLMOS_HNSW_EF_SEARCH, else
-    SMALL_EF for a table known to hold at most SMALL_TABLE vectors, else EF_SEARCH."""
-    default = SMALL_EF if rows is not None and 0 <= rows <= SMALL_TABLE else EF_SEARCH
-    try:
-        return max(10, int(os.environ.get("LLMOS_HNSW_EF_SEARCH", str(default))))
-    except ValueError:
-        return default
 
 
 def candidates(k: int, n: int) -> int:
@@ -220,7 +196,7 @@ class VectorIndex:
                 f"ix_{name}_hnsw",
                 "embedding",
                 postgresql_using="hnsw",
-                postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+                postgresql_with={"m": hnsw.HNSW_M, "ef_construction": hnsw.HNSW_EF_CONSTRUCTION},
                 postgresql_ops={"embedding": "vector_cosine_ops"},
             ),
         )
@@ -285,31 +261,9 @@ class VectorIndex:
         table = self.table(dim, conn)
         if not self.is_postgres:
             return _sqlite_search(conn, table.name, agent_id, query, k)
-        # ef_search: see EF_SEARCH; the iterative scan goes on until k rows of this
-        # agent are found. The statement that searches sets both (LATERAL to their
-        # row, so after them): reads run in autocommit, where a setting local to
-        # a transaction would last only the statement that set it.
-        ef = min(1000, max(ef_search(self._row_estimate(conn, table.name)), 2 * k))
-        settings = select(
-            func.set_config("hnsw.ef_search", str(ef), True).label("ef"),
-            func.set_config("hnsw.iterative_scan", "strict_order", True).label("scan"),
-        ).subquery("settings")
-        import numpy as np
-
-        distance = table.c.embedding.cosine_distance(np.asarray(query, dtype=np.float32))
-        nearest = (
-            select(table.c.passage_id, distance.label("distance"))
-            .where(table.c.agent_id == agent_id, settings.c.ef.is_not(None))
-            .order_by(distance)
-            .limit(k)
-            .lateral("nearest")
+        return hnsw.search(
+            conn, table.name, self._row_estimate(conn, table.name), agent_id, query, k
         )
-        rows = conn.execute(
-            select(nearest.c.passage_id, nearest.c.distance)
-            .select_from(settings.join(nearest, true()))
-            .order_by(nearest.c.distance)
-        ).fetchall()
-        return [(r[0], float(r[1])) for r in rows]
 
     def _row_estimate(self, conn: Connection, name: str) -> int | None:
         """PostgreSQL's estimate of the table's rows (from its last ANALYZE), reused for

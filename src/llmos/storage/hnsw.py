@@ -1,0 +1,91 @@
+"""PostgreSQL's archival search: pgvector's HNSW index, its settings and the query.
+
+`vectors.py` owns the tables on both engines; this module is the PostgreSQL
+side of a search. It chooses `ef_search` from the table's size, and sends one
+statement per search: written once per table as SQL, with the query vector
+as a binary parameter, so the client's share of a search is a fraction of a
+millisecond instead of the 3 ms that building a SQLAlchemy statement and
+formatting 384 floats as text took (benchmarks/archival_scale.py, `cpu p50`).
+It leaves out index creation (`vectors.py`) and rebuilding (migrations).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+# HNSW: denser than pgvector's default graph (m 16, ef_construction 64), which
+# needed ef_search 1000 for recall@10 0.95 at 1M (60 ms). archival_scale.py,
+# one agent, the graph in shared_buffers, 2 cores: 1M, ef_search 400 / 500 /
+# 600: recall@10 0.94 / 0.966 / 0.971, p50 12.9 / 14.9 / 14.5 ms; 100k, ef 100:
+# 1.0, 6.5 ms. Inserts do about 3x the work (0005 rebuilds older indexes).
+# Tables (all agents of a dimension share one) of at most SMALL_TABLE vectors
+# use SMALL_EF, others EF_SEARCH; LLMOS_HNSW_EF_SEARCH overrides both.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
+EF_SEARCH = 500
+SMALL_TABLE = 100_000
+SMALL_EF = 100
+
+_DUMPER = "llmos.hnsw.dumper"  # key in a pooled connection's info: the dumper is registered
+
+
+def ef_search(rows: int | None = None) -> int:
+    """HNSW's search breadth (more: better recall, slower): LLMOS_HNSW_EF_SEARCH, else
+    SMALL_EF for a table known to hold at most SMALL_TABLE vectors, else EF_SEARCH."""
+    default = SMALL_EF if rows is not None and 0 <= rows <= SMALL_TABLE else EF_SEARCH
+    try:
+        return max(10, int(os.environ.get("LLMOS_HNSW_EF_SEARCH", str(default))))
+    except ValueError:
+        return default
+
+
+def search_sql(table: str) -> str:
+    """The search of `table` (a `passages_vec_{dim}` name, never user text).
+
+    It sets ef_search and the iterative scan itself, LATERAL to their row so
+    they are set before the scan: reads run in autocommit, where a setting local
+    to a transaction lasts only the statement that made it. The iterative scan
+    goes on until `k` rows of this agent are found."""
+    return (
+        "SELECT nearest.passage_id, nearest.distance FROM ("
+        "SELECT set_config('hnsw.ef_search', %(ef)s, true) AS ef, "
+        "set_config('hnsw.iterative_scan', 'strict_order', true) AS scan) AS settings "
+        "JOIN LATERAL ("
+        f"SELECT passage_id, embedding <=> %(query)b AS distance FROM {table} "
+        "WHERE agent_id = %(agent)s AND settings.ef IS NOT NULL "
+        "ORDER BY embedding <=> %(query)b LIMIT %(k)s"
+        ") AS nearest ON true ORDER BY nearest.distance"
+    )
+
+
+def search(
+    conn: Connection, table: str, rows: int | None, agent_id: str, query: Any, k: int
+) -> list[tuple[int, float]]:
+    """(id, cosine distance) of the agent's `k` vectors in `table` nearest to `query`."""
+    from pgvector import Vector
+
+    _send_vectors_in_binary(conn)
+    ef = min(1000, max(ef_search(rows), 2 * k))
+    params = {"ef": str(ef), "query": Vector(query), "agent": agent_id, "k": k}
+    found = conn.exec_driver_sql(search_sql(table), params).fetchall()
+    return [(int(r[0]), float(r[1])) for r in found]
+
+
+def _send_vectors_in_binary(conn: Connection) -> None:
+    """Teach this pooled connection (once) to send a `pgvector.Vector` parameter in
+    pgvector's binary form: 1.5 KB of floats instead of ~4 KB of text to format
+    and parse. Only parameters of that class change; results are read as before."""
+    pooled = conn.connection
+    if pooled.info.get(_DUMPER):
+        return
+    from pgvector import Vector
+    from pgvector.psycopg.vector import VectorBinaryDumper
+
+    oid = conn.exec_driver_sql("SELECT 'vector'::regtype::oid").scalar_one()
+    dumper = type("VectorParameter", (VectorBinaryDumper,), {"oid": oid})
+    pooled.driver_connection.adapters.register_dumper(Vector, dumper)
+    pooled.info[_DUMPER] = True
