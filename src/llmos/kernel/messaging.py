@@ -279,12 +279,12 @@ class AgentMessenger:
             finally:
                 collect.cancel()
         finally:
-            self.pending.end_wait(pid)
+            await self.pending.end_wait(pid)
 
     async def _collect(self, pid: str, deadline: float | None = None) -> RemoteTurn:
         """The turn another node ran on pending event `pid`, once it has left it in
         the row (polled). Raises HandoverTimeout past `deadline` (monotonic)."""
-        while (body := self.pending.collect(pid)) is None:
+        while (body := await self.pending.collect(pid)) is None:
             if deadline is not None and time.monotonic() > deadline:
                 raise HandoverTimeout(pid)
             await asyncio.sleep(0.05)

@@ -15,6 +15,7 @@ who delivers what; this module is the table.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -125,10 +126,12 @@ class PendingMessages:
 
         return await self.group_commit.submit(write)
 
-    def end_wait(self, pid: str) -> None:
+    def end_wait(self, pid: str) -> asyncio.Future[None]:
         """The caller stopped waiting (answered, timed out, failed): drop its edge of
-        the wait-for graph, and the row with it if it holds the answer already."""
-        with self.db.begin() as conn:
+        the wait-for graph, and the row with it if it holds the answer already. A
+        group-commit write: it happens even if the caller is cancelled meanwhile."""
+
+        def write(conn: Connection) -> None:
             conn.execute(
                 delete(pending_messages).where(
                     pending_messages.c.id == pid, pending_messages.c.result.is_not(None)
@@ -139,6 +142,8 @@ class PendingMessages:
                 .where(pending_messages.c.id == pid)
                 .values(caller_id=None, waiter=None)
             )
+
+        return self.group_commit.submit(write)
 
     def get(self, pid: str) -> Any:
         with self.db.connect() as conn:
@@ -197,15 +202,18 @@ class PendingMessages:
                 .values(result=json.dumps(body, default=str), done_at=now)
             )
 
-    def collect(self, pid: str) -> dict[str, Any] | None:
-        """A handed-over turn's result, once its node has left it (the row goes)."""
-        row = self.get(pid)
+    async def collect(self, pid: str) -> dict[str, Any] | None:
+        """A handed-over turn's result, once its node has left it (the row goes).
+        Off the event loop: the read in a reader thread, the delete group-committed."""
+        query = select(pending_messages.c.result).where(pending_messages.c.id == pid)
+        row = await self.db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise AlreadyDelivered(f"pending event {pid} is gone")
         if row.result is None:
             return None
-        with self.db.begin() as conn:
-            conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
+        await self.group_commit.submit(
+            lambda conn: conn.execute(delete(pending_messages).where(pending_messages.c.id == pid))
+        )
         return dict(json.loads(row.result))
 
 
