@@ -4,7 +4,6 @@ nothing, so the next turn sees the new tool."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import event
 
 from llmos import Kernel
@@ -36,7 +35,7 @@ async def test_a_lookup_overtaken_by_an_invalidation_is_not_kept(kernel: Kernel)
 
 
 async def test_a_tool_attached_through_another_node_is_seen_within_the_lifetime(
-    kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+    kernel: Kernel,
 ) -> None:
     """Nodes share the database but not their caches: node A must not keep an agent's
     attached set forever when node B attaches a tool (A's turns would never offer it)."""
@@ -50,7 +49,7 @@ async def test_a_tool_attached_through_another_node_is_seen_within_the_lifetime(
     agent_id = kernel.image("helper").id
     node_a, node_b = ToolManager(kernel.db), ToolManager(kernel.db)
     clock = [1000.0]
-    monkeypatch.setattr(registry.time, "monotonic", lambda: clock[0])
+    node_a.attached_cache.clock = lambda: clock[0]
     assert node_a.attached(agent_id, "local") == []
     node_b.attach(agent_id, "local", "calculate")
     assert node_a.attached(agent_id, "local") == []  # cached: no read per step

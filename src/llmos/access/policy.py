@@ -40,8 +40,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 
 from llmos.environ import seconds_from_env
 from llmos.errors import Busy, Conflict, NotFound
+from llmos.expiring import ExpiringCache
 from llmos.redact import redact as redact  # the server imports it from here
 from llmos.storage.models import api_keys, users
 
@@ -111,55 +111,14 @@ def key_cache_seconds() -> float:
     return seconds_from_env(KEY_CACHE_ENV, DEFAULT_KEY_CACHE_SECONDS, 0, 3600)
 
 
-class KeyCache:
+class KeyCache(ExpiringCache[str, User]):
     """Users of keys verified in the last `ttl` seconds, by the key's sha256 (never
     the key). At most `size` entries: the oldest go first. Refusals are not kept:
     random keys would then push out the good ones. Thread-safe (a test or the CLI
     may revoke from another thread than the server's)."""
 
-    def __init__(
-        self, ttl: float, size: int = 10_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.ttl = ttl
-        self.size = size
-        self.clock = clock
-        self._entries: OrderedDict[str, tuple[User, float]] = OrderedDict()  # digest -> ...
-        self._lock = threading.Lock()
-        #: bumped by every `forget_user`: a lookup that began before it is not kept
-        self.generation = 0
-
-    def get(self, digest: str) -> User | None:
-        if self.ttl <= 0:
-            return None
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is None:
-                return None
-            if entry[1] <= self.clock():
-                del self._entries[digest]
-                return None
-            return entry[0]
-
-    def put(self, digest: str, user: User, generation: int) -> None:
-        """Keep `user` for `digest`, unless a revocation came since `generation` was read."""
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            if generation != self.generation:
-                return
-            self._entries[digest] = (user, self.clock() + self.ttl)
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
     def forget_user(self, user_id: str) -> None:
-        with self._lock:
-            self.generation += 1
-            for digest in [d for d, (u, _) in self._entries.items() if u.id == user_id]:
-                del self._entries[digest]
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self.forget(lambda _digest, user: user.id == user_id)
 
 
 # One cache per database object, so every access manager of a process on it

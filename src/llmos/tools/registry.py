@@ -50,6 +50,7 @@ from sqlalchemy import delete, func, select
 
 from llmos.access.grants import Grants
 from llmos.errors import InvalidRequest, NotFound
+from llmos.expiring import ExpiringCache
 from llmos.llm.core import ToolSpec
 from llmos.storage.models import agent_tools, tool_versions, tools
 from llmos.tools import builtin, sandbox
@@ -153,13 +154,13 @@ class ToolManager:
     def __init__(
         self, db: Database, limits: sandbox.Limits | None = None, *, allow_unsafe: bool = True
     ) -> None:
-        # (agent id, owner) -> (when read, attached tools): read on every step,
-        # changed rarely. Every change made through this process clears it
-        # (`invalidate`); other processes' changes arrive as entries expire.
-        self._attached: dict[tuple[str, str], tuple[float, list[UserTool]]] = {}
-        # bumped by `invalidate`: a lookup that began before it keeps nothing
-        # (the kernel may look one up in a reader thread, see kernel/wake.py)
-        self._generation = 0
+        # (agent id, owner) -> attached tools: read on every step, changed rarely.
+        # Every change made through this process clears it (`invalidate`; a
+        # lookup in a reader thread that it overtook keeps nothing, see
+        # kernel/wake.py); other processes' changes arrive as entries expire.
+        self.attached_cache: ExpiringCache[tuple[str, str], list[UserTool]] = ExpiringCache(
+            ATTACHED_TTL
+        )
         self.db = db
         self.limits = limits or sandbox.Limits()
         self.allow_unsafe = allow_unsafe
@@ -387,16 +388,14 @@ class ToolManager:
         return bool(gone)
 
     def invalidate(self) -> None:
-        self._generation += 1
-        self._attached.clear()
+        self.attached_cache.forget()
 
     def attached(self, agent_id: str, owner: str) -> list[UserTool]:
         """The agent's attached tools (owned by its owner), by name."""
-        cached = self._attached.get((agent_id, owner))
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < ATTACHED_TTL:
-            return cached[1]
-        generation = self._generation
+        cached = self.attached_cache.get((agent_id, owner))
+        if cached is not None:
+            return cached
+        generation = self.attached_cache.generation
         with self.db.connect() as conn:
             rows = conn.execute(
                 select(tools)
@@ -413,8 +412,7 @@ class ToolManager:
             ).fetchall()
         found = [_row_tool(r) for r in rows]
         found += [t for (n,) in names if (t := builtin_tool(owner, n)) is not None]
-        if generation == self._generation:
-            self._attached[(agent_id, owner)] = (now, found)
+        self.attached_cache.put((agent_id, owner), found, generation)
         return found
 
     def attached_tool(self, agent_id: str, owner: str, name: str) -> UserTool | None:
