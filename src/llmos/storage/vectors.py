@@ -24,9 +24,9 @@ nearest first, by cosine distance.
   partition key or metadata column, so not one table for all agents.
   Databases made with the `vec0` tables are converted by migration 0003.
 - PostgreSQL: a table with a pgvector `vector(dim)` column, a B-tree index on
-  the agent id and an HNSW index (cosine); searches use pgvector's iterative
-  index scan, so filtering by agent still returns the k nearest. The index's
-  settings and the search itself are `hnsw.py`'s.
+  the agent id and an HNSW index (cosine, over the vectors in half precision);
+  searches use pgvector's iterative index scan, so filtering by agent still
+  returns the k nearest. The index and the search itself are `hnsw.py`'s.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class VectorIndex:
             )
         from pgvector.sqlalchemy import Vector
 
-        return Table(
+        table = Table(
             name,
             self._meta,
             Column(
@@ -192,14 +192,9 @@ class VectorIndex:
             Column("agent_id", String(40), nullable=False),
             Column("embedding", Vector(dim), nullable=False),
             Index(f"ix_{name}_agent", "agent_id"),
-            Index(
-                f"ix_{name}_hnsw",
-                "embedding",
-                postgresql_using="hnsw",
-                postgresql_with={"m": hnsw.HNSW_M, "ef_construction": hnsw.HNSW_EF_CONSTRUCTION},
-                postgresql_ops={"embedding": "vector_cosine_ops"},
-            ),
         )
+        hnsw.add_index(table, dim)
+        return table
 
     def tables(self, conn: Connection | None = None) -> list[str]:
         """Names of every vector table in the database (one per dimension)."""
@@ -262,7 +257,7 @@ class VectorIndex:
         if not self.is_postgres:
             return _sqlite_search(conn, table.name, agent_id, query, k)
         return hnsw.search(
-            conn, table.name, self._row_estimate(conn, table.name), agent_id, query, k
+            conn, table.name, dim, self._row_estimate(conn, table.name), agent_id, query, k
         )
 
     def _row_estimate(self, conn: Connection, name: str) -> int | None:
