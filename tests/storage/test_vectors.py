@@ -506,7 +506,9 @@ def test_migration_0007_puts_the_graph_in_half_precision(home: Path, engine: str
             ).scalar_one()
             got = db.vectors.search(conn, "a", DIM, q, 10)
         assert "halfvec_cosine_ops" in definition and f"halfvec({DIM})" in definition
-        assert _hnsw_options(db) == sorted(["m=32", "ef_construction=128"])
+        assert _hnsw_options(db) == sorted(
+            [f"m={hnsw.HNSW_M}", f"ef_construction={hnsw.HNSW_EF_CONSTRUCTION}"]
+        )
         assert [pid for pid, _ in got] == exact(ids, data, q, 10)
         sims = data @ q / (np.linalg.norm(data, axis=1) * np.linalg.norm(q))
         assert [d for _, d in got] == pytest.approx(sorted(1 - sims)[:10], abs=1e-6)

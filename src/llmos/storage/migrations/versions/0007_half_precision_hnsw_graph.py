@@ -1,17 +1,19 @@
-"""PostgreSQL's HNSW indexes hold the archival vectors in half precision (halfvec).
+"""PostgreSQL's HNSW graphs: half precision (halfvec), built with ef_construction 256.
 
 An HNSW search reads one vector of the graph for each neighbour it weighs, some
 ten thousand at 1M passages. Each `passages_vec_{dim}` table keeps its exact
 `vector(dim)` column, and its index `ix_passages_vec_{dim}_hnsw` becomes one
-over `embedding::halfvec(dim)`: half the bytes per vector, a graph half the
-size in shared_buffers. Searches rank with it and report the exact distance
-(`storage/hnsw.py`). The graph settings stay those of 0005.
+over `embedding::halfvec(dim)`: half the bytes per vector, a graph about
+two thirds the size in shared_buffers. Searches rank with it and report the
+exact distance (`storage/hnsw.py`). The graph is built with a wider search
+(ef_construction 256, m 32 as in 0005), which links clusters of passages
+better: at 1M, recall@10 0.98 at ef_search 300, against 0.94 (see hnsw.py).
 
 The rebuild reads every vector of the table and blocks archival inserts while
 it runs. An operator who cannot stop writes that long builds the new index
 beforehand with `CREATE INDEX CONCURRENTLY ix_new ON passages_vec_384 USING
 hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) WITH (m = 32,
-ef_construction = 128)`, drops the old one and renames the new one to
+ef_construction = 256)`, drops the old one and renames the new one to
 `ix_passages_vec_384_hnsw` (one per dimension); this revision then finds the
 index done and leaves it. SQLite: nothing changes (no HNSW there).
 
@@ -32,8 +34,6 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-_WITH = "WITH (m = 32, ef_construction = 128)"
-
 
 def _rebuild(half: bool) -> None:
     conn = op.get_bind()
@@ -49,8 +49,10 @@ def _rebuild(half: bool) -> None:
             "AND pg_catalog.pg_table_is_visible(c.oid)"
         )
     ).all()
+    # downgrade: the graph of 0005 (full precision, ef_construction 128)
+    settings = "m = 32, ef_construction = 256" if half else "m = 32, ef_construction = 128"
     for table, definition in tables:
-        if definition is not None and ("halfvec_cosine_ops" in definition) == half:
+        if definition is not None and _is_wanted(definition, half):
             continue  # done beforehand (see the module docstring)
         dim = int(re.sub(r"^passages_vec_", "", table))
         index = f"ix_{table}_hnsw"
@@ -59,7 +61,13 @@ def _rebuild(half: bool) -> None:
             what = f"(CAST(embedding AS halfvec({dim})) halfvec_cosine_ops)"
         else:
             what = "(embedding vector_cosine_ops)"
-        conn.exec_driver_sql(f"CREATE INDEX {index} ON {table} USING hnsw {what} {_WITH}")
+        conn.exec_driver_sql(f"CREATE INDEX {index} ON {table} USING hnsw {what} WITH ({settings})")
+
+
+def _is_wanted(definition: str, half: bool) -> bool:
+    if half:
+        return "halfvec_cosine_ops" in definition and "ef_construction='256'" in definition
+    return "vector_cosine_ops" in definition
 
 
 def upgrade() -> None:
