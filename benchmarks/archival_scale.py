@@ -35,8 +35,9 @@ How each engine is loaded and searched:
   of --pg-shared-buffers (6GB: the table of 1M vectors, 1.6 GB, and its HNSW
   graph, 1.1 GB, stay in memory, as on a server sized for them; they are read
   in with pg_prewarm before the searches, as a server that has been
-  answering searches has them; PostgreSQL's default huge_pages=try puts them
-  in huge pages if the OS has reserved enough, see the JSON's huge_pages);
+  answering searches has them; the JSON's huge_pages says whether they were
+  in huge pages, which PostgreSQL's default huge_pages=try uses when the OS
+  has reserved enough);
   with --pg-data DIR it is kept there, and a later run of the same size
   measures searches (and inserts) on it again without loading, rebuilding
   the index only if llmos's graph settings (`hnsw.HNSW_M`, ...) or operator
@@ -367,9 +368,8 @@ def run_engine(engine: str, n: int, args: argparse.Namespace, tmp: Path) -> dict
             out.update(ordinary_inserts(db, n, args.dim, args.pg_inserts))
             with db.connect() as conn:
                 out["shared_buffers"] = conn.execute(text("SHOW shared_buffers")).scalar_one()
-                # on: shared_buffers in huge pages (the OS must reserve them:
-                # vm.nr_hugepages); random reads of the graph then miss the TLB
-                # less (1M: p50 8.4 ms against 10.0 at ef_search 400)
+                # on: shared_buffers in huge pages (the OS reserved them:
+                # vm.nr_hugepages). At 1M, ef_search 300: p50 7.8 ms on, 7.6 off
                 out["huge_pages"] = conn.execute(text("SHOW huge_pages_status")).scalar_one()
             out["hnsw"] = {
                 "m": hnsw.HNSW_M,
