@@ -30,7 +30,6 @@ MAX_LINES = 500
 MAX_LINES_EXCEPTIONS = {"llmos.kernel.kernel": 400}
 
 
-
 @dataclass(frozen=True, slots=True)
 class Import:
     source: str  # the importing module, e.g. "llmos.agent.loop"

@@ -201,9 +201,7 @@ class RecallStorage:
             since=since,
             until=until,
         )
-        rows = {
-            r.id: r for r in conn.execute(select(messages).where(messages.c.id.in_(ids)))
-        }
+        rows = {r.id: r for r in conn.execute(select(messages).where(messages.c.id.in_(ids)))}
         return [_row_to_message(rows[i]) for i in ids if i in rows], total
 
     def search_date(
