@@ -22,6 +22,7 @@ It leaves out index creation and rebuilding (`vectors.py`, migrations 0005 and
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,7 @@ def add_index(table: Table, dim: int) -> Index:
     )
 
 
+@functools.cache
 def search_sql(table: str, dim: int) -> str:
     """The search of `table` (a `passages_vec_{dim}` name, never user text).
 
