@@ -73,6 +73,8 @@ from llmos.kernel.agents import AgentNotFound
 from llmos.kernel.pending import AlreadyDelivered, HandoverTimeout, PendingMessages, RemoteTurn
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from llmos.access.audit import AuditLog
     from llmos.access.grants import Grants
     from llmos.agent.loop import EventSink, Turn
@@ -103,7 +105,7 @@ class Nodes(Protocol):
 
     def notify(self, node_id: str) -> None: ...
 
-    def live(self) -> set[str]: ...
+    def live(self, conn: Connection) -> set[str]: ...
 
 
 #: tells the step committer that storing `event` stores pending message `pid`
@@ -265,7 +267,7 @@ class AgentMessenger:
         it (handed over, its turn collected from the row), else here."""
         assert self.nodes is not None
         pid = await self.pending.add_wait(
-            target, content, hops, caller.id, self.nodes.me, self.nodes.live()
+            target, content, hops, caller.id, self.nodes.me, self.nodes.live
         )
         if pid is None:
             self._deadlock(caller, target)

@@ -29,6 +29,8 @@ from llmos.errors import Busy, Conflict
 from llmos.storage.models import approvals, pending_messages
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from llmos.memory.image import AgentImage
     from llmos.storage.group_commit import GroupCommit
 
@@ -90,12 +92,13 @@ class PendingMessages:
 
     async def add_wait(
         self, target: AgentImage, content: str, hops: int, caller_id: str, waiter: str,
-        live: set[str],
+        live: Callable[[Connection], set[str]],
     ) -> str | None:  # fmt: skip
         """Store a waiting call's message (`caller_id` waits on node `waiter` for the
         target's reply): an edge of the wait-for graph all nodes share. None, and
-        nothing stored, if the edge would close a cycle of waits whose nodes are in
-        `live` (a deadlock: every agent on it holds its turn while it waits)."""
+        nothing stored, if the edge would close a cycle of waits whose nodes are
+        live (`live(conn)`, read in the same transaction: a deadlock, every agent
+        on it holds its turn while it waits)."""
         row = _row(target, content, hops, waiter=waiter, caller_id=caller_id)
         pid = row["id"]
 
@@ -110,7 +113,7 @@ class PendingMessages:
                     select(pending_messages.c.caller_id, pending_messages.c.agent_id).where(
                         pending_messages.c.caller_id.is_not(None),
                         pending_messages.c.result.is_(None),
-                        pending_messages.c.waiter.in_(live | {waiter}),
+                        pending_messages.c.waiter.in_(live(conn) | {waiter}),
                     )
                 ).all()
             )

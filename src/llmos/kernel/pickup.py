@@ -56,6 +56,8 @@ from llmos.environ import seconds_from_env
 from llmos.kernel.nodes import NodeRegistry, assign
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from llmos.kernel.leases import AgentLeases
     from llmos.kernel.messaging import AgentMessenger
     from llmos.kernel.process import ProcessTable
@@ -216,10 +218,9 @@ class Pickup:
             runner = self.nodes.runner(conn, agent_id)
         return runner if runner != self.me else None
 
-    def live(self) -> set[str]:
+    def live(self, conn: Connection) -> set[str]:
         """Ids of the live nodes, this one included."""
-        with self.db.connect() as conn:
-            return self.nodes.live(conn) | {self.me}
+        return self.nodes.live(conn) | {self.me}
 
     def notify(self, node_id: str) -> None:
         """Wake `node_id` (PostgreSQL; on SQLite it finds the work in its next pass)."""
@@ -238,7 +239,7 @@ class Pickup:
         with self.db.connect() as conn:
             lapsed = conn.execute(_LAPSED, {"now": now, "me": self.me}).fetchall()
             pending = conn.execute(_PENDING).fetchall()
-            live = self.nodes.live(conn) | {self.me} if lapsed or pending else set()
+            live = self.live(conn) if lapsed or pending else set()
             gone = ({r.holder for r in lapsed} | {p.holder for p in pending}) - live - {None}
             listed = self.nodes.listed(conn, gone)
         ranked = sorted(live)
