@@ -375,6 +375,12 @@ def test_migration_0005_rebuilds_an_old_graph_denser(home: Path, engine: str) ->
         )
         conn.exec_driver_sql(f"REINDEX INDEX ix_passages_vec_{DIM}_hnsw")
         conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    from alembic import command
+
+    with db.engine.connect() as conn:  # 0005 alone (0007 rebuilds the graph again)
+        command.upgrade(schema.alembic_config(conn), "0005")
+        conn.commit()
+    assert _hnsw_options(db) == ["ef_construction=128", "m=32"]
     db.close()
     db = open_database(home)
     try:
